@@ -1,0 +1,62 @@
+"""Typed errors a user can cause (spec, data, connections, registry state), each naming what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlpipeError(Exception):
+    """Base class of every error mlpipe raises on purpose."""
+
+
+class SpecError(MlpipeError):
+    """A pipeline spec is invalid; the message names the file, the field and what is allowed."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid pipeline spec {path}:\n{lines}")
+
+
+class DataValidationError(MlpipeError):
+    """A data snapshot failed its Great Expectations suite.
+
+    ``failures`` holds one dict per failed expectation: ``expectation`` (type), ``column``
+    (or None for table-level ones), ``kwargs`` and ``observed`` (GX's observed value).
+    """
+
+    def __init__(self, suite: str, failures: list[dict[str, Any]], report_uri: str | None = None) -> None:
+        self.suite = suite
+        self.failures = failures
+        self.report_uri = report_uri
+        lines = []
+        for f in failures:
+            where = f"column {f['column']!r}" if f.get("column") else "table"
+            lines.append(f"  - {f['expectation']} on {where}: observed {f.get('observed')!r}")
+        tail = f"\nfull result: {report_uri}" if report_uri else ""
+        super().__init__(
+            f"data failed validation suite {suite!r}: {len(failures)} expectation(s) failed\n"
+            + "\n".join(lines)
+            + tail
+        )
+
+
+class ExtractError(MlpipeError):
+    """The source could not be read into a snapshot (query, connection or schema problem)."""
+
+
+class FeatureError(MlpipeError):
+    """The snapshot cannot be turned into features (missing column, bad target values...)."""
+
+
+class ArtifactIntegrityError(MlpipeError):
+    """An artifact's bytes do not match the sha256 recorded for it."""
+
+
+class RegistryError(MlpipeError):
+    """The model registry refused an operation (unknown pipeline/version, no champion...)."""
+
+
+class ChampionChangedError(RegistryError):
+    """Promotion lost a compare-and-swap: the champion changed after evaluation."""
