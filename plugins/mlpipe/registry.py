@@ -1,0 +1,279 @@
+"""The model registry: model versions and an append-only champion log in their own database.
+
+SQLite file under MLPIPE_HOME by default, PostgreSQL through the ``mlpipe_registry`` Connection in
+the full stack. Promotion is a compare-and-swap: the champion log's sequence number the evaluator
+saw must still be the latest one, and a unique (pipeline, seq) constraint makes two concurrent
+promoters unable to both append.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from mlpipe.errors import ChampionChangedError, RegistryError
+
+metadata = sa.MetaData()
+
+model_versions = sa.Table(
+    "mlpipe_model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("candidate", sa.String(64), nullable=False),
+    sa.Column("estimator", sa.String(200), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("data_sha256", sa.String(64), nullable=False),
+    sa.Column("data_rows", sa.BigInteger, nullable=False),
+    sa.Column("spec_sha256", sa.String(64), nullable=False),
+    sa.Column("code_version", sa.String(100), nullable=False),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("pipeline", "version", name="uq_mlpipe_version"),
+    sa.UniqueConstraint("pipeline", "run_id", name="uq_mlpipe_version_run"),
+)
+
+champion_log = sa.Table(
+    "mlpipe_champion_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("previous_version", sa.Integer, nullable=True),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("pipeline", "seq", name="uq_mlpipe_champion_seq"),
+)
+
+ACTIONS = ("promote", "first", "force", "rollback")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    pipeline: str
+    version: int
+    run_id: str
+    candidate: str
+    estimator: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    data_sha256: str
+    data_rows: int
+    spec_sha256: str
+    code_version: str
+    artifact_uri: str
+    artifact_sha256: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["created_at"] = self.created_at.isoformat() if self.created_at else None
+        return out
+
+
+@dataclass(frozen=True)
+class ChampionEvent:
+    pipeline: str
+    seq: int
+    version: int
+    previous_version: int | None
+    action: str
+    reason: str
+    actor: str
+    run_id: str | None
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["created_at"] = self.created_at.isoformat()
+        return out
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _version(row: Any) -> ModelVersion:
+    m = row._mapping
+    return ModelVersion(
+        **{k: m[k] for k in ModelVersion.__dataclass_fields__ if k != "created_at"},
+        created_at=_utc(m["created_at"]),
+    )
+
+
+def _event(row: Any) -> ChampionEvent:
+    m = row._mapping
+    return ChampionEvent(
+        **{k: m[k] for k in ChampionEvent.__dataclass_fields__ if k != "created_at"},
+        created_at=_utc(m["created_at"]),
+    )
+
+
+class Registry:
+    """Model versions and champions of every pipeline, in one SQL database."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> Registry:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # Concurrent task processes share the file: wait for locks instead of failing at once.
+            kwargs["connect_args"] = {"timeout": 30}
+        registry = cls(sa.create_engine(url, **kwargs))
+        if create:
+            registry.create_schema()
+        return registry
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def champion_seq(self, pipeline: str) -> int:
+        """The compare-and-swap token: how many champion changes the pipeline has had."""
+        with self.engine.connect() as conn:
+            return self._seq(conn, pipeline)
+
+    @staticmethod
+    def _seq(conn: sa.Connection, pipeline: str) -> int:
+        stmt = sa.select(sa.func.max(champion_log.c.seq)).where(champion_log.c.pipeline == pipeline)
+        return conn.execute(stmt).scalar() or 0
+
+    def champion(self, pipeline: str) -> ModelVersion | None:
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                sa.select(champion_log.c.version)
+                .where(champion_log.c.pipeline == pipeline)
+                .order_by(champion_log.c.seq.desc())
+                .limit(1)
+            ).scalar()
+            if last is None:
+                return None
+            row = conn.execute(
+                sa.select(model_versions).where(
+                    model_versions.c.pipeline == pipeline, model_versions.c.version == last
+                )
+            ).one()
+            return _version(row)
+
+    def get_version(self, pipeline: str, version: int) -> ModelVersion:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(model_versions).where(
+                    model_versions.c.pipeline == pipeline, model_versions.c.version == version
+                )
+            ).first()
+        if row is None:
+            raise RegistryError(f"pipeline {pipeline!r} has no model version {version}")
+        return _version(row)
+
+    def version_for_run(self, pipeline: str, run_id: str) -> ModelVersion | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(model_versions).where(
+                    model_versions.c.pipeline == pipeline, model_versions.c.run_id == run_id
+                )
+            ).first()
+        return _version(row) if row is not None else None
+
+    def list_versions(self, pipeline: str) -> list[ModelVersion]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(model_versions)
+                .where(model_versions.c.pipeline == pipeline)
+                .order_by(model_versions.c.version)
+            ).all()
+        return [_version(r) for r in rows]
+
+    def champion_history(self, pipeline: str) -> list[ChampionEvent]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(champion_log).where(champion_log.c.pipeline == pipeline).order_by(champion_log.c.seq)
+            ).all()
+        return [_event(r) for r in rows]
+
+    def next_version(self, pipeline: str) -> int:
+        with self.engine.connect() as conn:
+            current = conn.execute(
+                sa.select(sa.func.max(model_versions.c.version)).where(model_versions.c.pipeline == pipeline)
+            ).scalar()
+        return (current or 0) + 1
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def register_and_promote(
+        self,
+        new: ModelVersion,
+        *,
+        expected_seq: int,
+        action: str,
+        reason: str,
+        actor: str,
+        at: datetime | None = None,
+    ) -> ChampionEvent:
+        """Insert ``new`` and make it champion in one transaction, if the champion is still the one
+        seen at ``expected_seq``; otherwise nothing is written and :class:`ChampionChangedError` is raised."""
+        if action not in ACTIONS:
+            raise RegistryError(f"unknown champion action {action!r}; one of {ACTIONS}")
+        at = at or datetime.now(timezone.utc)
+        try:
+            with self.engine.begin() as conn:
+                seq = self._seq(conn, new.pipeline)
+                if seq != expected_seq:
+                    raise ChampionChangedError(
+                        f"champion of {new.pipeline!r} changed since evaluation "
+                        f"(log seq {seq}, evaluated at {expected_seq}); re-run evaluation before promoting"
+                    )
+                previous = conn.execute(
+                    sa.select(champion_log.c.version).where(
+                        champion_log.c.pipeline == new.pipeline, champion_log.c.seq == seq
+                    )
+                ).scalar()
+                values = new.as_dict()
+                values["created_at"] = at
+                conn.execute(model_versions.insert().values(**values))
+                event = ChampionEvent(
+                    pipeline=new.pipeline,
+                    seq=seq + 1,
+                    version=new.version,
+                    previous_version=previous,
+                    action=action,
+                    reason=reason,
+                    actor=actor,
+                    run_id=new.run_id,
+                    created_at=at,
+                )
+                conn.execute(champion_log.insert().values(**{**event.as_dict(), "created_at": at}))
+        except IntegrityError as exc:
+            raise ChampionChangedError(
+                f"another promotion of {new.pipeline!r} won the race (version {new.version} or champion "
+                f"seq {expected_seq + 1} already taken); nothing was written: {exc.orig}"
+            ) from None
+        return event
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
