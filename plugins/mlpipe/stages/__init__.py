@@ -1,0 +1,1 @@
+"""Pipeline stages: the work itself, as plain functions; no Airflow imports here."""

@@ -1,0 +1,143 @@
+"""Promotion: register the blessed candidate as a new model version and make it champion.
+
+Obeys the verdict (an unblessed model is never registered), is idempotent per run (a retried or
+re-run task finds its version and does nothing), and loses cleanly when the champion changed
+since evaluation: the registry write is one compare-and-swap transaction, and the model copy it
+would have pointed at is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlpipe.errors import MlpipeError
+from mlpipe.registry import ModelVersion, Registry
+from mlpipe.stages.train import MODEL_FILE
+from mlpipe.storage import ArtifactStore, run_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    promoted: bool
+    version: int | None
+    previous_version: int | None
+    action: str  # "promote" | "first" | "skipped" | "already_done"
+    message: str
+    artifact_uri: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_prefix(pipeline: str, version: int, run_id: str) -> str:
+    # The run is part of the key so that two runs racing for the same version number never write
+    # the same object: the loser's copy is its own, and removing it cannot touch the winner's.
+    return f"{pipeline}/models/v{version}/{run_key(run_id)}"
+
+
+def result_key(pipeline: str, run_id: str) -> str:
+    return f"{pipeline}/runs/{run_key(run_id)}/promote/result.json"
+
+
+def promote_model(
+    registry: Registry,
+    store: ArtifactStore,
+    *,
+    verdict: dict[str, Any],
+    trained: list[dict[str, Any]],
+    snapshot: dict[str, Any],
+    spec_sha256: str,
+    code_version: str,
+    run_id: str,
+    lineage: dict[str, Any],
+    actor: str,
+) -> PromotionResult:
+    """Register and promote the verdict's best candidate, or explain why nothing happened."""
+    result = _promote(
+        registry, store, verdict=verdict, trained=trained, snapshot=snapshot, spec_sha256=spec_sha256,
+        code_version=code_version, run_id=run_id, lineage=lineage, actor=actor,
+    )
+    log.info(result.message)
+    key = result_key(verdict["pipeline"], run_id)
+    if result.action != "already_done" or not store.exists(key):
+        store.put_bytes(key, json.dumps(result.as_dict(), indent=2).encode())
+    return result
+
+
+def _promote(
+    registry: Registry,
+    store: ArtifactStore,
+    *,
+    verdict: dict[str, Any],
+    trained: list[dict[str, Any]],
+    snapshot: dict[str, Any],
+    spec_sha256: str,
+    code_version: str,
+    run_id: str,
+    lineage: dict[str, Any],
+    actor: str,
+) -> PromotionResult:
+    pipeline = verdict["pipeline"]
+    existing = registry.version_for_run(pipeline, run_id)
+    if existing is not None:
+        msg = f"run {run_id} already registered {pipeline} v{existing.version}; nothing to do"
+        return PromotionResult(False, existing.version, None, "already_done", msg, existing.artifact_uri)
+    if not verdict["blessed"]:
+        msg = "verdict did not bless a model: " + "; ".join(verdict["reasons"])
+        return PromotionResult(False, None, verdict.get("champion_version"), "skipped", msg)
+
+    best = verdict["best_candidate"]
+    chosen = next((t for t in trained if t["candidate"] == best), None)
+    if chosen is None:
+        raise MlpipeError(f"verdict blesses {best!r} but this run trained no such candidate")
+    version = registry.next_version(pipeline)
+    prefix = model_prefix(pipeline, version, run_id)
+    with store.local_copy(chosen["model_key"], expected_sha256=chosen["model_sha256"]) as path:
+        # A copy left by a crashed earlier attempt of this run is replaced; it was never
+        # registered, so no reader can have seen it.
+        artifact = store.put_file(f"{prefix}/{MODEL_FILE}", path)
+    new = ModelVersion(
+        pipeline=pipeline,
+        version=version,
+        run_id=run_id,
+        candidate=best,
+        estimator=chosen["estimator"],
+        params=chosen["params"],
+        metrics=verdict["candidates"][best],
+        data_sha256=snapshot["sha256"],
+        data_rows=int(snapshot["rows"]),
+        spec_sha256=spec_sha256,
+        code_version=code_version,
+        artifact_uri=artifact.uri,
+        artifact_sha256=artifact.sha256,
+        lineage=lineage,
+    )
+    action = "first" if verdict["decision"] == "first" else "promote"
+    reason = "; ".join(verdict["reasons"])
+    try:
+        event = registry.register_and_promote(
+            new, expected_seq=int(verdict["champion_seq"]), action=action, reason=reason, actor=actor
+        )
+    except Exception:
+        if registry.version_for_run(pipeline, run_id) is None:
+            store.delete_prefix(prefix)
+        raise
+    if action == "first":
+        msg = f"no champion before: {pipeline} v{version} ({best}) is the first champion"
+    else:
+        msg = f"{pipeline} v{version} ({best}) replaces champion v{event.previous_version}"
+    return PromotionResult(True, version, event.previous_version, action, msg, artifact.uri)
+
+
+def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+    """What a model version records about how it came to be."""
+    return {
+        "trigger": trigger,
+        "snapshot": {k: snapshot.get(k) for k in ("uri", "sha256", "rows", "as_of")},
+        "features": {k: features.get(k) for k in ("train_rows", "holdout_rows", "split", "label_counts")},
+    }
