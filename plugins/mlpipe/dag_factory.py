@@ -1,0 +1,144 @@
+"""Builds every pipeline's DAGs from include/pipelines/*.yaml.
+
+Runs at DAG-parse time in the dag-processor, every 30 s: it reads YAML and wires operators, and
+imports nothing heavy (no pandas, scikit-learn, GX, boto3 or SQLAlchemy) and touches no database.
+A spec that fails validation yields a placeholder DAG carrying the error, so the other pipelines
+still load and the user sees the message in the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import DAG, CronTriggerTimetable
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlpipe.errors import SpecError
+from mlpipe.operators.training import (
+    CandidatesEvaluateOperator,
+    CandidateTrainOperator,
+    FeaturesBuildOperator,
+    ModelPromoteOperator,
+    SnapshotExtractOperator,
+    SnapshotValidateOperator,
+)
+from mlpipe.spec import LoadedSpec, load_spec, spec_paths
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = timedelta(seconds=30)
+MAX_RETRY_DELAY = timedelta(minutes=10)
+
+
+def _doc_md(loaded: LoadedSpec) -> str:
+    spec = loaded.spec
+    gate = spec.gate
+    cands = "\n".join(f"- `{c.name}`: `{c.estimator}` {c.params or ''}" for c in spec.candidates)
+    rules = [f"- floor: {spec.primary_metric} ≥ {gate.min_primary}" if gate.min_primary is not None else None,
+             f"- beat the champion's {spec.primary_metric} by ≥ {gate.min_improvement} (ties never promote)"]
+    rules += [f"- {m} may not worsen by more than {tol}" for m, tol in gate.max_regression.items()]
+    return f"""### {spec.name}: training
+{spec.description}
+
+**Owner** {spec.owner} · **Target** `{spec.target.column}` ({spec.target.task}) ·
+**Source** `{spec.source.kind}` via connection `{spec.source.connection_id}`, query `include/sql/{spec.source.query}` ·
+**Suite** `include/expectations/{spec.validation.suite}` · **Schedule** `{spec.schedule or "manual only"}` (UTC)
+
+**Candidates**
+{cands}
+
+**Gate** (primary metric `{spec.primary_metric}`; secondary {", ".join(spec.secondary_metrics) or "none"})
+{chr(10).join(r for r in rules if r)}
+
+Spec: `{loaded.path.name}` · spec fields are described in `docs/spec.md`.
+"""
+
+
+def build_train_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
+    spec = loaded.spec
+    default_args = {
+        "owner": spec.owner,
+        "retries": spec.retries,
+        "retry_delay": RETRY_DELAY,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": MAX_RETRY_DELAY,
+    }
+    with DAG(
+        dag_id=f"{spec.name}_train",
+        description=spec.description[:300],
+        doc_md=_doc_md(loaded),
+        schedule=CronTriggerTimetable(spec.schedule, timezone="UTC") if spec.schedule else None,
+        start_date=spec.start_date,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"mlpipe", "train", spec.name, *spec.tags}),
+        default_args=default_args,
+    ) as dag:
+        common = {"pipeline": spec.name}
+        extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
+        validate = SnapshotValidateOperator(task_id="validate_snapshot", snapshot=extract.output, **common)
+        features = FeaturesBuildOperator(
+            task_id="build_features", snapshot=extract.output, validation=validate.output, **common
+        )
+        train = CandidateTrainOperator.partial(
+            task_id="train_candidates", features=features.output, map_index_template="{{ task.candidate }}", **common
+        ).expand(candidate=[c.name for c in spec.candidates])
+        evaluate = CandidatesEvaluateOperator(
+            task_id="evaluate_candidates", features=features.output, trained=train.output, **common
+        )
+        ModelPromoteOperator(
+            task_id="promote_model",
+            verdict=evaluate.output,
+            trained=train.output,
+            snapshot=extract.output,
+            features=features.output,
+            **common,
+        )
+    return dag
+
+
+def _dag_id_for(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) + "_train"
+
+
+def build_error_dag(path: Path, error: SpecError) -> DAG:
+    """A placeholder under the pipeline's own DAG id whose docs and only task carry the spec error."""
+    message = str(error)
+
+    def _raise() -> None:
+        raise AirflowFailException(message)
+
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    with DAG(
+        dag_id=_dag_id_for(path),
+        description=f"INVALID SPEC: {error.problems[0]}"[:300],
+        doc_md=f"### This pipeline's spec is invalid\n\n```\n{message}\n```\n\nFix `{path.name}`; "
+        "the fields are described in `docs/spec.md`.",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        tags=["mlpipe", "spec-error"],
+        default_args={"retries": 0},
+    ) as dag:
+        PythonOperator(task_id="report_spec_error", python_callable=_raise)
+    return dag
+
+
+def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
+    """Every pipeline's DAGs by dag id; one bad spec never stops the others from loading."""
+    dags: dict[str, DAG] = {}
+    for path in spec_paths(pipelines_dir):
+        try:
+            loaded = load_spec(path)
+        except SpecError as exc:
+            log.error("%s", exc)
+            dag = build_error_dag(path, exc)
+        else:
+            dag = build_train_dag(loaded)
+        dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,90 @@
+"""Airflow Connections -> SQLAlchemy engines, the model registry and the artifact store.
+
+A connection id that is not defined means the embedded default under MLPIPE_HOME, so the same
+DAGs run with zero servers and, once Connections exist, against PostgreSQL and S3.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mlpipe import config
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from mlpipe.registry import Registry
+    from mlpipe.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def get_connection(conn_id: str) -> Any | None:
+    """The Airflow Connection ``conn_id``, or None when it is not defined anywhere."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def sqlalchemy_url(conn: Any) -> str:
+    """A SQLAlchemy URL for an Airflow Connection (extra ``sqlalchemy_url`` wins when set)."""
+    from sqlalchemy.engine import URL
+
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    if conn_type in {"postgres", "postgresql"}:
+        return URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        ).render_as_string(hide_password=False)
+    raise ValueError(
+        f"connection {conn.conn_id!r} has type {conn.conn_type!r}; mlpipe reads 'sqlite' and 'postgres' "
+        "connections, or any database whose SQLAlchemy URL is in the extra field 'sqlalchemy_url'"
+    )
+
+
+def database_url(conn_id: str, default: str) -> str:
+    conn = get_connection(conn_id)
+    if conn is None:
+        log.info("Connection %s is not defined: using the embedded default %s", conn_id, default)
+        return default
+    return sqlalchemy_url(conn)
+
+
+def source_engine(conn_id: str) -> sa.Engine:
+    import sqlalchemy as sa
+
+    return sa.create_engine(database_url(conn_id, config.default_source_url()))
+
+
+def open_registry(conn_id: str = config.REGISTRY_CONN_ID) -> Registry:
+    from mlpipe.registry import Registry
+
+    return Registry.from_url(database_url(conn_id, config.default_registry_url()))
+
+
+def open_store(conn_id: str = config.STORE_CONN_ID) -> ArtifactStore:
+    from mlpipe.storage import LocalStore
+
+    conn = get_connection(conn_id)
+    if conn is None:
+        return LocalStore(config.default_store_root())
+    if (conn.conn_type or "").lower() in {"fs", "file", "local"}:
+        return LocalStore((conn.extra_dejson or {}).get("path") or conn.host)
+    raise ValueError(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; the artifact store reads 'fs' connections "
+        "(extra 'path') or none (MLPIPE_HOME/artifacts)"
+    )

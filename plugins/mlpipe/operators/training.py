@@ -1,0 +1,277 @@
+"""Operators of the training DAG: extract, validate, build features, train, evaluate, promote.
+
+Each one resolves its Connections, calls one stage and returns a small JSON dict (URIs, hashes,
+metrics) as its XCom; data itself moves through the artifact store. Heavy libraries are imported
+inside ``execute()`` only, so DAG parsing stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlpipe import config
+from mlpipe.errors import DataValidationError, FeatureError, SpecError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from mlpipe.registry import Registry
+    from mlpipe.spec import LoadedSpec
+    from mlpipe.storage import ArtifactStore
+
+# Errors the input causes: retrying cannot help, so the task fails at once with the message.
+USER_ERRORS = (DataValidationError, FeatureError, SpecError)
+
+
+@contextmanager
+def fail_fast_on_user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def run_info(context: Context) -> dict[str, Any]:
+    """What started this run and when it is 'as of', from the Airflow context."""
+    dag_run = context["dag_run"]
+    run_type = getattr(dag_run, "run_type", None)
+    triggered_by = getattr(dag_run, "triggered_by", None)
+    as_of = getattr(dag_run, "logical_date", None) or dag_run.run_after
+    return {
+        "dag_id": dag_run.dag_id,
+        "run_id": dag_run.run_id,
+        "run_type": getattr(run_type, "value", run_type),
+        "triggered_by": getattr(triggered_by, "value", triggered_by),
+        "conf": dict(getattr(dag_run, "conf", None) or {}),
+        "as_of": as_of.isoformat(),
+    }
+
+
+class PipelineOperator(BaseOperator):
+    """Shared plumbing: the pipeline's spec, the artifact store and the run's key."""
+
+    template_fields: Sequence[str] = ("pipeline",)
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        store_conn_id: str = config.STORE_CONN_ID,
+        registry_conn_id: str = config.REGISTRY_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.store_conn_id = store_conn_id
+        self.registry_conn_id = registry_conn_id
+
+    @cached_property
+    def loaded(self) -> LoadedSpec:
+        from mlpipe.spec import find_spec
+
+        return find_spec(self.pipeline)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        from mlpipe.operators.resources import open_store
+
+        return open_store(self.store_conn_id)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from mlpipe.operators.resources import open_registry
+
+        return open_registry(self.registry_conn_id)
+
+    @staticmethod
+    def run_key(context: Context) -> str:
+        from mlpipe.storage import run_key
+
+        return run_key(context["run_id"])
+
+
+class SnapshotExtractOperator(PipelineOperator):
+    """Stream the spec's SQL query, bound to the run's as-of time, into a Parquet snapshot."""
+
+    template_fields: Sequence[str] = ("pipeline", "source_conn_id")
+
+    def __init__(self, *, source_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source_conn_id = source_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from datetime import datetime
+
+        from mlpipe.operators.resources import source_engine
+        from mlpipe.stages.extract import extract_snapshot
+        from mlpipe.stages.runs import record_run
+
+        info = run_info(context)
+        run_key = self.run_key(context)
+        record_run(self.store, self.pipeline, run_key, info)
+        engine = source_engine(self.source_conn_id or self.loaded.spec.source.connection_id)
+        try:
+            with fail_fast_on_user_errors():
+                snap = extract_snapshot(
+                    self.loaded, engine, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
+                )
+        finally:
+            engine.dispose()
+        self.log.info(
+            "Snapshot %s: %d rows as of %s, sha256 %s%s",
+            snap.uri, snap.rows, snap.as_of, snap.sha256, " (reused from an earlier attempt)" if snap.reused else "",
+        )
+        return snap.as_dict()
+
+
+class SnapshotValidateOperator(PipelineOperator):
+    """Run the spec's Great Expectations suite on the snapshot; failed expectations stop the run."""
+
+    template_fields: Sequence[str] = ("pipeline", "snapshot")
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.stages.validate import validate_snapshot
+
+        with fail_fast_on_user_errors():
+            report = validate_snapshot(
+                self.loaded,
+                self.store,
+                run_key=self.run_key(context),
+                snapshot_key=self.snapshot["key"],
+                snapshot_sha256=self.snapshot["sha256"],
+            )
+        self.log.info("Validation passed: %s; Data Docs at %s", report["statistics"], report["data_docs_uri"])
+        return report
+
+
+class FeaturesBuildOperator(PipelineOperator):
+    """Split the validated snapshot into train and holdout and persist both."""
+
+    template_fields: Sequence[str] = ("pipeline", "snapshot", "validation")
+
+    def __init__(self, *, snapshot: Any, validation: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+        self.validation = validation
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.stages.features import build_features
+
+        with fail_fast_on_user_errors():
+            features = build_features(
+                self.loaded,
+                self.store,
+                run_key=self.run_key(context),
+                snapshot_key=self.snapshot["key"],
+                snapshot_sha256=self.snapshot["sha256"],
+            )
+        self.log.info("Split %s: %d train rows, %d holdout rows", features.split, features.train_rows,
+                      features.holdout_rows)
+        return features.as_dict()
+
+
+class CandidateTrainOperator(PipelineOperator):
+    """Fit one candidate of the spec (mapped: one task instance per candidate)."""
+
+    template_fields: Sequence[str] = ("pipeline", "candidate", "features")
+
+    def __init__(self, *, candidate: str, features: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.candidate = candidate
+        self.features = features
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.stages.train import train_candidate
+
+        with fail_fast_on_user_errors():
+            trained = train_candidate(
+                self.loaded,
+                self.store,
+                run_key=self.run_key(context),
+                candidate=self.candidate,
+                train_key=self.features["train_key"],
+                train_sha256=self.features["train_sha256"],
+            )
+        self.log.info("Trained %s (%s) in %.1fs -> %s", trained.candidate, trained.estimator,
+                      trained.fit_seconds, trained.model_uri)
+        return trained.as_dict()
+
+
+class CandidatesEvaluateOperator(PipelineOperator):
+    """Score every candidate and the current champion on the holdout and write the gate's verdict."""
+
+    template_fields: Sequence[str] = ("pipeline", "features", "trained")
+
+    def __init__(self, *, features: Any, trained: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.features = features
+        self.trained = trained
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.stages.evaluate import evaluate_candidates
+
+        pipeline = self.loaded.spec.name
+        champion_seq = self.registry.champion_seq(pipeline)
+        champion = self.registry.champion(pipeline)
+        verdict = evaluate_candidates(
+            self.loaded,
+            self.store,
+            run_id=context["run_id"],
+            run_key=self.run_key(context),
+            holdout_key=self.features["holdout_key"],
+            holdout_sha256=self.features["holdout_sha256"],
+            trained=list(self.trained),
+            champion=champion,
+            champion_seq=champion_seq,
+        )
+        for name, metrics in verdict.candidates.items():
+            self.log.info("Candidate %s: %s", name, metrics)
+        if verdict.champion_metrics is not None:
+            self.log.info("Champion v%s: %s", verdict.champion_version, verdict.champion_metrics)
+        self.log.info("Verdict: %s (best %s) - %s", verdict.decision, verdict.best_candidate,
+                      "; ".join(verdict.reasons))
+        return verdict.as_dict()
+
+
+class ModelPromoteOperator(PipelineOperator):
+    """Register and promote the blessed candidate in one compare-and-swap; no-op when unblessed."""
+
+    template_fields: Sequence[str] = ("pipeline", "verdict", "trained", "snapshot", "features")
+
+    def __init__(self, *, verdict: Any, trained: Any, snapshot: Any, features: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verdict = verdict
+        self.trained = trained
+        self.snapshot = snapshot
+        self.features = features
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.stages.promote import lineage_of, promote_model
+
+        info = run_info(context)
+        result = promote_model(
+            self.registry,
+            self.store,
+            verdict=self.verdict,
+            trained=list(self.trained),
+            snapshot=self.snapshot,
+            spec_sha256=self.loaded.sha256(),
+            code_version=config.code_version(),
+            run_id=context["run_id"],
+            lineage=lineage_of(self.snapshot, self.features, info),
+            actor=f"airflow:{info['dag_id']}",
+        )
+        self.log.info("%s", result.message)
+        return result.as_dict()
+
