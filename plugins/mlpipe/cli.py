@@ -1,0 +1,160 @@
+"""The ``python -m mlpipe`` command line: registry queries, demo data and the demo summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mlpipe import config
+from mlpipe.errors import MlpipeError
+
+
+def _registry() -> Any:
+    from mlpipe.operators.resources import open_registry
+
+    return open_registry()
+
+
+def _store() -> Any:
+    from mlpipe.operators.resources import open_store
+
+    return open_store()
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    reg = _registry()
+    versions = reg.list_versions(args.pipeline)
+    champ = reg.champion(args.pipeline)
+    if args.json:
+        _print_json([{**v.as_dict(), "champion": champ is not None and v.version == champ.version} for v in versions])
+        return 0
+    if not versions:
+        print(f"{args.pipeline}: no model versions yet")
+        return 0
+    primary = _primary_metric(args.pipeline)
+    print(f"{'':2}{'version':>7}  {'candidate':<12} {primary or 'metric':>10}  {'created (UTC)':<20} run")
+    for v in versions:
+        mark = "*" if champ and v.version == champ.version else " "
+        value = v.metrics.get(primary) if primary else None
+        shown = f"{value:.4f}" if isinstance(value, float) else "-"
+        created = v.created_at.strftime("%Y-%m-%d %H:%M:%S") if v.created_at else "-"
+        print(f"{mark:2}{v.version:>7}  {v.candidate:<12} {shown:>10}  {created:<20} {v.run_id}")
+    print("(* = champion)")
+    return 0
+
+
+def _primary_metric(pipeline: str) -> str | None:
+    from mlpipe.spec import find_spec
+
+    try:
+        return find_spec(pipeline).spec.primary_metric
+    except MlpipeError:
+        return None
+
+
+def cmd_registry_show(args: argparse.Namespace) -> int:
+    reg = _registry()
+    v = reg.get_version(args.pipeline, args.version)
+    champ = reg.champion(args.pipeline)
+    out = {**v.as_dict(), "champion": champ is not None and champ.version == v.version}
+    if args.json:
+        _print_json(out)
+    else:
+        for key, value in out.items():
+            print(f"{key:>16}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
+    return 0
+
+
+def cmd_registry_champion(args: argparse.Namespace) -> int:
+    reg = _registry()
+    champ = reg.champion(args.pipeline)
+    if champ is None:
+        print(f"pipeline {args.pipeline!r} has no champion yet (run {args.pipeline}_train)", file=sys.stderr)
+        return 1
+    history = reg.champion_history(args.pipeline)
+    out = {**champ.as_dict(), "promotion": history[-1].as_dict()}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{args.pipeline} champion: v{champ.version} ({champ.candidate}, {champ.estimator})")
+        print(f"  metrics: {json.dumps(champ.metrics)}")
+        print(f"  data sha256: {champ.data_sha256} ({champ.data_rows} rows); run {champ.run_id}")
+        print(f"  promoted {history[-1].created_at:%Y-%m-%d %H:%M:%S} UTC by {history[-1].actor}: {history[-1].action}")
+        print(f"  artifact: {champ.artifact_uri}")
+    return 0
+
+
+def cmd_registry_history(args: argparse.Namespace) -> int:
+    events = _registry().champion_history(args.pipeline)
+    if args.json:
+        _print_json([e.as_dict() for e in events])
+        return 0
+    for e in events:
+        prev = f"v{e.previous_version}" if e.previous_version else "none"
+        print(f"#{e.seq} {e.created_at:%Y-%m-%d %H:%M:%S} {e.action:<8} {prev} -> v{e.version} by {e.actor}: {e.reason}")
+    return 0
+
+
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    from mlpipe.demo import seed_flights
+
+    db, rows, created = seed_flights(config.mlpipe_home(), force=args.force)
+    print(f"{'seeded' if created else 'already seeded'}: {db} (table flights, {rows:,} rows)")
+    return 0
+
+
+def cmd_demo_summary(args: argparse.Namespace) -> int:
+    from mlpipe.summary import render_summary
+
+    print(render_summary(args.pipeline, _store(), _registry(), run_id=args.run_id))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mlpipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    reg = sub.add_parser("registry", help="model versions and champions").add_subparsers(dest="action", required=True)
+    p = reg.add_parser("list", help="every model version of a pipeline")
+    p.add_argument("pipeline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry_list)
+    p = reg.add_parser("show", help="one model version")
+    p.add_argument("pipeline")
+    p.add_argument("version", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry_show)
+    p = reg.add_parser("champion", help="the current champion (exit 1 when there is none)")
+    p.add_argument("pipeline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry_champion)
+    p = reg.add_parser("history", help="the champion log: every promotion, oldest first")
+    p.add_argument("pipeline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry_history)
+
+    demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
+    p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db")
+    p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
+    p.add_argument("--force", action="store_true", help="rewrite the table even if complete")
+    p.set_defaults(func=cmd_demo_seed)
+    p = demo.add_parser("summary", help="what the latest training run did, in plain words")
+    p.add_argument("pipeline", nargs="?", default="flights_delay")
+    p.add_argument("--run-id", help="a specific run (default: the latest)")
+    p.set_defaults(func=cmd_demo_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MlpipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

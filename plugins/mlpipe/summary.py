@@ -1,0 +1,81 @@
+"""A short human summary of one training run, read back from the run's artifacts and the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlpipe.errors import MlpipeError
+from mlpipe.registry import Registry
+from mlpipe.stages.runs import list_runs, read_json, run_prefix
+from mlpipe.storage import ArtifactStore, run_key
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_id: str | None = None) -> str:
+    runs = list_runs(store, pipeline)
+    if run_id is not None:
+        runs = [r for r in runs if r["run_key"] == run_key(run_id)]
+    if not runs:
+        raise MlpipeError(f"no recorded run of {pipeline!r} in {store!r}; run {pipeline}_train first")
+    run = runs[-1]
+    prefix = run_prefix(pipeline, run["run_key"])
+    snap = read_json(store, f"{prefix}/extract/snapshot.json")
+    validation = read_json(store, f"{prefix}/validate/summary.json")
+    features = read_json(store, f"{prefix}/features/manifest.json")
+    verdict = read_json(store, f"{prefix}/evaluate/verdict.json")
+    promotion = read_json(store, f"{prefix}/promote/result.json")
+
+    lines = [f"== {pipeline}: run {run.get('run_id')} =="]
+    trigger = run.get("run_type") or "?"
+    if run.get("triggered_by"):
+        trigger += f" (via {run['triggered_by']})"
+    lines.append(f"trigger     {trigger}; data as of {run.get('as_of')}")
+    if snap:
+        lines.append(f"data        {snap['rows']:,} rows, sha256 {snap['sha256'][:16]}…")
+    if validation:
+        stats = validation.get("statistics", {})
+        state = "passed" if validation.get("success") else "FAILED"
+        lines.append(
+            f"validation  {state}: {stats.get('successful_expectations')}/{stats.get('evaluated_expectations')} "
+            f"expectations of suite {validation.get('suite')}"
+        )
+        for failure in validation.get("failures", [])[:10]:
+            lines.append(f"            - {failure.get('expectation')} on {failure.get('column') or 'table'}: "
+                         f"observed {failure.get('observed')}")
+    else:
+        lines.append("validation  not reached")
+    if features:
+        lines.append(f"split       {features['split']}: {features['train_rows']:,} train / "
+                     f"{features['holdout_rows']:,} holdout rows")
+    if verdict:
+        metrics = [verdict["primary_metric"], *[m for m in next(iter(verdict["candidates"].values()), {})
+                                                if m != verdict["primary_metric"]]]
+        lines.append("metrics     " + "".join(f"{m:>18}" for m in ["on holdout", *metrics]))
+        for name, values in verdict["candidates"].items():
+            mark = " (best)" if name == verdict["best_candidate"] else ""
+            lines.append("            " + f"{name + mark:>18}" + "".join(f"{_fmt(values.get(m)):>18}" for m in metrics))
+        if verdict.get("champion_metrics"):
+            label = f"champion v{verdict['champion_version']}"
+            lines.append("            " + f"{label:>18}" +
+                         "".join(f"{_fmt(verdict['champion_metrics'].get(m)):>18}" for m in metrics))
+        elif verdict.get("champion_version"):
+            lines.append(f"            champion v{verdict['champion_version']}: could not be scored")
+        else:
+            lines.append("            champion: none before this run")
+        lines.append(f"verdict     {'BLESSED' if verdict['blessed'] else 'not blessed'} ({verdict['decision']})")
+        for rule in verdict["rules"]:
+            lines.append(f"            [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['detail']}")
+    if promotion:
+        lines.append(f"promotion   {promotion['message']}")
+    champ = registry.champion(pipeline)
+    lines.append(
+        f"champion    now v{champ.version} ({champ.candidate}), artifact {champ.artifact_uri}" if champ
+        else "champion    none"
+    )
+    lines.append(f"artifacts   {store.uri(prefix)}/")
+    if validation and validation.get("data_docs_uri"):
+        lines.append(f"data docs   {validation['data_docs_uri']}")
+    return "\n".join(lines)
