@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Keep stdout for the answer (``--json`` is parsed by scripts): no info logs from lookups.
+    logging.getLogger("mlpipe").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except MlpipeError as exc:
