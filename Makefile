@@ -1,0 +1,154 @@
+# mlpipe developer tasks. Each target installs what it needs first, is safe to run twice, and keeps
+# stamp files so a second run only does what changed. `make help` lists the targets.
+#
+# The environment of every Airflow/mlpipe command (AIRFLOW_HOME, MLPIPE_HOME, DAG and plugin
+# folders, PYTHONPATH, ...) is defined once, in scripts/env.sh; recipes source it through $(ENV)
+# and .venv/bin/activate sources it too, so a shell and `make` see the same settings.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+VENV := $(CURDIR)/.venv
+VENV_PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+export PATH := $(VENV)/bin:$(PATH)
+
+ENV_SH := $(CURDIR)/scripts/env.sh
+ENV := . $(ENV_SH) &&
+# Read the homes back from env.sh so stamps land where the commands write (MLPIPE_KEEP_ENV=1 moves them).
+AIRFLOW_HOME := $(shell . $(ENV_SH) && echo "$$AIRFLOW_HOME")
+MLPIPE_HOME := $(shell . $(ENV_SH) && echo "$$MLPIPE_HOME")
+
+# uv is bootstrapped inside the venv with pip (a fresh machine has no uv); `uv pip sync` keeps it.
+ENSURE_UV = if [ "$$("$(UV)" --version 2>/dev/null | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
+	echo "Installing uv $(UV_VERSION) into .venv"; \
+	"$(VENV_PY)" -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; fi
+
+SYNC_STAMP := $(VENV)/.mlpipe-synced
+AIRFLOW_DB := $(AIRFLOW_HOME)/airflow.db
+SOURCE_DB := $(MLPIPE_HOME)/source.db
+ACTIVATE_HOOK := MLPIPE_REPO_ROOT="$(CURDIR)" . "$(ENV_SH)"  \# mlpipe environment, added by make setup
+
+DEMO_PIPELINE := flights_delay
+DEMO_DAG := $(DEMO_PIPELINE)_train
+UI_PORT = $${AIRFLOW__API__PORT:-8080}
+PASSWORDS_FILE = $${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated}
+
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv activate-hook demo test ui bench lint lock compose-tool compose-config clean
+
+help:
+	@echo "make setup           .venv from requirements.lock (uv), .airflow/ metadata DB, demo data in .mlpipe/"
+	@echo "make demo            airflow dags test $(DEMO_DAG), then a summary of the run"
+	@echo "make test            lint-imports, ruff check, pytest (PYTEST_ARGS='-k x -m \"not slow\"' passes options)"
+	@echo "make ui              airflow standalone on http://localhost:8080 (prints the admin password)"
+	@echo "make bench           python -m bench"
+	@echo "make lint            ruff check, ruff format --check, lint-imports"
+	@echo "make lock            recompile requirements.lock from requirements-dev.txt with uv"
+	@echo "make compose-config  validate docker-compose.yaml (installs Debian docker-compose when root)"
+	@echo "make clean           remove .venv .airflow .mlpipe and caches"
+	@echo "Then: source .venv/bin/activate  (sets AIRFLOW_HOME etc. via scripts/env.sh)"
+
+# --- environment -----------------------------------------------------------------------------
+
+setup: venv $(AIRFLOW_DB) $(SOURCE_DB)
+
+venv: $(SYNC_STAMP) activate-hook
+
+$(VENV_PY):
+	$(PYTHON) -m venv "$(VENV)"
+
+# Re-synced whenever the lock changes; `uv pip sync` also removes what the lock no longer lists.
+$(SYNC_STAMP): requirements.lock | $(VENV_PY)
+	@$(ENSURE_UV)
+	"$(UV)" pip sync --python "$(VENV_PY)" requirements.lock
+	@touch "$@"
+
+# `source .venv/bin/activate` then gives the same environment as the recipes; appended once.
+activate-hook: | $(VENV_PY)
+	@grep -qF '$(ENV_SH)' "$(VENV)/bin/activate" || { \
+		printf '\n%s\n' '$(ACTIVATE_HOOK)' >> "$(VENV)/bin/activate"; \
+		echo "Hooked scripts/env.sh into .venv/bin/activate"; }
+
+# airflow.db is the stamp: deleting it, or a lock change (new Airflow), migrates again.
+$(AIRFLOW_DB): $(SYNC_STAMP)
+	@mkdir -p "$(AIRFLOW_HOME)"
+	@echo "airflow db migrate (log: $(AIRFLOW_HOME)/db-migrate.log)"
+	@$(ENV) airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1 || { \
+		tail -n 30 "$(AIRFLOW_HOME)/db-migrate.log"; echo "airflow db migrate failed" >&2; exit 1; }
+	@touch "$@"
+
+# The seed command is idempotent; its output file is the stamp.
+$(SOURCE_DB): | $(SYNC_STAMP)
+	$(ENV) python -m mlpipe demo seed
+	@test -f "$@" || { echo "python -m mlpipe demo seed did not create $@" >&2; exit 1; }
+
+# --- running ---------------------------------------------------------------------------------
+
+# The full Airflow log goes to a file; the terminal gets one line per task state and the verdict.
+demo: setup
+	@$(ENV) log="$(AIRFLOW_HOME)/demo-$(DEMO_DAG).log"; \
+	echo "airflow dags test $(DEMO_DAG)   (full log: $$log)"; \
+	if ! PYTHONUNBUFFERED=1 airflow dags test $(DEMO_DAG) 2>&1 | tee "$$log" | sed -nE \
+		-e 's/.*\[DAG TEST\] starting task_id=([^ ]+).*/  task \1 .../p' \
+		-e 's/.*Task instance state updated.* new_state=([a-z_]+).*/      \1/p' \
+		-e '/^[^ ]+ \[(error|critical) *\]/{s/^[^ ]+ \[[a-z]+ *\] +//; s/ +\[[A-Za-z0-9_.]+\] +loc=.*//; s/^/  error: /p;}' \
+		-e 's/^([A-Za-z_][A-Za-z0-9_.]*(Error|Exception): .*)/    \1/p' \
+		-e 's/.*DagRun Finished: dag_id=([^,]+),.* run_duration=([0-9.]+),.* state=([a-z_]+),.*/  dag run \1: \3 (\2 s)/p'; \
+	then \
+		echo "$(DEMO_DAG) failed; full log: $$log" >&2; exit 1; \
+	fi
+	@$(ENV) python -m mlpipe demo summary $(DEMO_PIPELINE)
+
+test: venv
+	$(ENV) lint-imports
+	$(ENV) ruff check .
+	$(ENV) python -m pytest $(PYTEST_ARGS)
+
+# The simple auth manager keeps generated passwords in $AIRFLOW_HOME/simple_auth_manager_passwords
+# .json.generated and prints one only when it first creates it; `airflow standalone` says "previously
+# generated, not echoing" after that. So create it here the same way standalone does, then print it.
+ui: setup
+	@$(ENV) python -c 'from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()' >/dev/null
+	@$(ENV) echo "Airflow UI: http://localhost:$(UI_PORT)   user: admin   password: $$(python -c \
+		'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$(PASSWORDS_FILE)")   (from $(PASSWORDS_FILE))"
+	$(ENV) exec airflow standalone
+
+bench: venv
+	$(ENV) python -m bench
+
+# --- maintenance -----------------------------------------------------------------------------
+
+lint: venv
+	$(ENV) ruff check .
+	$(ENV) ruff format --check .
+	$(ENV) lint-imports
+
+# Same command as the header of requirements.lock; existing pins are kept unless a change needs new ones.
+lock: | $(VENV_PY)
+	@$(ENSURE_UV)
+	"$(UV)" pip compile --quiet --python-version 3.11 requirements-dev.txt -o requirements.lock
+
+# Debian's docker-compose (v1) validates compose files without a Docker engine.
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian package docker-compose"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+		else \
+			echo "docker-compose is missing: sudo apt-get install docker-compose" >&2; exit 1; \
+		fi; }
+
+# .env when there is one, else the committed example, both for ${...} and for the services' env_file.
+compose-config: compose-tool
+	@env_file=$$([ -f .env ] && echo .env || echo .env.example); \
+	ENV_FILE_PATH="$$env_file" docker-compose --env-file "$$env_file" -f docker-compose.yaml config -q && \
+	echo "docker-compose.yaml is valid (env: $$env_file)"
+
+clean:
+	rm -rf "$(CURDIR)/.venv" "$(CURDIR)/.airflow" "$(CURDIR)/.mlpipe" "$(CURDIR)/.pytest_cache" "$(CURDIR)/.ruff_cache" "$(CURDIR)/.import_linter_cache"
