@@ -1,0 +1,19 @@
+# The Airflow image the compose stack runs: the official image plus mlpipe's locked dependencies.
+# DAGs, plugins and include/ are mounted by docker-compose.yaml, not copied, so editing them needs no rebuild.
+FROM apache/airflow:3.3.2-python3.11
+
+ARG UV_VERSION=0.13.9
+
+USER airflow
+COPY --chown=airflow:0 requirements.lock /tmp/requirements.lock
+# Same pins as `make setup`; Airflow itself is already at the locked version, so only the rest is added.
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+ && uv pip install --no-cache --python "$(command -v python)" -r /tmp/requirements.lock \
+ && rm /tmp/requirements.lock
+
+# A named volume mounted here inherits this directory's owner (airflow), so tasks can write to it.
+RUN mkdir -p /opt/airflow/mlpipe
+
+ENV PYTHONPATH=/opt/airflow/plugins \
+    MLPIPE_HOME=/opt/airflow/mlpipe \
+    MLPIPE_INCLUDE=/opt/airflow/include
