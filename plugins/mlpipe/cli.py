@@ -98,7 +98,9 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
         return 0
     for e in events:
         prev = f"v{e.previous_version}" if e.previous_version else "none"
-        print(f"#{e.seq} {e.created_at:%Y-%m-%d %H:%M:%S} {e.action:<8} {prev} -> v{e.version} by {e.actor}: {e.reason}")
+        print(
+            f"#{e.seq} {e.created_at:%Y-%m-%d %H:%M:%S} {e.action:<8} {prev} -> v{e.version} by {e.actor}: {e.reason}"
+        )
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, CronTriggerTimetable
@@ -37,8 +37,10 @@ def _doc_md(loaded: LoadedSpec) -> str:
     spec = loaded.spec
     gate = spec.gate
     cands = "\n".join(f"- `{c.name}`: `{c.estimator}` {c.params or ''}" for c in spec.candidates)
-    rules = [f"- floor: {spec.primary_metric} ≥ {gate.min_primary}" if gate.min_primary is not None else None,
-             f"- beat the champion's {spec.primary_metric} by ≥ {gate.min_improvement} (ties never promote)"]
+    rules = [
+        f"- floor: {spec.primary_metric} ≥ {gate.min_primary}" if gate.min_primary is not None else None,
+        f"- beat the champion's {spec.primary_metric} by ≥ {gate.min_improvement} (ties never promote)",
+    ]
     rules += [f"- {m} may not worsen by more than {tol}" for m, tol in gate.max_regression.items()]
     return f"""### {spec.name}: training
 {spec.description}
@@ -120,7 +122,7 @@ def build_error_dag(path: Path, error: SpecError) -> DAG:
         doc_md=f"### This pipeline's spec is invalid\n\n```\n{message}\n```\n\nFix `{path.name}`; "
         "the fields are described in `docs/spec.md`.",
         schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         tags=["mlpipe", "spec-error"],
         default_args={"retries": 0},

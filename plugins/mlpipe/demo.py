@@ -5,13 +5,31 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 FLIGHTS_ROWS = 336_776
 FLIGHTS_COLUMNS = (
-    "id", "year", "month", "day", "dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time",
-    "arr_delay", "carrier", "flight", "tailnum", "origin", "dest", "air_time", "distance", "hour", "minute",
+    "id",
+    "year",
+    "month",
+    "day",
+    "dep_time",
+    "sched_dep_time",
+    "dep_delay",
+    "arr_time",
+    "sched_arr_time",
+    "arr_delay",
+    "carrier",
+    "flight",
+    "tailnum",
+    "origin",
+    "dest",
+    "air_time",
+    "distance",
+    "hour",
+    "minute",
     "time_hour",
 )
 
@@ -30,8 +48,8 @@ def _table_rows(db: Path, table: str) -> int | None:
     if not db.exists():
         return None
     try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed name
+        with closing(sqlite3.connect(db)) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     except sqlite3.Error:
         return None
 
@@ -44,7 +62,7 @@ def write_flights_sqlite(db: Path, frame: Any) -> None:
     tmp = Path(tmp_name)
     tmp.chmod(0o644)
     try:
-        with sqlite3.connect(tmp) as conn:
+        with closing(sqlite3.connect(tmp)) as conn, conn:
             conn.execute(
                 """CREATE TABLE flights (
                     id INTEGER PRIMARY KEY, year INTEGER, month INTEGER, day INTEGER, dep_time REAL,

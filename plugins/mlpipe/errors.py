@@ -36,9 +36,7 @@ class DataValidationError(MlpipeError):
             lines.append(f"  - {f['expectation']} on {where}: observed {f.get('observed')!r}")
         tail = f"\nfull result: {report_uri}" if report_uri else ""
         super().__init__(
-            f"data failed validation suite {suite!r}: {len(failures)} expectation(s) failed\n"
-            + "\n".join(lines)
-            + tail
+            f"data failed validation suite {suite!r}: {len(failures)} expectation(s) failed\n" + "\n".join(lines) + tail
         )
 
 

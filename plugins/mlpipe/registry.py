@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,7 +107,7 @@ class ChampionEvent:
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored is UTC.
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 
@@ -173,9 +173,7 @@ class Registry:
             if last is None:
                 return None
             row = conn.execute(
-                sa.select(model_versions).where(
-                    model_versions.c.pipeline == pipeline, model_versions.c.version == last
-                )
+                sa.select(model_versions).where(model_versions.c.pipeline == pipeline, model_versions.c.version == last)
             ).one()
             return _version(row)
 
@@ -235,10 +233,11 @@ class Registry:
         at: datetime | None = None,
     ) -> ChampionEvent:
         """Insert ``new`` and make it champion in one transaction, if the champion is still the one
-        seen at ``expected_seq``; otherwise nothing is written and :class:`ChampionChangedError` is raised."""
+        seen at ``expected_seq``; otherwise nothing is written and :class:`ChampionChangedError` is raised
+        (:class:`RegistryError` when ``new.run_id`` already registered a version)."""
         if action not in ACTIONS:
             raise RegistryError(f"unknown champion action {action!r}; one of {ACTIONS}")
-        at = at or datetime.now(timezone.utc)
+        at = at or datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
                 seq = self._seq(conn, new.pipeline)
@@ -268,6 +267,13 @@ class Registry:
                 )
                 conn.execute(champion_log.insert().values(**{**event.as_dict(), "created_at": at}))
         except IntegrityError as exc:
+            done = self.version_for_run(new.pipeline, new.run_id)
+            if done is not None:
+                # Not a lost race for the champion: this run already has its version (a run registers one).
+                raise RegistryError(
+                    f"run {new.run_id!r} already registered {new.pipeline!r} v{done.version}; "
+                    "a run registers at most one version, nothing was written"
+                ) from None
             raise ChampionChangedError(
                 f"another promotion of {new.pipeline!r} won the race (version {new.version} or champion "
                 f"seq {expected_seq + 1} already taken); nothing was written: {exc.orig}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,7 +234,7 @@ class PipelineSpec(_Model):
     owner: str = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
     schedule: str | None = Field(default="0 2 * * *", description="cron in UTC; null for manual runs only")
-    start_date: datetime = Field(default=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    start_date: datetime = Field(default=datetime(2026, 1, 1, tzinfo=UTC))
     retries: int = Field(default=2, ge=2, le=10)
     source: SourceSpec
     target: TargetSpec
@@ -257,7 +257,7 @@ class PipelineSpec(_Model):
     @field_validator("start_date")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineSpec:
@@ -274,7 +274,11 @@ class PipelineSpec(_Model):
                 )
         allowed = METRICS[self.target.task]
         metric_names = [self.primary_metric, *self.secondary_metrics]
-        for field, name in zip(["metrics.primary"] + [f"metrics.secondary[{i}]" for i in range(len(self.secondary_metrics))], metric_names):
+        for field, name in zip(
+            ["metrics.primary"] + [f"metrics.secondary[{i}]" for i in range(len(self.secondary_metrics))],
+            metric_names,
+            strict=False,
+        ):
             if name not in allowed:
                 problems.append(f"{field}: {name!r} is not a {self.target.task} metric; allowed: {sorted(allowed)}")
         for m in [self.metrics.primary, *self.metrics.secondary]:

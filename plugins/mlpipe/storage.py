@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from mlpipe.errors import ArtifactIntegrityError, MlpipeError
 
 _CHUNK = 1 << 20
-_KEY_PART = re.compile(r"^[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*$")
+# fullmatch, not match: "$" would also accept a trailing newline.
+_KEY_PART = re.compile(r"[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class StoredArtifact:
 def check_key(key: str) -> str:
     """Keys are relative POSIX paths of safe parts; '..', absolute paths and odd characters are refused."""
     parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or not parts or any(p in {".", ".."} or not _KEY_PART.match(p) for p in parts):
+    bad_part = any(p in {".", ".."} or not _KEY_PART.fullmatch(p) for p in parts)
+    if not key or key.startswith("/") or not parts or bad_part:
         raise MlpipeError(f"invalid artifact key {key!r}: use relative parts of [A-Za-z0-9._=+@-], no '..'")
     return "/".join(parts)
 
@@ -219,9 +221,7 @@ class LocalStore(ArtifactStore):
         if not base.is_dir():
             return []
         return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
         )
 
     def delete_prefix(self, prefix: str) -> int:

@@ -43,24 +43,33 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
             f"expectations of suite {validation.get('suite')}"
         )
         for failure in validation.get("failures", [])[:10]:
-            lines.append(f"            - {failure.get('expectation')} on {failure.get('column') or 'table'}: "
-                         f"observed {failure.get('observed')}")
+            lines.append(
+                f"            - {failure.get('expectation')} on {failure.get('column') or 'table'}: "
+                f"observed {failure.get('observed')}"
+            )
     else:
         lines.append("validation  not reached")
     if features:
-        lines.append(f"split       {features['split']}: {features['train_rows']:,} train / "
-                     f"{features['holdout_rows']:,} holdout rows")
+        lines.append(
+            f"split       {features['split']}: {features['train_rows']:,} train / "
+            f"{features['holdout_rows']:,} holdout rows"
+        )
     if verdict:
-        metrics = [verdict["primary_metric"], *[m for m in next(iter(verdict["candidates"].values()), {})
-                                                if m != verdict["primary_metric"]]]
+        metrics = [
+            verdict["primary_metric"],
+            *[m for m in next(iter(verdict["candidates"].values()), {}) if m != verdict["primary_metric"]],
+        ]
         lines.append("metrics     " + "".join(f"{m:>18}" for m in ["on holdout", *metrics]))
         for name, values in verdict["candidates"].items():
             mark = " (best)" if name == verdict["best_candidate"] else ""
             lines.append("            " + f"{name + mark:>18}" + "".join(f"{_fmt(values.get(m)):>18}" for m in metrics))
         if verdict.get("champion_metrics"):
             label = f"champion v{verdict['champion_version']}"
-            lines.append("            " + f"{label:>18}" +
-                         "".join(f"{_fmt(verdict['champion_metrics'].get(m)):>18}" for m in metrics))
+            lines.append(
+                "            "
+                + f"{label:>18}"
+                + "".join(f"{_fmt(verdict['champion_metrics'].get(m)):>18}" for m in metrics)
+            )
         elif verdict.get("champion_version"):
             lines.append(f"            champion v{verdict['champion_version']}: could not be scored")
         else:
@@ -72,7 +81,8 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         lines.append(f"promotion   {promotion['message']}")
     champ = registry.champion(pipeline)
     lines.append(
-        f"champion    now v{champ.version} ({champ.candidate}), artifact {champ.artifact_uri}" if champ
+        f"champion    now v{champ.version} ({champ.candidate}), artifact {champ.artifact_uri}"
+        if champ
         else "champion    none"
     )
     lines.append(f"artifacts   {store.uri(prefix)}/")

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
-from mlpipe.errors import DataValidationError, FeatureError, SpecError
+from mlpipe.errors import DataValidationError, ExtractError, FeatureError, SpecError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from mlpipe.spec import LoadedSpec
     from mlpipe.storage import ArtifactStore
 
-# Errors the input causes: retrying cannot help, so the task fails at once with the message.
-USER_ERRORS = (DataValidationError, FeatureError, SpecError)
+# Errors the input causes (a query the source rejects, data failing its suite, a bad spec):
+# retrying cannot help, so the task fails at once with the message. Connection failures are not
+# among them and keep Airflow's retries with backoff.
+USER_ERRORS = (DataValidationError, ExtractError, FeatureError, SpecError)
 
 
 @contextmanager
@@ -51,6 +53,11 @@ def run_info(context: Context) -> dict[str, Any]:
         "conf": dict(getattr(dag_run, "conf", None) or {}),
         "as_of": as_of.isoformat(),
     }
+
+
+def materialize(values: Any) -> list[Any]:
+    """A mapped task's results as a list; indexing by length avoids probing past the last XCom."""
+    return [values[i] for i in range(len(values))]
 
 
 class PipelineOperator(BaseOperator):
@@ -126,7 +133,11 @@ class SnapshotExtractOperator(PipelineOperator):
             engine.dispose()
         self.log.info(
             "Snapshot %s: %d rows as of %s, sha256 %s%s",
-            snap.uri, snap.rows, snap.as_of, snap.sha256, " (reused from an earlier attempt)" if snap.reused else "",
+            snap.uri,
+            snap.rows,
+            snap.as_of,
+            snap.sha256,
+            " (reused from an earlier attempt)" if snap.reused else "",
         )
         return snap.as_dict()
 
@@ -176,8 +187,9 @@ class FeaturesBuildOperator(PipelineOperator):
                 snapshot_key=self.snapshot["key"],
                 snapshot_sha256=self.snapshot["sha256"],
             )
-        self.log.info("Split %s: %d train rows, %d holdout rows", features.split, features.train_rows,
-                      features.holdout_rows)
+        self.log.info(
+            "Split %s: %d train rows, %d holdout rows", features.split, features.train_rows, features.holdout_rows
+        )
         return features.as_dict()
 
 
@@ -203,8 +215,13 @@ class CandidateTrainOperator(PipelineOperator):
                 train_key=self.features["train_key"],
                 train_sha256=self.features["train_sha256"],
             )
-        self.log.info("Trained %s (%s) in %.1fs -> %s", trained.candidate, trained.estimator,
-                      trained.fit_seconds, trained.model_uri)
+        self.log.info(
+            "Trained %s (%s) in %.1fs -> %s",
+            trained.candidate,
+            trained.estimator,
+            trained.fit_seconds,
+            trained.model_uri,
+        )
         return trained.as_dict()
 
 
@@ -231,7 +248,7 @@ class CandidatesEvaluateOperator(PipelineOperator):
             run_key=self.run_key(context),
             holdout_key=self.features["holdout_key"],
             holdout_sha256=self.features["holdout_sha256"],
-            trained=list(self.trained),
+            trained=materialize(self.trained),
             champion=champion,
             champion_seq=champion_seq,
         )
@@ -239,8 +256,9 @@ class CandidatesEvaluateOperator(PipelineOperator):
             self.log.info("Candidate %s: %s", name, metrics)
         if verdict.champion_metrics is not None:
             self.log.info("Champion v%s: %s", verdict.champion_version, verdict.champion_metrics)
-        self.log.info("Verdict: %s (best %s) - %s", verdict.decision, verdict.best_candidate,
-                      "; ".join(verdict.reasons))
+        self.log.info(
+            "Verdict: %s (best %s) - %s", verdict.decision, verdict.best_candidate, "; ".join(verdict.reasons)
+        )
         return verdict.as_dict()
 
 
@@ -264,7 +282,7 @@ class ModelPromoteOperator(PipelineOperator):
             self.registry,
             self.store,
             verdict=self.verdict,
-            trained=list(self.trained),
+            trained=materialize(self.trained),
             snapshot=self.snapshot,
             spec_sha256=self.loaded.sha256(),
             code_version=config.code_version(),
@@ -274,4 +292,3 @@ class ModelPromoteOperator(PipelineOperator):
         )
         self.log.info("%s", result.message)
         return result.as_dict()
-

@@ -23,6 +23,7 @@ from mlpipe.stages.train import load_model
 from mlpipe.storage import ArtifactStore
 
 VERDICT_FILE = "verdict.json"
+FLOAT_SLACK = 1e-12
 
 
 def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
@@ -52,10 +53,7 @@ def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Serie
         pos_idx = classes.index(positive)
         y_bin = (np.asarray(y) == positive).astype(int)
         pred_bin = (np.asarray(pred) == positive).astype(int)
-        if proba is not None:
-            score = proba[:, pos_idx]
-        else:
-            score = np.asarray(model.decision_function(X), dtype=float)
+        score = proba[:, pos_idx] if proba is not None else np.asarray(model.decision_function(X), dtype=float)
         prob_like = proba is not None
         fns = {
             "roc_auc": lambda: skm.roc_auc_score(y_bin, score),
@@ -171,7 +169,9 @@ def judge(
     best = _pick_best(spec, scores)
     if best is None:
         rules.append(Rule("primary_defined", False, f"no candidate has a defined {metric} on the holdout"))
-        return _verdict(spec, run_id, best, scores, champion, champion_seq, champion_metrics, "none", rules, holdout_rows)
+        return _verdict(
+            spec, run_id, best, scores, champion, champion_seq, champion_metrics, "none", rules, holdout_rows
+        )
     value = scores[best][metric]
     if gate.min_primary is not None:
         ok = better(direction, value, gate.min_primary) >= 0
@@ -202,7 +202,8 @@ def judge(
         champ = champion_metrics[metric]
         gain = better(direction, value, champ) if not math.isnan(champ) else math.inf
         need = gate.min_improvement
-        ok = gain > 0 and gain >= need
+        # Metric arithmetic is floating point: a gain of exactly min_improvement must count.
+        ok = gain > FLOAT_SLACK and gain >= need - FLOAT_SLACK
         rules.append(
             Rule(
                 "improvement",
@@ -218,7 +219,7 @@ def judge(
                 rules.append(Rule(f"regression:{sec}", True, f"champion has no {sec}; not compared"))
                 continue
             worsening = -better(spec.direction(sec), cand_v, champ_v)
-            ok = worsening <= tolerance
+            ok = worsening <= tolerance + FLOAT_SLACK
             rules.append(
                 Rule(
                     f"regression:{sec}",
@@ -299,7 +300,7 @@ def evaluate_candidates(
         try:
             champ_model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
             champion_metrics = compute_metrics(spec, champ_model, X, y)
-        except (OSError, ArtifactIntegrityError, ValueError, KeyError, AttributeError) as exc:
+        except Exception as exc:  # any failure to load or score it means "cannot compare"
             champion_error = f"{type(exc).__name__}: {exc}"
     verdict = judge(
         spec,

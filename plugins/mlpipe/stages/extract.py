@@ -10,7 +10,7 @@ import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError
 from mlpipe.spec import LoadedSpec
+from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
 
 SNAPSHOT_FILE = "snapshot.parquet"
@@ -42,6 +43,10 @@ class Snapshot:
 
 def snapshot_key(pipeline: str, run_key: str) -> str:
     return f"{pipeline}/runs/{run_key}/extract/{SNAPSHOT_FILE}"
+
+
+def _manifest_key(snapshot_key: str) -> str:
+    return snapshot_key.replace(SNAPSHOT_FILE, "snapshot.json")
 
 
 def _null_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
@@ -67,8 +72,34 @@ def _from_pandas(frame: Any) -> pa.Table:
         return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def _to_table(frame: Any, schema: pa.Schema | None, null_types: dict[str, pa.DataType], first_row: int) -> pa.Table:
-    table = _from_pandas(frame)
+def _late_types(table: pa.Table, untyped: set[str]) -> dict[str, pa.DataType]:
+    """Types of columns that were all NULL so far (written as text) and now arrive with values."""
+    late = {}
+    for name in untyped & set(table.schema.names):
+        typ = table.schema.field(name).type
+        if not pa.types.is_null(typ):
+            late[name] = pa.string() if pa.types.is_large_string(typ) else typ
+    return late
+
+
+def _retype_written(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """Rewrite the row groups written so far with ``schema``, one at a time; return the writer to go on with.
+
+    Only columns that were all NULL change type, so every cast is of NULLs and cannot fail.
+    """
+    old = path.with_name(path.name + ".old")
+    path.rename(old)
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    with pq.ParquetFile(old) as written:
+        for i in range(written.num_row_groups):
+            writer.write_table(written.read_row_group(i).cast(schema))
+    old.unlink()
+    return writer
+
+
+def _to_table(
+    table: pa.Table, schema: pa.Schema | None, null_types: dict[str, pa.DataType], first_row: int
+) -> pa.Table:
     if schema is None:
         fields = []
         for f in table.schema:
@@ -82,7 +113,7 @@ def _to_table(frame: Any, schema: pa.Schema | None, null_types: dict[str, pa.Dat
     if table.schema.names != schema.names:
         raise ExtractError(f"the query's columns changed between chunks: {schema.names} then {table.schema.names}")
     columns = []
-    for name, target in zip(schema.names, schema.types):
+    for name, target in zip(schema.names, schema.types, strict=False):
         col = table.column(name)
         try:
             columns.append(col.cast(target) if col.type != target else col)
@@ -112,17 +143,19 @@ def extract_snapshot(
     spec = loaded.spec
     key = snapshot_key(spec.name, run_key)
     started = time.perf_counter()
-    as_of_naive = as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    as_of_naive = as_of.astimezone(UTC).replace(tzinfo=None)
     if store.exists(key):
         with store.local_copy(key) as path:
             meta = pq.read_metadata(path)
+        # The rows are those of the first attempt's as_of, whatever as_of this attempt was given.
+        first = read_json(store, _manifest_key(key)) or {}
         return Snapshot(
             key=key,
             uri=store.uri(key),
             sha256=store.sha256(key),
             rows=meta.num_rows,
             columns=meta.schema.to_arrow_schema().names,
-            as_of=as_of_naive.isoformat(),
+            as_of=first.get("as_of") or as_of_naive.isoformat(),
             reused=True,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -134,6 +167,8 @@ def extract_snapshot(
     null_types = _null_column_types(loaded)
     rows = 0
     schema: pa.Schema | None = None
+    # Columns all NULL so far and typed by no spec: written as text until a chunk shows their type.
+    untyped: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
         out = Path(tmp) / SNAPSHOT_FILE
         writer: pq.ParquetWriter | None = None
@@ -143,13 +178,24 @@ def extract_snapshot(
                 try:
                     chunks = pd.read_sql(query, conn, params=params, chunksize=spec.source.chunk_rows)
                     for frame in chunks:
-                        table = _to_table(frame, schema, null_types, rows)
+                        chunk = _from_pandas(frame)
+                        late = _late_types(chunk, untyped) if writer is not None else {}
+                        if late:
+                            writer.close()
+                            schema = pa.schema([pa.field(f.name, late.get(f.name, f.type)) for f in schema])
+                            writer = _retype_written(out, schema)
+                            untyped -= late.keys()
+                        table = _to_table(chunk, schema, null_types, rows)
                         if writer is None:
                             schema = table.schema
+                            untyped = {f.name for f in chunk.schema if pa.types.is_null(f.type)} - null_types.keys()
                             writer = pq.ParquetWriter(out, schema, compression="zstd")
                         writer.write_table(table)
                         rows += table.num_rows
                 except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+                    cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+                    if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
+                        raise  # the connection dropped: a retry can help, so keep it retryable
                     raise ExtractError(
                         f"query {loaded.query_path} failed against {engine.url.render_as_string(hide_password=True)}: "
                         f"{getattr(exc.__cause__, 'orig', None) or getattr(exc, 'orig', None) or exc}"
@@ -171,7 +217,7 @@ def extract_snapshot(
         reused=False,
         seconds=round(time.perf_counter() - started, 3),
     )
-    store.put_bytes(key.replace(SNAPSHOT_FILE, "snapshot.json"), json.dumps(snap.as_dict(), indent=2).encode())
+    store.put_bytes(_manifest_key(key), json.dumps(snap.as_dict(), indent=2).encode())
     return snap
 
 

@@ -20,7 +20,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from mlpipe.errors import FeatureError
 from mlpipe.spec import Encoding, LoadedSpec, PipelineSpec
@@ -70,12 +70,11 @@ class DatePartsEncoder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "n_parts_")
-        names = getattr(self, "feature_names_in_", None)
-        if input_features is None:
-            input_features = names if names is not None else [f"x{i}" for i in range(self.n_features_in_)]
+        # sklearn's own check: input_features must match the names (and number) seen in fit.
+        input_features = _check_feature_names_in(self, input_features)
         return np.asarray([f"{col}_{part}" for col in input_features for part in self.parts], dtype=object)
 
-    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.string = True
@@ -88,11 +87,11 @@ def _date_part(local: pd.Series, part: str) -> np.ndarray:
         "year": dt.year,
         "month": dt.month,
         "day": dt.day,
-        "day_of_week": dt.dayofweek,
-        "day_of_year": dt.dayofyear,
+        "day_of_week": dt.day_of_week,
+        "day_of_year": dt.day_of_year,
         "hour": dt.hour,
         "minute": dt.minute,
-        "is_weekend": dt.dayofweek.where(dt.dayofweek.isna(), dt.dayofweek >= 5),
+        "is_weekend": dt.day_of_week.where(dt.day_of_week.isna(), dt.day_of_week >= 5),
     }[part]
     return values.astype("float64").to_numpy()
 
@@ -101,22 +100,28 @@ def build_preprocessor(spec: PipelineSpec, encoding: Encoding) -> ColumnTransfor
     """The feature transformer for one encoding; categorical columns come first in its output."""
     feats = spec.features
     impute_num = {"median": ("median", None), "mean": ("mean", None), "zero": ("constant", 0.0)}[feats.missing.numeric]
+    # pd.NA makes the imputer test with pd.isna: None in an object column and pd.NA in a "string"
+    # column are missing too (with np.nan, None passed through as a category of its own).
     if feats.missing.categorical == "constant":
-        cat_imputer = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)
+        cat_imputer = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY, missing_values=pd.NA)
     else:
-        cat_imputer = SimpleImputer(strategy="most_frequent")
+        cat_imputer = SimpleImputer(strategy="most_frequent", missing_values=pd.NA)
     transformers: list[tuple[str, Any, list[str]]] = []
     if feats.categorical:
         if encoding == "onehot":
             encoder: Any = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=feats.max_categories)
         else:
+            # Unseen categories become -1, not NaN: GradientBoosting* and others refuse NaN at predict
+            # time, and HistGradientBoosting reads a negative category code as missing anyway.
             encoder = OrdinalEncoder(
                 handle_unknown="use_encoded_value",
-                unknown_value=np.nan,
+                unknown_value=-1,
                 encoded_missing_value=np.nan,
                 max_categories=feats.max_categories,
             )
-        transformers.append(("categorical", Pipeline([("impute", cat_imputer), ("encode", encoder)]), feats.categorical))
+        transformers.append(
+            ("categorical", Pipeline([("impute", cat_imputer), ("encode", encoder)]), feats.categorical)
+        )
     if feats.numeric:
         steps: list[tuple[str, Any]] = [
             ("impute", SimpleImputer(strategy=impute_num[0], fill_value=impute_num[1], keep_empty_features=True))
@@ -246,9 +251,11 @@ def build_features(
             path = Path(tmp) / name
             frame.iloc[idx].reset_index(drop=True).to_parquet(path, index=False, compression="zstd")
             out[name] = (store.put_file(f"{prefix}/{name}", path), len(idx))
-    labels = {} if spec.target.task == "regression" else {
-        str(k): int(v) for k, v in frame[spec.target.column].value_counts().sort_index().items()
-    }
+    labels = (
+        {}
+        if spec.target.task == "regression"
+        else {str(k): int(v) for k, v in frame[spec.target.column].value_counts().sort_index().items()}
+    )
     result = FeatureSet(
         train_key=out[TRAIN_FILE][0].key,
         train_sha256=out[TRAIN_FILE][0].sha256,

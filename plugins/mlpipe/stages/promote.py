@@ -59,8 +59,16 @@ def promote_model(
 ) -> PromotionResult:
     """Register and promote the verdict's best candidate, or explain why nothing happened."""
     result = _promote(
-        registry, store, verdict=verdict, trained=trained, snapshot=snapshot, spec_sha256=spec_sha256,
-        code_version=code_version, run_id=run_id, lineage=lineage, actor=actor,
+        registry,
+        store,
+        verdict=verdict,
+        trained=trained,
+        snapshot=snapshot,
+        spec_sha256=spec_sha256,
+        code_version=code_version,
+        run_id=run_id,
+        lineage=lineage,
+        actor=actor,
     )
     log.info(result.message)
     key = result_key(verdict["pipeline"], run_id)
@@ -124,7 +132,10 @@ def _promote(
             new, expected_seq=int(verdict["champion_seq"]), action=action, reason=reason, actor=actor
         )
     except Exception:
-        if registry.version_for_run(pipeline, run_id) is None:
+        # Keep the copy only if the registry points at it (the commit went through after all);
+        # another attempt of this run may have registered a different version and copy.
+        done = registry.version_for_run(pipeline, run_id)
+        if done is None or done.artifact_uri != artifact.uri:
             store.delete_prefix(prefix)
         raise
     if action == "first":

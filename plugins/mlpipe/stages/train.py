@@ -17,6 +17,7 @@ from typing import Any
 
 import joblib
 from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 
 from mlpipe.errors import ArtifactIntegrityError, SpecError
 from mlpipe.spec import ESTIMATORS, CandidateSpec, LoadedSpec, PipelineSpec
@@ -75,7 +76,11 @@ def build_model(spec: PipelineSpec, cand: CandidateSpec, source: str = "<spec>")
     ):
         # Categorical columns come first in the transformer's output: treat them as native categories.
         estimator.set_params(categorical_features=list(range(n_cat)))
-    return Pipeline([("features", build_preprocessor(spec, cand.encoding)), ("model", estimator)])
+    features = build_preprocessor(spec, cand.encoding)
+    if not get_tags(estimator).input_tags.sparse:
+        # One-hot output is sparse when mostly zeros; estimators like GaussianNB refuse sparse input.
+        features.set_params(sparse_threshold=0.0)
+    return Pipeline([("features", features), ("model", estimator)])
 
 
 def candidate_prefix(pipeline: str, run_key: str, candidate: str) -> str:

@@ -16,14 +16,14 @@ from mlpipe.errors import DataValidationError, SpecError
 
 if TYPE_CHECKING:
     import pandas
-
-    from mlpipe.spec import LoadedSpec
-    from mlpipe.storage import ArtifactStore
     from great_expectations import ExpectationSuite
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResult,
         ExpectationValidationResult,
     )
+
+    from mlpipe.spec import LoadedSpec
+    from mlpipe.storage import ArtifactStore
 
 __all__ = [
     "ValidationOutcome",

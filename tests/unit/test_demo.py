@@ -1,0 +1,82 @@
+"""Tests of mlpipe.demo on a few hand-made flights, and of the demo spec's SQL against them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from mlpipe import config
+from mlpipe.demo import FLIGHTS_COLUMNS, _table_rows, seed_flights, write_flights_sqlite
+from mlpipe.spec import load_spec
+from mlpipe.stages.extract import extract_snapshot, read_snapshot
+from mlpipe.storage import LocalStore
+
+
+def flights(n: int = 6) -> pd.DataFrame:
+    """``n`` flights an hour apart: on time, late, cancelled (no dep_time), diverted (no arr_delay)."""
+    rows = []
+    arr_delays = [-5.0, 30.0, None, None, 14.0, 15.0]
+    dep_times = [600.0, 700.0, None, 900.0, 1000.0, 1100.0]
+    for i in range(n):
+        rows.append(
+            {
+                "id": i + 1, "year": 2013, "month": 1, "day": 1, "dep_time": dep_times[i % 6],
+                "sched_dep_time": 600 + 100 * i, "dep_delay": 0.0, "arr_time": 900.0, "sched_arr_time": 900,
+                "arr_delay": arr_delays[i % 6], "carrier": "UA", "flight": 100 + i, "tailnum": "N1",
+                "origin": "EWR", "dest": "IAH", "air_time": 200.0, "distance": 1400, "hour": 6 + i, "minute": 0,
+                "time_hour": f"2013-01-01 {11 + i:02d}:00:00",
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FLIGHTS_COLUMNS))
+
+
+def test_write_flights_sqlite_publishes_one_complete_file(tmp_path: Path) -> None:
+    db = tmp_path / "home" / "source.db"
+
+    write_flights_sqlite(db, flights())
+    write_flights_sqlite(db, flights(4))  # replaces, never appends
+
+    assert _table_rows(db, "flights") == 4
+    assert sorted(p.name for p in db.parent.iterdir()) == ["source.db"]  # no temp file left
+    with sqlite3.connect(db) as conn:
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list('flights')")]
+    conn.close()
+    assert "ix_flights_time_hour" in indexes
+
+
+def test_table_rows_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    assert _table_rows(tmp_path / "absent.db", "flights") is None
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all, just some bytes" * 10)
+    assert _table_rows(tmp_path / "junk.db", "flights") is None
+
+
+def test_seed_keeps_a_complete_table(tmp_path: Path, monkeypatch) -> None:
+    import mlpipe.demo as demo
+
+    write_flights_sqlite(tmp_path / "source.db", flights())
+    monkeypatch.setattr(demo, "FLIGHTS_ROWS", 6)  # what "complete" means for this tiny table
+
+    assert seed_flights(tmp_path) == (tmp_path / "source.db", 6, False)
+
+
+def test_demo_sql_labels_cancelled_and_diverted_flights_late(tmp_path: Path) -> None:
+    db = tmp_path / "source.db"
+    write_flights_sqlite(db, flights())
+    loaded = load_spec(config.REPO_ROOT / "include" / "pipelines" / "flights_delay.yaml")
+    engine = sa.create_engine(f"sqlite:///{db}")
+    store = LocalStore(tmp_path / "artifacts")
+
+    snap = extract_snapshot(loaded, engine, store, run_key="r1", as_of=datetime(2013, 1, 1, 16, 0, tzinfo=UTC))
+    engine.dispose()
+
+    frame = read_snapshot(store, snap.key, snap.sha256)
+    assert snap.columns == [
+        "id", "time_hour", "carrier", "origin", "dest", "distance", "sched_dep_time", "sched_arr_time", "is_late",
+    ]  # fmt: skip
+    # as_of 16:00 lets the flights of 11:00 to 15:00 through; 16:00 itself is not before as_of.
+    assert frame["id"].tolist() == [1, 2, 3, 4, 5]
+    assert frame["is_late"].tolist() == [0, 1, 1, 1, 0]

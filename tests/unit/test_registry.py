@@ -1,0 +1,304 @@
+"""Tests of mlpipe.registry on SQLite and PostgreSQL: versions, the append-only champion log, the CAS."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mlpipe.errors import ChampionChangedError, RegistryError
+from mlpipe.registry import ChampionEvent, ModelVersion, Registry, champion_log, model_versions
+
+RACERS = 8
+# Each spawned process imports SQLAlchemy and the registry (~0.5 s of CPU): fewer keep the suite fast.
+PROCESS_RACERS = 4
+
+
+def version(pipeline: str, number: int, run_id: str | None = None, **changes: Any) -> ModelVersion:
+    values: dict[str, Any] = {
+        "pipeline": pipeline,
+        "version": number,
+        "run_id": run_id or f"manual__run_{number}",
+        "candidate": "logreg",
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "params": {"C": 1.0, "max_iter": 200},
+        "metrics": {"roc_auc": 0.7 + number / 100, "log_loss": None},
+        "data_sha256": "d" * 64,
+        "data_rows": 1234,
+        "spec_sha256": "s" * 64,
+        "code_version": "0.1.0+gabc",
+        "artifact_uri": f"file:///store/{pipeline}/models/v{number}/model.joblib",
+        "artifact_sha256": "a" * 64,
+        "lineage": {"trigger": {"kind": "manual"}, "snapshot": {"rows": 1234}},
+    }
+    values.update(changes)
+    return ModelVersion(**values)
+
+
+def row_counts(registry: Registry, pipeline: str) -> tuple[int, int]:
+    with registry.engine.connect() as conn:
+        versions = conn.execute(
+            sa.select(sa.func.count()).select_from(model_versions).where(model_versions.c.pipeline == pipeline)
+        ).scalar()
+        events = conn.execute(
+            sa.select(sa.func.count()).select_from(champion_log).where(champion_log.c.pipeline == pipeline)
+        ).scalar()
+    return versions, events
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def registry(registry_url: str) -> Iterator[Registry]:
+    registry = Registry.from_url(registry_url)
+    yield registry
+    registry.dispose()
+
+
+@pytest.fixture
+def pipeline() -> str:
+    # The PostgreSQL database is shared by the module's tests: each test gets its own pipeline.
+    return f"p_{uuid.uuid4().hex[:12]}"
+
+
+def promote(registry: Registry, new: ModelVersion, seq: int, action: str = "promote") -> ChampionEvent:
+    return registry.register_and_promote(new, expected_seq=seq, action=action, reason="gate passed", actor="tests")
+
+
+class TestReads:
+    def test_empty_pipeline(self, registry: Registry, pipeline: str) -> None:
+        assert registry.champion(pipeline) is None
+        assert registry.champion_seq(pipeline) == 0
+        assert registry.next_version(pipeline) == 1
+        assert registry.list_versions(pipeline) == []
+        assert registry.champion_history(pipeline) == []
+        assert registry.version_for_run(pipeline, "manual__x") is None
+        with pytest.raises(RegistryError, match="has no model version 1"):
+            registry.get_version(pipeline, 1)
+
+    def test_create_schema_is_idempotent(self, registry: Registry, registry_url: str) -> None:
+        registry.create_schema()
+        Registry.from_url(registry_url).dispose()
+
+
+class TestPromotion:
+    def test_first_promotion(self, registry: Registry, pipeline: str) -> None:
+        at = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+        new = version(pipeline, 1)
+
+        event = registry.register_and_promote(
+            new, expected_seq=0, action="first", reason="no champion yet", actor="airflow", at=at
+        )
+
+        assert event == ChampionEvent(
+            pipeline=pipeline,
+            seq=1,
+            version=1,
+            previous_version=None,
+            action="first",
+            reason="no champion yet",
+            actor="airflow",
+            run_id=new.run_id,
+            created_at=at,
+        )
+        champion = registry.champion(pipeline)
+        assert champion is not None
+        assert champion.as_dict() | {"created_at": None} == new.as_dict()
+        assert champion.created_at == at
+        assert champion.created_at.tzinfo is not None
+        assert registry.champion_seq(pipeline) == 1
+        assert registry.next_version(pipeline) == 2
+        assert registry.get_version(pipeline, 1) == champion
+        assert registry.version_for_run(pipeline, new.run_id) == champion
+        assert registry.champion_history(pipeline) == [event]
+
+    def test_history_is_append_only_and_chained(self, registry: Registry, pipeline: str) -> None:
+        for n in (1, 2, 3):
+            promote(registry, version(pipeline, n), seq=n - 1, action="first" if n == 1 else "promote")
+
+        history = registry.champion_history(pipeline)
+
+        assert [(e.seq, e.version, e.previous_version, e.action) for e in history] == [
+            (1, 1, None, "first"),
+            (2, 2, 1, "promote"),
+            (3, 3, 2, "promote"),
+        ]
+        assert [v.version for v in registry.list_versions(pipeline)] == [1, 2, 3]
+        assert registry.champion(pipeline).version == 3
+        # A rollback is a new row pointing back, never an edit of the log.
+        promote(registry, version(pipeline, 4, candidate="hgb"), seq=3, action="rollback")
+        history_after = registry.champion_history(pipeline)
+        assert history_after[:3] == history
+        assert (history_after[3].seq, history_after[3].previous_version) == (4, 3)
+
+    def test_pipelines_are_independent(self, registry: Registry, pipeline: str) -> None:
+        promote(registry, version(pipeline, 1), seq=0, action="first")
+        other = pipeline + "_other"
+
+        assert registry.champion(other) is None
+        promote(registry, version(other, 1), seq=0, action="first")
+        assert registry.champion_seq(pipeline) == registry.champion_seq(other) == 1
+
+    def test_stale_expected_seq_writes_nothing(self, registry: Registry, pipeline: str) -> None:
+        promote(registry, version(pipeline, 1), seq=0, action="first")
+        promote(registry, version(pipeline, 2), seq=1)
+
+        with pytest.raises(ChampionChangedError, match="changed since evaluation"):
+            promote(registry, version(pipeline, 3), seq=1)
+
+        assert row_counts(registry, pipeline) == (2, 2)
+        assert registry.version_for_run(pipeline, "manual__run_3") is None
+        assert registry.champion(pipeline).version == 2
+
+    def test_expected_seq_from_the_future_writes_nothing(self, registry: Registry, pipeline: str) -> None:
+        with pytest.raises(ChampionChangedError):
+            promote(registry, version(pipeline, 1), seq=5)
+        assert row_counts(registry, pipeline) == (0, 0)
+
+    def test_duplicate_run_id_is_refused(self, registry: Registry, pipeline: str) -> None:
+        promote(registry, version(pipeline, 1, run_id="manual__same"), seq=0, action="first")
+
+        with pytest.raises(RegistryError, match=r"run 'manual__same' already registered .* v1") as info:
+            promote(registry, version(pipeline, 2, run_id="manual__same"), seq=1)
+
+        assert not isinstance(info.value, ChampionChangedError)
+
+        assert row_counts(registry, pipeline) == (1, 1)
+        assert registry.champion_seq(pipeline) == 1
+
+    def test_duplicate_version_is_refused(self, registry: Registry, pipeline: str) -> None:
+        promote(registry, version(pipeline, 1), seq=0, action="first")
+
+        with pytest.raises(ChampionChangedError):
+            promote(registry, version(pipeline, 1, run_id="manual__other"), seq=1)
+
+        assert row_counts(registry, pipeline) == (1, 1)
+
+    def test_unknown_action(self, registry: Registry, pipeline: str) -> None:
+        with pytest.raises(RegistryError, match="unknown champion action"):
+            promote(registry, version(pipeline, 1), seq=0, action="yolo")
+        assert row_counts(registry, pipeline) == (0, 0)
+
+
+# -- races -----------------------------------------------------------------------------------------
+
+
+def race_once(url: str, pipeline: str, number: int, expected_seq: int) -> str:
+    """One contender: register version ``number`` expecting ``expected_seq``; 'won' or the error's name."""
+    registry = Registry.from_url(url, create=False)
+    try:
+        promote(registry, version(pipeline, number, run_id=f"manual__racer_{number}"), seq=expected_seq)
+        return "won"
+    except ChampionChangedError:
+        return "ChampionChangedError"
+    finally:
+        registry.dispose()
+
+
+def assert_one_winner(registry: Registry, pipeline: str, outcomes: list[str], seq_before: int) -> None:
+    assert len(outcomes) > 1
+    assert sorted(outcomes) == ["ChampionChangedError"] * (len(outcomes) - 1) + ["won"], outcomes
+    history = registry.champion_history(pipeline)
+    assert len(history) == seq_before + 1
+    winner = history[-1]
+    assert winner.seq == seq_before + 1
+    assert winner.run_id is not None and winner.run_id.startswith("manual__")
+    assert registry.champion(pipeline).version == winner.version
+    assert registry.version_for_run(pipeline, winner.run_id).version == winner.version
+    # No loser left a version row behind: one row per champion change.
+    assert row_counts(registry, pipeline) == (seq_before + 1, seq_before + 1)
+
+
+class TestConcurrency:
+    @pytest.mark.parametrize("with_champion", [False, True], ids=["first", "replace"])
+    def test_threads_one_winner(
+        self, registry: Registry, registry_url: str, pipeline: str, with_champion: bool
+    ) -> None:
+        if with_champion:
+            promote(registry, version(pipeline, 100), seq=0, action="first")
+        seq = registry.champion_seq(pipeline)
+        barrier = threading.Barrier(RACERS)
+        outcomes: list[str] = []
+        errors: list[BaseException] = []
+
+        def run(number: int) -> None:
+            try:
+                barrier.wait(timeout=30)
+                outcomes.append(race_once(registry_url, pipeline, number, seq))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(1, RACERS + 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+        assert errors == []
+        assert_one_winner(registry, pipeline, outcomes, seq)
+
+    def test_threads_same_version_number(self, registry: Registry, registry_url: str, pipeline: str) -> None:
+        # What promote_model does: every racer asked next_version() first, so all want version 1.
+        barrier = threading.Barrier(RACERS)
+        outcomes: list[str] = []
+
+        def run(n: int) -> None:
+            barrier.wait(timeout=30)
+            r = Registry.from_url(registry_url, create=False)
+            try:
+                promote(r, version(pipeline, 1, run_id=f"manual__same_version_{n}"), seq=0, action="first")
+                outcomes.append("won")
+            except ChampionChangedError:
+                outcomes.append("ChampionChangedError")
+            finally:
+                r.dispose()
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(RACERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+        assert_one_winner(registry, pipeline, outcomes, 0)
+
+
+def test_processes_one_winner_postgresql(pg_url: str) -> None:
+    from unit.racer import contender
+
+    registry = Registry.from_url(pg_url)
+    pipeline = f"p_{uuid.uuid4().hex[:12]}"
+    promote(registry, version(pipeline, 100), seq=0, action="first")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESS_RACERS)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=contender,
+            args=(pg_url, version(pipeline, n, run_id=f"manual__process_{n}"), 1, barrier, results),
+        )
+        for n in range(1, PROCESS_RACERS + 1)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120)[1] for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in procs] == [0] * PROCESS_RACERS
+    assert_one_winner(registry, pipeline, outcomes, 1)
+    registry.dispose()
