@@ -34,9 +34,7 @@ os.environ.update(
 for plugin_path in (str(REPO / "plugins"),):
     if plugin_path not in sys.path:
         sys.path.insert(0, plugin_path)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def in_ci() -> bool:

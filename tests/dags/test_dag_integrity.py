@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -11,27 +12,27 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from airflow.sdk.definitions.mappedoperator import MappedOperator
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("pandas", "sklearn", "great_expectations", "boto3", "pyarrow", "matplotlib")
 
 PARSE_PROBE = textwrap.dedent(
-    """
+    f"""
     import json, os, sys, time
     import airflow  # the dag-processor has Airflow loaded already
     from airflow.dag_processing.dagbag import DagBag
     started = time.perf_counter()
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     seconds = time.perf_counter() - started
-    print(json.dumps({
+    print(json.dumps({{
         "seconds": seconds,
-        "dags": {d.dag_id: {"tags": sorted(d.tags), "doc_md": d.doc_md or "", "tasks": d.task_ids}
-                 for d in bag.dags.values()},
-        "errors": {k: str(v) for k, v in bag.import_errors.items()},
-        "heavy": [m for m in %r if m in sys.modules],
-    }))
+        "dags": {{d.dag_id: {{"tags": sorted(d.tags), "doc_md": d.doc_md or "", "tasks": d.task_ids}}
+                 for d in bag.dags.values()}},
+        "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+        "heavy": [m for m in {HEAVY!r} if m in sys.modules],
+    }}))
     """
-    % (HEAVY,)
 )
 
 
@@ -73,12 +74,18 @@ def test_every_dag_has_owner_tags_retries_and_no_catchup(dagbag) -> None:
 
 def test_training_dag_shape(dagbag) -> None:
     dag = dagbag.dags["flights_delay_train"]
-    order = ["extract_snapshot", "validate_snapshot", "build_features", "train_candidates",
-             "evaluate_candidates", "promote_model"]
+    order = [
+        "extract_snapshot",
+        "validate_snapshot",
+        "build_features",
+        "train_candidates",
+        "evaluate_candidates",
+        "promote_model",
+    ]
     assert sorted(dag.task_ids) == sorted(order)
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    assert dag.get_task("train_candidates").is_mapped if hasattr(dag.get_task("train_candidates"), "is_mapped") else True
+    assert isinstance(dag.get_task("train_candidates"), MappedOperator), "one mapped task per candidate"
     assert {"flights_delay", "train"} <= set(dag.tags)
     assert "roc_auc" in dag.doc_md and "flights_delay.sql" in dag.doc_md
 
