@@ -96,7 +96,8 @@ class SourceSpec(_Model):
     connection_id: str = config.SOURCE_CONN_ID
     query: str = Field(description="SQL file under include/sql/; bound parameters only (:as_of, params).")
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    chunk_rows: int = Field(default=50_000, ge=1_000, le=5_000_000)
+    # Memory is about 1.5 KiB per row in flight (docs/benchmarks.md): 500k rows stays under 1 GiB.
+    chunk_rows: int = Field(default=50_000, ge=1_000, le=500_000)
 
     @field_validator("query")
     @classmethod

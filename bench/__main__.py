@@ -1,0 +1,79 @@
+"""``python -m bench [extract|parse|demo ...]``: run the benchmarks (all by default), save and print them.
+
+Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
+benchmark fails to run or a stated requirement is not met (the demo timing is a report, no bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from types import ModuleType
+from typing import Any
+
+from bench import machine, write_result
+
+
+def _modules() -> dict[str, ModuleType]:
+    from bench import dag_parse, demo_stages, extract_memory
+
+    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages)}
+
+
+TITLES = {
+    "extract": "Extraction streams (peak RSS of extract_snapshot in its own process)",
+    "parse": "DAG parsing (per file of dags/)",
+    "demo": "Per-stage wall times of `airflow dags test flights_delay_train` (make demo)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    modules = _modules()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run, of {', '.join(modules)} (default: all)"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="extract: also run 3.4 M rows in one chunk (unstreamed), to see what the bounds catch",
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in modules]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(modules)}")
+    names = args.names or list(modules)
+
+    m = machine()
+    print(f"mlpipe benchmarks on {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, Python {m['python']}\n")
+    failed: list[str] = []
+    for name in names:
+        module = modules[name]
+        print(f"## {TITLES[name]}\n", flush=True)
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {"control": True} if name == "extract" and args.control else {}
+        try:
+            result = module.run(**kwargs)
+        except Exception:
+            traceback.print_exc()
+            print(f"\nbenchmark {name} could not run\n", flush=True)
+            failed.append(name)
+            continue
+        result["bench_seconds"] = round(time.perf_counter() - started, 1)
+        path = write_result(name, result)
+        print(module.table(result))
+        print(f"\n({result['bench_seconds']} s; raw figures in {path})\n", flush=True)
+        if not all(r["ok"] for r in result.get("requirements", [])):
+            failed.append(name)
+        if name == "demo" and (result.get("exit_code") != 0 or result.get("run_state") != "success"):
+            failed.append(name)
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
