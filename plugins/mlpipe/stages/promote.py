@@ -58,46 +58,17 @@ def promote_model(
     actor: str,
 ) -> PromotionResult:
     """Register and promote the verdict's best candidate, or explain why nothing happened."""
-    result = _promote(
-        registry,
-        store,
-        verdict=verdict,
-        trained=trained,
-        snapshot=snapshot,
-        spec_sha256=spec_sha256,
-        code_version=code_version,
-        run_id=run_id,
-        lineage=lineage,
-        actor=actor,
-    )
-    log.info(result.message)
-    key = result_key(verdict["pipeline"], run_id)
-    if result.action != "already_done" or not store.exists(key):
-        store.put_bytes(key, json.dumps(result.as_dict(), indent=2).encode())
-    return result
-
-
-def _promote(
-    registry: Registry,
-    store: ArtifactStore,
-    *,
-    verdict: dict[str, Any],
-    trained: list[dict[str, Any]],
-    snapshot: dict[str, Any],
-    spec_sha256: str,
-    code_version: str,
-    run_id: str,
-    lineage: dict[str, Any],
-    actor: str,
-) -> PromotionResult:
     pipeline = verdict["pipeline"]
     existing = registry.version_for_run(pipeline, run_id)
     if existing is not None:
         msg = f"run {run_id} already registered {pipeline} v{existing.version}; nothing to do"
-        return PromotionResult(False, existing.version, None, "already_done", msg, existing.artifact_uri)
+        result = PromotionResult(False, existing.version, None, "already_done", msg, existing.artifact_uri)
+        return _record(store, pipeline, run_id, result)
     if not verdict["blessed"]:
         msg = "verdict did not bless a model: " + "; ".join(verdict["reasons"])
-        return PromotionResult(False, None, verdict.get("champion_version"), "skipped", msg)
+        return _record(
+            store, pipeline, run_id, PromotionResult(False, None, verdict.get("champion_version"), "skipped", msg)
+        )
 
     best = verdict["best_candidate"]
     chosen = next((t for t in trained if t["candidate"] == best), None)
@@ -142,7 +113,18 @@ def _promote(
         msg = f"no champion before: {pipeline} v{version} ({best}) is the first champion"
     else:
         msg = f"{pipeline} v{version} ({best}) replaces champion v{event.previous_version}"
-    return PromotionResult(True, version, event.previous_version, action, msg, artifact.uri)
+    return _record(
+        store, pipeline, run_id, PromotionResult(True, version, event.previous_version, action, msg, artifact.uri)
+    )
+
+
+def _record(store: ArtifactStore, pipeline: str, run_id: str, result: PromotionResult) -> PromotionResult:
+    """Log the outcome and keep it with the run; a later no-op keeps the first record."""
+    log.info(result.message)
+    key = result_key(pipeline, run_id)
+    if result.action != "already_done" or not store.exists(key):
+        store.put_bytes(key, json.dumps(result.as_dict(), indent=2).encode())
+    return result
 
 
 def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
