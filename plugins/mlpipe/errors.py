@@ -58,3 +58,7 @@ class RegistryError(MlpipeError):
 
 class ChampionChangedError(RegistryError):
     """Promotion lost a compare-and-swap: the champion changed after evaluation."""
+
+
+class ArtifactConflictError(ArtifactIntegrityError):
+    """A conditional write lost: the artifact was created, changed or removed since its ETag was read."""

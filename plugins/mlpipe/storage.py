@@ -1,7 +1,7 @@
 """The artifact store: snapshots, features, models and reports, keyed by pipeline and run.
 
 One interface, :class:`ArtifactStore`; :class:`LocalStore` keeps artifacts in a directory (the
-embedded default), an S3 store implements the same methods. Writes are atomic: a reader sees
+embedded default), :class:`S3Store` in a bucket under a prefix. Writes are atomic: a reader sees
 either nothing or the whole artifact, never a half-written file.
 
 Layout: ``<pipeline>/runs/<run_key>/<stage>/...`` and ``<pipeline>/models/<version>/...``.
@@ -14,13 +14,19 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-from mlpipe.errors import ArtifactIntegrityError, MlpipeError
+from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, MlpipeError
+
+if TYPE_CHECKING:
+    # Only for hints: boto3/botocore are heavy, and this module is imported where DAGs are parsed.
+    from botocore.client import BaseClient
 
 _CHUNK = 1 << 20
 # fullmatch, not match: "$" would also accept a trailing newline.
@@ -56,11 +62,18 @@ def run_key(run_id: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    return _hash_file(path)[0]
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """The sha256 and size of a file, in one read."""
     digest = hashlib.sha256()
+    size = 0
     with open(path, "rb") as fh:
         while block := fh.read(_CHUNK):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 class ArtifactStore(ABC):
@@ -132,10 +145,21 @@ class ArtifactStore(ABC):
 def verify_sha256(path: Path, expected: str, label: str) -> None:
     actual = sha256_file(path)
     if actual != expected:
-        raise ArtifactIntegrityError(
-            f"artifact {label} does not match its recorded sha256 (expected {expected}, found {actual}); "
-            "it was changed or corrupted after it was written"
-        )
+        raise _mismatch(label, expected, actual)
+
+
+def _mismatch(label: str, expected: str, actual: str) -> ArtifactIntegrityError:
+    return ArtifactIntegrityError(
+        f"artifact {label} does not match its recorded sha256 (expected {expected}, found {actual}); "
+        "it was changed or corrupted after it was written"
+    )
+
+
+def _already_exists(label: str, existing: str) -> ArtifactIntegrityError:
+    return ArtifactIntegrityError(
+        f"artifact {label} already exists with other content "
+        f"(sha256 {existing}); refusing to overwrite a published artifact"
+    )
 
 
 class LocalStore(ArtifactStore):
@@ -180,10 +204,7 @@ class LocalStore(ArtifactStore):
                 except FileExistsError:
                     existing = sha256_file(dest)
                     if existing != sha:
-                        raise ArtifactIntegrityError(
-                            f"artifact {dest.as_uri()} already exists with other content "
-                            f"(sha256 {existing}); refusing to overwrite a published artifact"
-                        ) from None
+                        raise _already_exists(dest.as_uri(), existing) from None
             else:
                 os.replace(tmp, dest)
         finally:
@@ -237,6 +258,262 @@ class LocalStore(ArtifactStore):
 
     def sha256(self, key: str) -> str:
         return sha256_file(self.path(key))
+
+
+# S3 error codes: a conditional write whose condition failed (412), or raced another write (409).
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_DENIED = frozenset(
+    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+_SHA256_META = "sha256"  # sent as x-amz-meta-sha256
+_ONCE_ATTEMPTS = 4
+
+
+def _error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(ArtifactStore):
+    """Artifacts as objects ``s3://<bucket>/<prefix>/<key>``, through a boto3 S3 client the caller builds.
+
+    Each object carries its content's sha256 as user metadata (``x-amz-meta-sha256``), so
+    :meth:`sha256` is a HEAD and downloads are checked against it. A PUT is all-or-nothing, so every
+    write is atomic; write-once and compare-and-swap use S3 conditional writes (``If-None-Match: *``,
+    ``If-Match: <etag>``). Files above ``multipart_threshold`` go up as a multipart upload.
+    """
+
+    def __init__(self, bucket: str, prefix: str, client: BaseClient, *, multipart_threshold: int = 64 << 20) -> None:
+        if not bucket or "/" in bucket:
+            raise MlpipeError(f"invalid S3 bucket name {bucket!r}: give the bare bucket name, without s3:// or '/'")
+        self.bucket = bucket
+        self.prefix = check_key(prefix.strip("/")) if prefix.strip("/") else ""
+        self.client = client
+        self.multipart_threshold = multipart_threshold
+
+    def __repr__(self) -> str:
+        return f"S3Store({self._root()!r})"
+
+    @property
+    def endpoint_url(self) -> str:
+        return str(getattr(self.client.meta, "endpoint_url", None) or "the default AWS endpoint")
+
+    def _root(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/" if self.prefix else f"s3://{self.bucket}/"
+
+    def object_key(self, key: str) -> str:
+        """The S3 object key behind an artifact key (the store's prefix + the checked key)."""
+        key = check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return self._root() + check_key(key)
+
+    # -- errors -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _s3_errors(self, action: str, key: str) -> Iterator[None]:
+        """Turn botocore's errors into MlpipeErrors naming the endpoint, the bucket and the key."""
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            where = f"{self.uri(key)} (endpoint {self.endpoint_url}, bucket {self.bucket!r})"
+            code = _error_code(exc)
+            if code == "NoSuchBucket":
+                hint = "the bucket does not exist: create it, or fix the bucket in the S3 connection"
+            elif code in _DENIED:
+                hint = (
+                    f"access denied ({code}): check the credentials of the S3 connection and that its policy "
+                    "allows s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on this bucket"
+                )
+            elif isinstance(exc, NoCredentialsError):
+                hint = "no AWS credentials found: set them in the S3 connection (aws_default / mlpipe_s3)"
+            elif isinstance(exc, EndpointUnreachable | HTTPClientError):
+                hint = f"the endpoint is unreachable or failed mid-request ({exc}); check its URL and that it is up"
+            else:
+                hint = str(exc)
+            raise MlpipeError(f"cannot {action} {where}: {hint}") from exc
+
+    # -- primitives ---------------------------------------------------------------------------------
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """HEAD the object, or None if there is none."""
+        from botocore.exceptions import ClientError
+
+        with self._s3_errors("read", key):
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return None
+                raise
+
+    def exists(self, key: str) -> bool:
+        # A LIST, not a HEAD: a HEAD answers a bare 404 for a missing bucket too, LIST names it.
+        with self._s3_errors("read", key):
+            return self._listed_first(self.object_key(key))
+
+    def _listed_first(self, base: str) -> bool:
+        """Whether object ``base`` exists: it sorts first among the keys that start with it."""
+        first = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1).get("Contents", [])
+        return bool(first) and first[0]["Key"] == base
+
+    def etag(self, key: str) -> str | None:
+        """The object's current ETag (None if absent), for :meth:`put_bytes_if_match`.
+
+        Read the ETag *before* the content it guards: if the object changes in between, the
+        conditional write fails instead of overwriting a value you never saw.
+        """
+        head = self._head(key)
+        return None if head is None else str(head["ETag"])
+
+    def _put_object(self, key: str, body: Any, sha: str, **conditions: str) -> dict[str, Any]:
+        return self.client.put_object(
+            Bucket=self.bucket, Key=self.object_key(key), Body=body, Metadata={_SHA256_META: sha}, **conditions
+        )
+
+    def put_file(self, key: str, path: Path) -> StoredArtifact:
+        # The sha256 goes in a header, so it is computed before the upload starts.
+        sha, size = _hash_file(path)
+        with self._s3_errors("write", key):
+            if size > self.multipart_threshold:
+                self.client.upload_file(
+                    str(path), self.bucket, self.object_key(key), ExtraArgs={"Metadata": {_SHA256_META: sha}}
+                )
+            else:
+                with open(path, "rb") as fh:
+                    self._put_object(key, fh, sha)
+        return StoredArtifact(key=check_key(key), uri=self.uri(key), sha256=sha, size=size)
+
+    def put_file_once(self, key: str, path: Path) -> StoredArtifact:
+        """Publish with ``If-None-Match: *`` (one PUT: at most 5 GiB); an existing object must hold the same bytes."""
+        from botocore.exceptions import ClientError
+
+        sha, size = _hash_file(path)
+        artifact = StoredArtifact(key=check_key(key), uri=self.uri(key), sha256=sha, size=size)
+        for attempt in range(_ONCE_ATTEMPTS):
+            with self._s3_errors("write", key), open(path, "rb") as fh:
+                try:
+                    self._put_object(key, fh, sha, IfNoneMatch="*")
+                    return artifact
+                except ClientError as exc:
+                    if _error_code(exc) not in _CONDITION_FAILED:
+                        raise
+            existing = self._recorded_sha256(key)
+            if existing is not None:
+                if existing != sha:
+                    raise _already_exists(self.uri(key), existing)
+                return artifact
+            # 409 (another write in flight) or deleted since the 412: try again shortly.
+            time.sleep(0.05 * 2**attempt)
+        raise MlpipeError(
+            f"cannot write {self.uri(key)} (endpoint {self.endpoint_url}): other writers kept racing for it "
+            f"({_ONCE_ATTEMPTS} attempts); retry the task"
+        )
+
+    def put_bytes_if_match(self, key: str, data: bytes, etag: str | None) -> StoredArtifact:
+        """Compare-and-swap a small object (a pointer): write only if its ETag is still ``etag``.
+
+        ``etag=None`` means "only if absent" (``If-None-Match: *``). Raises
+        :class:`~mlpipe.errors.ArtifactConflictError` when the object changed, appeared or vanished
+        since ``etag`` was read: read it again (ETag first, see :meth:`etag`) and retry.
+        """
+        from botocore.exceptions import ClientError
+
+        sha = hashlib.sha256(data).hexdigest()
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        with self._s3_errors("write", key):
+            try:
+                self._put_object(key, data, sha, **condition)
+            except ClientError as exc:
+                code = _error_code(exc)
+                # If-Match on a deleted object answers 404, which is a lost race too.
+                if code in _CONDITION_FAILED or (etag is not None and code in _NOT_FOUND):
+                    expected = "no object" if etag is None else f"ETag {etag}"
+                    raise ArtifactConflictError(
+                        f"artifact {self.uri(key)} changed since it was read (expected {expected}; S3 answered "
+                        f"{code}); read it again and retry"
+                    ) from None
+                raise
+        return StoredArtifact(key=check_key(key), uri=self.uri(key), sha256=sha, size=len(data))
+
+    def get_file(self, key: str, dest: Path) -> Path:
+        """Download to ``dest`` (atomically), checking the bytes against the recorded sha256 on the way."""
+        from botocore.exceptions import ClientError
+
+        with self._s3_errors("read", key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    raise FileNotFoundError(f"no artifact {self.uri(key)}") from None
+                raise
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            try:
+                digest = hashlib.sha256()
+                with os.fdopen(fd, "wb") as out, closing(response["Body"]) as body:
+                    for block in body.iter_chunks(_CHUNK):
+                        digest.update(block)
+                        out.write(block)
+                recorded = response.get("Metadata", {}).get(_SHA256_META)
+                if recorded is not None and recorded != digest.hexdigest():
+                    raise _mismatch(self.uri(key), recorded, digest.hexdigest())
+                os.replace(tmp_name, dest)
+            finally:
+                Path(tmp_name).unlink(missing_ok=True)
+        return dest
+
+    def _object_keys(self, prefix: str) -> list[str]:
+        """Object keys of the artifact ``prefix`` itself and of everything below ``prefix/``."""
+        base = self.object_key(prefix)
+        with self._s3_errors("list", prefix):
+            keys = [base] if self._listed_first(base) else []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{base}/"):
+                # Keys ending in '/' are folder markers some consoles create, not artifacts.
+                keys.extend(o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+        return keys
+
+    def list(self, prefix: str) -> list[str]:
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[skip:] for k in self._object_keys(prefix))
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self._object_keys(prefix)
+        with self._s3_errors("delete", prefix):
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+                batch = [{"Key": k} for k in keys[start : start + 1000]]
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                if errors := response.get("Errors"):
+                    listed = ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in errors[:5])
+                    raise MlpipeError(
+                        f"cannot delete {len(errors)} object(s) under {self.uri(prefix)} "
+                        f"(endpoint {self.endpoint_url}): {listed}"
+                    )
+        return len(keys)
+
+    def _recorded_sha256(self, key: str) -> str | None:
+        """The sha256 recorded in the object's metadata, computed by download if it has none; None if absent."""
+        head = self._head(key)
+        if head is None:
+            return None
+        recorded = head.get("Metadata", {}).get(_SHA256_META)
+        if recorded is not None:
+            return str(recorded)
+        # Written by another tool: no recorded hash, so read the bytes.
+        with tempfile.TemporaryDirectory(prefix="mlpipe-") as tmp:
+            return sha256_file(self.get_file(key, Path(tmp) / "blob"))
+
+    def sha256(self, key: str) -> str:
+        recorded = self._recorded_sha256(key)
+        if recorded is None:
+            raise FileNotFoundError(f"no artifact {self.uri(key)}")
+        return recorded
 
 
 def open_store(root: Path | str | None = None) -> ArtifactStore:
