@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, CronTriggerTimetable
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe.errors import SpecError
@@ -25,7 +25,9 @@ from mlpipe.operators.training import (
     SnapshotExtractOperator,
     SnapshotValidateOperator,
 )
-from mlpipe.spec import LoadedSpec, load_spec, spec_paths
+from mlpipe.operators.watch import NewDataPublishOperator
+from mlpipe.sensors.new_data import NewDataSensor
+from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +61,43 @@ Spec: `{loaded.path.name}` · spec fields are described in `docs/spec.md`.
 """
 
 
-def build_train_dag(loaded: LoadedSpec) -> DAG:
-    """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
-    spec = loaded.spec
-    default_args = {
+def _default_args(spec: PipelineSpec) -> dict[str, object]:
+    return {
         "owner": spec.owner,
         "retries": spec.retries,
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
     }
+
+
+def new_data_asset(pipeline: str) -> Asset:
+    """Announced by ``<name>_watch`` when rows past the watermark arrive; starts ``<name>_train``."""
+    return Asset(name=f"{pipeline}.new_data", uri=f"x-mlpipe://{pipeline}/new_data", group="mlpipe")
+
+
+def _train_schedule(loaded: LoadedSpec) -> object:
+    spec = loaded.spec
+    cron = CronTriggerTimetable(spec.schedule, timezone="UTC") if spec.schedule else None
+    if spec.watch is None:
+        return cron
+    assets = new_data_asset(spec.name)
+    return AssetOrTimeSchedule(timetable=cron, assets=assets) if cron else assets
+
+
+def build_train_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
+    spec = loaded.spec
     with DAG(
         dag_id=f"{spec.name}_train",
         description=spec.description[:300],
         doc_md=_doc_md(loaded),
-        schedule=CronTriggerTimetable(spec.schedule, timezone="UTC") if spec.schedule else None,
+        schedule=_train_schedule(loaded),
         start_date=spec.start_date,
         catchup=False,
         max_active_runs=1,
         tags=sorted({"mlpipe", "train", spec.name, *spec.tags}),
-        default_args=default_args,
+        default_args=_default_args(spec),
     ) as dag:
         common = {"pipeline": spec.name}
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
@@ -99,6 +118,46 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
             snapshot=extract.output,
             features=features.output,
             **common,
+        )
+    return dag
+
+
+def build_watch_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_watch``: wait for rows past the watermark, then announce them as ``new_data``."""
+    spec = loaded.spec
+    watch = spec.watch
+    assert watch is not None
+    sensor_args: dict[str, object] = {}
+    if watch.deferrable is not None:
+        sensor_args["deferrable"] = watch.deferrable
+    with DAG(
+        dag_id=f"{spec.name}_watch",
+        description=f"New rows of {spec.source.table} past the watermark start {spec.name}_train",
+        doc_md=f"""### {spec.name}: new-data watch
+Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` have
+`{spec.source.watermark_column}` past the watermark kept in the registry (checking every
+{watch.poke_interval} s, up to {watch.timeout} s; in the triggerer when deferrable), then moves the
+watermark and emits the `{spec.name}.new_data` asset event (new watermark and row count in its
+extra), which starts `{spec.name}_train`. The same rows never announce twice.
+""",
+        schedule=CronTriggerTimetable(watch.schedule, timezone="UTC") if watch.schedule else None,
+        start_date=spec.start_date,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"mlpipe", "watch", spec.name, *spec.tags}),
+        default_args=_default_args(spec),
+    ) as dag:
+        found = NewDataSensor(
+            task_id="wait_for_new_data",
+            pipeline=spec.name,
+            poke_interval=watch.poke_interval,
+            timeout=watch.timeout,
+            mode="reschedule",
+            soft_fail=True,
+            **sensor_args,
+        )
+        NewDataPublishOperator(
+            task_id="publish_new_data", pipeline=spec.name, found=found.output, outlets=[new_data_asset(spec.name)]
         )
     return dag
 
@@ -142,5 +201,8 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
             dag = build_error_dag(path, exc)
         else:
             dag = build_train_dag(loaded)
+            if loaded.spec.watch is not None:
+                watch = build_watch_dag(loaded)
+                dags[watch.dag_id] = watch
         dags[dag.dag_id] = dag
     return dags

@@ -59,7 +59,36 @@ champion_log = sa.Table(
     sa.UniqueConstraint("pipeline", "seq", name="uq_mlpipe_champion_seq"),
 )
 
+# How far each pipeline's watch has seen its source; moved only with the new_data event it causes.
+watermarks = sa.Table(
+    "mlpipe_watermarks",
+    metadata,
+    sa.Column("pipeline", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("rows_seen", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 ACTIONS = ("promote", "first", "force", "rollback")
+
+
+def encode_watermark(value: Any) -> str:
+    """Watermarks keep their type (number, text, timestamp) through the registry's text column."""
+    if isinstance(value, datetime):
+        return json.dumps({"datetime": value.isoformat()})
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return json.dumps(value)
+    raise RegistryError(f"cannot keep a watermark of type {type(value).__name__}: {value!r}")
+
+
+def decode_watermark(text: str | None) -> Any:
+    if text is None:
+        return None
+    value = json.loads(text)
+    if isinstance(value, dict):
+        return datetime.fromisoformat(value["datetime"])
+    return value
 
 
 @dataclass(frozen=True)
@@ -212,6 +241,34 @@ class Registry:
                 sa.select(champion_log).where(champion_log.c.pipeline == pipeline).order_by(champion_log.c.seq)
             ).all()
         return [_event(r) for r in rows]
+
+    def watermark(self, pipeline: str) -> tuple[Any, int]:
+        """The pipeline's watermark (None before the first event) and the rows seen up to it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(watermarks.c.value, watermarks.c.rows_seen).where(watermarks.c.pipeline == pipeline)
+            ).first()
+        return (decode_watermark(row.value), int(row.rows_seen)) if row else (None, 0)
+
+    def advance_watermark(
+        self, pipeline: str, *, expected: Any, new: Any, rows: int, run_id: str, at: datetime | None = None
+    ) -> bool:
+        """Move the watermark from ``expected`` to ``new`` (compare-and-swap); False if it had moved."""
+        at = at or datetime.now(UTC)
+        values = {"value": encode_watermark(new), "run_id": run_id, "updated_at": at}
+        try:
+            with self.engine.begin() as conn:
+                if expected is None:
+                    conn.execute(watermarks.insert().values(pipeline=pipeline, rows_seen=rows, **values))
+                    return True
+                result = conn.execute(
+                    watermarks.update()
+                    .where(watermarks.c.pipeline == pipeline, watermarks.c.value == encode_watermark(expected))
+                    .values(rows_seen=watermarks.c.rows_seen + rows, **values)
+                )
+                return result.rowcount == 1
+        except IntegrityError:
+            return False
 
     def next_version(self, pipeline: str) -> int:
         with self.engine.connect() as conn:

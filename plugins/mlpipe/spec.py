@@ -24,6 +24,8 @@ Direction = Literal["maximize", "minimize"]
 Encoding = Literal["onehot", "ordinal"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# A SQL identifier, optionally schema-qualified: checked here, quoted by SQLAlchemy when used.
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 
 # Estimators a spec may name, with the task kinds they serve and the categorical encoding their
 # feature pipeline uses: linear and distance-based models get one-hot + scaling, tree ensembles get
@@ -87,6 +89,14 @@ METRICS: dict[str, dict[str, Direction]] = {
 DATE_PARTS = ("year", "month", "day", "day_of_week", "day_of_year", "hour", "minute", "is_weekend")
 
 
+def check_cron(value: str | None) -> str | None:
+    if value is None or value.startswith("@"):
+        return value
+    if len(value.split()) != 5:
+        raise ValueError("must be a 5-field cron expression (minute hour day month weekday), an @preset, or null")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,6 +108,10 @@ class SourceSpec(_Model):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # Memory is about 1.5 KiB per row in flight (docs/benchmarks.md): 500k rows stays under 1 GiB.
     chunk_rows: int = Field(default=50_000, ge=1_000, le=500_000)
+    table: str | None = Field(default=None, pattern=IDENTIFIER_PATTERN, description="table new rows land in")
+    watermark_column: str | None = Field(
+        default=None, pattern=IDENTIFIER_PATTERN, description="ever-increasing column that orders arrivals"
+    )
 
     @field_validator("query")
     @classmethod
@@ -229,6 +243,20 @@ class ValidationSpec(_Model):
         return value
 
 
+class WatchSpec(_Model):
+    """The ``<name>_watch`` DAG: waits for rows past the watermark, then emits the new_data asset."""
+
+    schedule: str | None = Field(default="*/30 * * * *", description="cron (UTC) of the watch runs")
+    min_new_rows: int = Field(default=1, ge=1, description="no event for fewer new rows than this")
+    poke_interval: int = Field(default=60, ge=5, le=86_400, description="seconds between source checks")
+    timeout: int = Field(default=1_500, ge=10, description="seconds a watch run waits before giving up")
+    deferrable: bool | None = Field(
+        default=None, description="wait in the triggerer (default: Airflow's operators.default_deferrable)"
+    )
+
+    _cron = field_validator("schedule")(lambda cls, v: check_cron(v))
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1)
@@ -245,15 +273,12 @@ class PipelineSpec(_Model):
     metrics: MetricsSpec
     gate: GateSpec = Field(default_factory=GateSpec)
     validation: ValidationSpec
+    watch: WatchSpec | None = None
 
     @field_validator("schedule")
     @classmethod
     def _cron_shape(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("@"):
-            return value
-        if len(value.split()) != 5:
-            raise ValueError("must be a 5-field cron expression (minute hour day month weekday), an @preset, or null")
-        return value
+        return check_cron(value)
 
     @field_validator("start_date")
     @classmethod
@@ -292,6 +317,8 @@ class PipelineSpec(_Model):
                 problems.append(
                     f"gate.max_regression: {metric!r} is not a secondary metric; secondary: {self.secondary_metrics}"
                 )
+        if self.watch is not None and not (self.source.table and self.source.watermark_column):
+            problems.append("watch: needs source.table and source.watermark_column (where new rows land, in order)")
         if self.target.column in self.features.columns:
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")
         if problems:

@@ -29,9 +29,11 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     promotion = read_json(store, f"{prefix}/promote/result.json")
 
     lines = [f"== {pipeline}: run {run.get('run_id')} =="]
-    trigger = run.get("run_type") or "?"
-    if run.get("triggered_by"):
-        trigger += f" (via {run['triggered_by']})"
+    trigger = run.get("trigger") or run.get("run_type") or "?"
+    for event in run.get("asset_events", []):
+        extra = event.get("extra", {})
+        if "rows" in extra:
+            trigger += f" ({extra['rows']:,} new rows up to {extra.get('watermark')})"
     lines.append(f"trigger     {trigger}; data as of {run.get('as_of')}")
     if snap:
         lines.append(f"data        {snap['rows']:,} rows, sha256 {snap['sha256'][:16]}…")

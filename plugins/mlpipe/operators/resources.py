@@ -40,7 +40,15 @@ def sqlalchemy_url(conn: Any) -> str:
         return str(extra["sqlalchemy_url"])
     conn_type = (conn.conn_type or "").lower()
     if conn_type == "sqlite":
-        return f"sqlite:///{conn.host}"
+        # Airflow keeps the file in host (sqlite://%2Fpath%2Fto.db), but the URI sqlite:////path/to.db
+        # puts it in schema. With neither, "sqlite:///" would be an in-memory DB, fresh in every process.
+        path = conn.host or conn.schema
+        if not path:
+            raise ValueError(
+                f"connection {conn.conn_id!r} (sqlite) names no database file: put its path in host, "
+                "e.g. AIRFLOW_CONN_<ID>='sqlite://%2Fpath%2Fto%2Fsource.db'"
+            )
+        return f"sqlite:///{path}"
     if conn_type in {"postgres", "postgresql"}:
         return URL.create(
             "postgresql+psycopg2",

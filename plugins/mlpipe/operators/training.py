@@ -43,13 +43,23 @@ def run_info(context: Context) -> dict[str, Any]:
     """What started this run and when it is 'as of', from the Airflow context."""
     dag_run = context["dag_run"]
     run_type = getattr(dag_run, "run_type", None)
-    triggered_by = getattr(dag_run, "triggered_by", None)
     as_of = getattr(dag_run, "logical_date", None) or dag_run.run_after
+    events = []
+    for asset, asset_events in (context.get("triggering_asset_events") or {}).items():
+        for event in asset_events:
+            name = getattr(asset, "name", None) or getattr(getattr(event, "asset", None), "name", str(asset))
+            events.append({"asset": name, "extra": dict(getattr(event, "extra", None) or {})})
+    kind = getattr(run_type, "value", run_type)
+    if events:
+        kind = "new_data" if any(e["asset"].endswith(".new_data") for e in events) else "asset"
+    elif kind == "scheduled":
+        kind = "schedule"
     return {
+        "trigger": kind,
+        "asset_events": events,
         "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
         "run_type": getattr(run_type, "value", run_type),
-        "triggered_by": getattr(triggered_by, "value", triggered_by),
         "conf": dict(getattr(dag_run, "conf", None) or {}),
         "as_of": as_of.isoformat(),
     }
@@ -83,7 +93,10 @@ class PipelineOperator(BaseOperator):
     def loaded(self) -> LoadedSpec:
         from mlpipe.spec import find_spec
 
-        return find_spec(self.pipeline)
+        # A spec removed or broken since the DAG was parsed is a user error wherever it is first
+        # read (some execute()s read it outside their fail-fast block): no retry can fix it.
+        with fail_fast_on_user_errors():
+            return find_spec(self.pipeline)
 
     @cached_property
     def store(self) -> ArtifactStore:

@@ -1,0 +1,189 @@
+"""Tests of mlpipe.operators.resources: Airflow Connections -> SQLAlchemy URLs, engines, registry and store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from airflow.sdk import Connection
+from conftest import service_unavailable
+
+from mlpipe.operators.resources import (
+    database_url,
+    get_connection,
+    open_registry,
+    open_store,
+    source_engine,
+    sqlalchemy_url,
+)
+from mlpipe.storage import LocalStore
+
+PG_CONN_URI = "postgresql://postgres@127.0.0.1:5432/postgres"
+CONN_ENVS = ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE")
+
+
+@pytest.fixture(autouse=True)
+def no_outer_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections of the shell running the tests (a full stack, CI) must not leak into these cases."""
+    for name in CONN_ENVS:
+        monkeypatch.delenv(name, raising=False)
+
+
+class TestGetConnection:
+    def test_undefined_conn_id_is_none(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("AIRFLOW_CONN_MLPIPE_NOWHERE", raising=False)
+        assert get_connection("mlpipe_nowhere") is None
+
+    def test_uri_form_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLPIPE_URI_FORM", "postgresql://alice:s3cret@db.example:6543/flights?sslmode=require"
+        )
+        conn = get_connection("mlpipe_uri_form")
+        assert conn is not None
+        assert conn.conn_id == "mlpipe_uri_form"
+        assert conn.conn_type == "postgres"  # Airflow normalises the 'postgresql' scheme
+        assert (conn.host, conn.port, conn.login, conn.password, conn.schema) == (
+            "db.example",
+            6543,
+            "alice",
+            "s3cret",
+            "flights",
+        )
+        assert conn.extra_dejson == {"sslmode": "require"}
+
+    def test_json_form_from_the_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLPIPE_JSON_FORM",
+            json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path / "artifacts")}}),
+        )
+        conn = get_connection("mlpipe_json_form")
+        assert conn is not None
+        assert conn.conn_type == "fs"
+        assert conn.extra_dejson == {"path": str(tmp_path / "artifacts")}
+
+
+class TestSqlalchemyUrl:
+    def test_sqlite_host_is_the_file(self) -> None:
+        conn = Connection(conn_id="src", conn_type="sqlite", host="/data/source.db")
+        assert sqlalchemy_url(conn) == "sqlite:////data/source.db"
+
+    def test_sqlite_path_given_as_a_uri_path(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        # sqlite:////abs/path.db leaves Airflow's host empty and puts the path in schema; an empty
+        # path would be SQLAlchemy's in-memory database, a silent fresh DB in every process.
+        db = tmp_path / "source.db"
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_SQLITE_PATH", f"sqlite:///{db}")
+        url = sqlalchemy_url(get_connection("mlpipe_sqlite_path"))
+        assert sa.make_url(url).database == str(db)
+
+    def test_sqlite_without_a_path_is_refused(self) -> None:
+        conn = Connection(conn_id="mlpipe_nofile", conn_type="sqlite")
+        with pytest.raises(ValueError, match=r"'mlpipe_nofile'.*file"):
+            sqlalchemy_url(conn)
+
+    def test_postgres_with_every_part(self) -> None:
+        conn = Connection(
+            conn_id="src",
+            conn_type="postgres",
+            host="db.example",
+            login="alice",
+            password="s3cret",
+            port=6543,
+            schema="flights",
+        )
+        assert sqlalchemy_url(conn) == "postgresql+psycopg2://alice:s3cret@db.example:6543/flights"
+
+    def test_postgres_password_is_escaped_and_round_trips(self) -> None:
+        conn = Connection(conn_id="src", conn_type="postgresql", host="db", login="bob", password="p@ss/w:rd")
+        url = sqlalchemy_url(conn)
+        assert url == "postgresql+psycopg2://bob:p%40ss%2Fw%3Ard@db"
+        parsed = sa.make_url(url)
+        assert (parsed.username, parsed.password, parsed.host, parsed.port, parsed.database) == (
+            "bob",
+            "p@ss/w:rd",
+            "db",
+            None,
+            None,
+        )
+
+    def test_extra_sqlalchemy_url_wins(self) -> None:
+        conn = Connection(
+            conn_id="src",
+            conn_type="mysql",
+            host="ignored",
+            extra=json.dumps({"sqlalchemy_url": "mysql+pymysql://u@h:3306/db"}),
+        )
+        assert sqlalchemy_url(conn) == "mysql+pymysql://u@h:3306/db"
+
+    def test_unsupported_type_names_conn_id_and_type(self) -> None:
+        conn = Connection(conn_id="mlpipe_weird", conn_type="mysql", host="h")
+        with pytest.raises(ValueError, match=r"connection 'mlpipe_weird' has type 'mysql'") as err:
+            sqlalchemy_url(conn)
+        assert "sqlalchemy_url" in str(err.value)  # says what to do instead
+
+
+class TestDatabaseUrl:
+    def test_undefined_connection_falls_back_to_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("AIRFLOW_CONN_MLPIPE_ABSENT", raising=False)
+        assert database_url("mlpipe_absent", "sqlite:////fallback.db") == "sqlite:////fallback.db"
+
+    def test_defined_connection_wins_over_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_PRESENT", "postgresql://u:p@h:5433/d")
+        assert database_url("mlpipe_present", "sqlite:////fallback.db") == "postgresql+psycopg2://u:p@h:5433/d"
+
+
+class TestSourceEngine:
+    def test_default_is_the_sqlite_file_under_mlpipe_home(self, mlpipe_home: Path) -> None:
+        engine = source_engine("mlpipe_source")
+        try:
+            assert engine.dialect.name == "sqlite"
+            assert engine.url.database == str(mlpipe_home / "source.db")
+        finally:
+            engine.dispose()
+
+    def test_postgres_connection_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_SOURCE", PG_CONN_URI)
+        engine = source_engine("mlpipe_source")
+        try:
+            assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg2")
+            try:
+                with engine.connect() as conn:
+                    value = conn.execute(sa.text("SELECT 1")).scalar_one()
+            except sa.exc.OperationalError as exc:
+                service_unavailable(f"PostgreSQL at {PG_CONN_URI}: {exc.orig}")
+            assert value == 1
+        finally:
+            engine.dispose()
+
+
+class TestOpenRegistry:
+    def test_default_is_the_sqlite_registry_under_mlpipe_home(self, mlpipe_home: Path) -> None:
+        registry = open_registry()
+        try:
+            assert registry.engine.url.database == str(mlpipe_home / "registry.db")
+            assert registry.champion_seq("anything") == 0  # the schema exists
+        finally:
+            registry.dispose()
+
+
+class TestOpenStore:
+    def test_default_is_a_local_store_under_mlpipe_home(self, mlpipe_home: Path) -> None:
+        store = open_store()
+        assert isinstance(store, LocalStore)
+        assert store.root == mlpipe_home / "artifacts"
+
+    def test_fs_connection_with_extra_path(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        root = tmp_path / "elsewhere"
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_STORE", json.dumps({"conn_type": "fs", "extra": {"path": str(root)}}))
+        store = open_store()
+        assert isinstance(store, LocalStore)
+        assert store.root == root
+        artifact = store.put_bytes("p/runs/r/x.json", b"{}")
+        assert (root / "p" / "runs" / "r" / "x.json").read_bytes() == b"{}"
+        assert artifact.uri == f"file://{root}/p/runs/r/x.json"
+
+    def test_unsupported_type_names_conn_id_and_type(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3_STORE", "aws://?region_name=eu-west-1")
+        with pytest.raises(ValueError, match=r"connection 'mlpipe_s3_store' has type 'aws'"):
+            open_store("mlpipe_s3_store")
