@@ -107,8 +107,16 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     from mlpipe.demo import seed_flights
 
-    db, rows, created = seed_flights(config.mlpipe_home(), force=args.force)
+    db, rows, created = seed_flights(config.mlpipe_home(), force=args.force, until=args.until)
     print(f"{'seeded' if created else 'already seeded'}: {db} (table flights, {rows:,} rows)")
+    return 0
+
+
+def cmd_demo_feed(args: argparse.Namespace) -> int:
+    from mlpipe.demo import feed_flights
+
+    added, newest = feed_flights(config.mlpipe_home(), days=args.days)
+    print(f"appended {added:,} flights; newest now {newest}" if added else f"nothing left to feed (newest {newest})")
     return 0
 
 
@@ -146,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db")
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
     p.add_argument("--force", action="store_true", help="rewrite the table even if complete")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="only flights before this day (then `demo feed`)")
     p.set_defaults(func=cmd_demo_seed)
+    p = demo.add_parser("feed", help="append the next days of flights, as new data would arrive")
+    p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
+    p.add_argument("--days", type=int, default=1)
+    p.set_defaults(func=cmd_demo_feed)
     p = demo.add_parser("summary", help="what the latest training run did, in plain words")
     p.add_argument("pipeline", nargs="?", default="flights_delay")
     p.add_argument("--run-id", help="a specific run (default: the latest)")

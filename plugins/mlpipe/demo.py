@@ -9,6 +9,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from mlpipe.errors import MlpipeError
+
 FLIGHTS_ROWS = 336_776
 FLIGHTS_COLUMNS = (
     "id",
@@ -77,12 +79,52 @@ def write_flights_sqlite(db: Path, frame: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def seed_flights(home: Path, *, force: bool = False) -> tuple[Path, int, bool]:
-    """Create ``home/source.db`` with every 2013 flight unless it is already complete."""
+def seed_flights(home: Path, *, force: bool = False, until: str | None = None) -> tuple[Path, int, bool]:
+    """Create ``home/source.db`` with the 2013 flights (those before ``until``, 'YYYY-MM-DD', if given).
+
+    A table that already exists is kept unless ``force``: seeding twice never resets a fed table.
+    """
     db = home / "source.db"
     rows = _table_rows(db, "flights")
-    if rows == FLIGHTS_ROWS and not force:
+    if rows and not force:
         return db, rows, False
     frame = load_flights()
+    if until is not None:
+        frame = frame[frame["time_hour"] < _day(until)]
     write_flights_sqlite(db, frame)
     return db, len(frame), True
+
+
+def _day(value: str) -> str:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise MlpipeError(f"--until must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def feed_flights(home: Path, *, days: int) -> tuple[int, str | None]:
+    """Append the next ``days`` whole days of 2013 flights after the newest one in the table, as new
+    data would arrive. Returns the rows added and the new newest ``time_hour``."""
+    from datetime import date, timedelta
+
+    if days < 1:
+        raise MlpipeError(f"--days must be at least 1, got {days}")
+    db = home / "source.db"
+    if _table_rows(db, "flights") is None:
+        raise MlpipeError(f"no flights table in {db}; run `python -m mlpipe demo seed --until 2013-03-01` first")
+    with closing(sqlite3.connect(db)) as conn:
+        newest = conn.execute("SELECT max(time_hour) FROM flights").fetchone()[0]
+    frame = load_flights()
+    if newest is None:
+        start = frame["time_hour"].min()[:10]
+    else:
+        start = (date.fromisoformat(newest[:10]) + timedelta(days=1)).isoformat()
+    end = (date.fromisoformat(start) + timedelta(days=days)).isoformat()
+    batch = frame[(frame["time_hour"] > (newest or "")) & (frame["time_hour"] < end)]
+    if batch.empty:
+        return 0, newest
+    with closing(sqlite3.connect(db)) as conn, conn:
+        batch.to_sql("flights", conn, if_exists="append", index=False, chunksize=50_000)
+    return len(batch), str(batch["time_hour"].max())

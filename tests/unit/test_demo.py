@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from mlpipe import config
@@ -54,13 +55,48 @@ def test_table_rows_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
     assert _table_rows(tmp_path / "junk.db", "flights") is None
 
 
-def test_seed_keeps_a_complete_table(tmp_path: Path, monkeypatch) -> None:
-    import mlpipe.demo as demo
-
+def test_seed_keeps_an_existing_table(tmp_path: Path) -> None:
     write_flights_sqlite(tmp_path / "source.db", flights())
-    monkeypatch.setattr(demo, "FLIGHTS_ROWS", 6)  # what "complete" means for this tiny table
 
     assert seed_flights(tmp_path) == (tmp_path / "source.db", 6, False)
+
+
+def test_seed_until_then_feed_days_in_order_without_duplicates(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from mlpipe.demo import FLIGHTS_ROWS, feed_flights, load_flights
+
+    all_flights = load_flights()
+    db, rows, created = seed_flights(tmp_path, until="2013-03-01")
+    assert created and rows == int((all_flights["time_hour"] < "2013-03-01").sum())
+
+    added, newest = feed_flights(tmp_path, days=2)
+    window = all_flights[(all_flights["time_hour"] >= "2013-03-01") & (all_flights["time_hour"] < "2013-03-03")]
+    assert added == len(window) and newest == window["time_hour"].max()
+
+    with closing(sqlite3.connect(db)) as conn:
+        count, distinct, top = conn.execute(
+            "SELECT count(*), count(DISTINCT id), max(time_hour) FROM flights"
+        ).fetchone()
+    assert count == distinct == rows + added and top == newest
+
+    assert seed_flights(tmp_path, until="2013-03-01")[2] is False, "seeding again must not reset fed data"
+    added_all, _ = feed_flights(tmp_path, days=400)
+    assert rows + added + added_all == FLIGHTS_ROWS
+    assert feed_flights(tmp_path, days=1) == (0, all_flights["time_hour"].max())
+
+
+def test_feed_refuses_bad_input(tmp_path: Path) -> None:
+    from mlpipe.demo import feed_flights
+    from mlpipe.errors import MlpipeError
+
+    with pytest.raises(MlpipeError, match="demo seed"):
+        feed_flights(tmp_path, days=1)
+    with pytest.raises(MlpipeError, match="--days"):
+        feed_flights(tmp_path, days=0)
+    with pytest.raises(MlpipeError, match="--until"):
+        seed_flights(tmp_path, until="March")
 
 
 def test_demo_sql_labels_cancelled_and_diverted_flights_late(tmp_path: Path) -> None:
