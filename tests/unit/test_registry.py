@@ -302,3 +302,55 @@ def test_processes_one_winner_postgresql(pg_url: str) -> None:
     assert [p.exitcode for p in procs] == [0] * PROCESS_RACERS
     assert_one_winner(registry, pipeline, outcomes, 1)
     registry.dispose()
+
+
+class TestWatermarks:
+    def test_none_before_the_first_event(self, registry: Registry, pipeline: str) -> None:
+        assert registry.watermark(pipeline) == (None, 0)
+
+    @pytest.mark.parametrize(
+        "first, second",
+        [
+            ("2013-01-01 10:00:00", "2013-01-02 09:00:00"),
+            (100, 250),
+            (datetime(2013, 1, 1, 10, tzinfo=UTC), datetime(2013, 1, 2, 9, tzinfo=UTC)),
+        ],
+    )
+    def test_advance_is_a_compare_and_swap_that_keeps_the_type(
+        self, registry: Registry, pipeline: str, first: Any, second: Any
+    ) -> None:
+        assert registry.advance_watermark(pipeline, expected=None, new=first, rows=10, run_id="w1")
+        assert registry.watermark(pipeline) == (first, 10)
+        # A second "first" event for the same pipeline loses: the row exists.
+        assert not registry.advance_watermark(pipeline, expected=None, new=second, rows=5, run_id="w2")
+        assert registry.advance_watermark(pipeline, expected=first, new=second, rows=5, run_id="w3")
+        assert registry.watermark(pipeline) == (second, 15)
+        # A watcher that saw the old watermark cannot move it again: the same rows never announce twice.
+        assert not registry.advance_watermark(pipeline, expected=first, new=second, rows=5, run_id="w4")
+        assert registry.watermark(pipeline) == (second, 15)
+
+    def test_threads_racing_from_one_watermark_have_one_winner(self, registry_url: str, pipeline: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        setup = Registry.from_url(registry_url)
+        setup.advance_watermark(pipeline, expected=None, new=0, rows=0, run_id="seed")
+
+        def race(i: int) -> bool:
+            reg = Registry.from_url(registry_url, create=False)
+            try:
+                return reg.advance_watermark(pipeline, expected=0, new=100 + i, rows=1, run_id=f"r{i}")
+            finally:
+                reg.dispose()
+
+        with ThreadPoolExecutor(8) as pool:
+            wins = list(pool.map(race, range(8)))
+        assert wins.count(True) == 1
+        value, rows = setup.watermark(pipeline)
+        assert value == 100 + wins.index(True) and rows == 1
+        setup.dispose()
+
+    def test_unsupported_watermark_type_is_refused(self, registry: Registry, pipeline: str) -> None:
+        from mlpipe.errors import RegistryError
+
+        with pytest.raises(RegistryError, match="watermark of type"):
+            registry.advance_watermark(pipeline, expected=None, new=b"bytes", rows=1, run_id="x")
