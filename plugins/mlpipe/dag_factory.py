@@ -13,10 +13,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
+from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe.errors import SpecError
+from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
     CandidateTrainOperator,
@@ -76,12 +77,19 @@ def new_data_asset(pipeline: str) -> Asset:
     return Asset(name=f"{pipeline}.new_data", uri=f"x-mlpipe://{pipeline}/new_data", group="mlpipe")
 
 
+def drift_asset(pipeline: str) -> Asset:
+    """Announced by ``<name>_monitor`` when the newest window drifts (once per window); starts training."""
+    return Asset(name=f"{pipeline}.drift", uri=f"x-mlpipe://{pipeline}/drift", group="mlpipe")
+
+
 def _train_schedule(loaded: LoadedSpec) -> object:
     spec = loaded.spec
     cron = CronTriggerTimetable(spec.schedule, timezone="UTC") if spec.schedule else None
-    if spec.watch is None:
+    events = [new_data_asset(spec.name)] if spec.watch else []
+    events += [drift_asset(spec.name)] if spec.monitor else []
+    if not events:
         return cron
-    assets = new_data_asset(spec.name)
+    assets = events[0] if len(events) == 1 else AssetAny(*events)
     return AssetOrTimeSchedule(timetable=cron, assets=assets) if cron else assets
 
 
@@ -162,6 +170,38 @@ extra), which starts `{spec.name}_train`. The same rows never announce twice.
     return dag
 
 
+def build_monitor_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_monitor``: drift of the newest window vs the champion; a breach emits ``drift`` once."""
+    spec = loaded.spec
+    monitor = spec.monitor
+    assert monitor is not None
+    with DAG(
+        dag_id=f"{spec.name}_monitor",
+        description=f"Drift of the newest {monitor.window_days:g} days of {spec.source.table} vs the champion",
+        doc_md=f"""### {spec.name}: drift and performance monitor
+Compares the newest **{monitor.window_days:g} days** of the source (by `{spec.source.watermark_column}`) with the
+champion's training snapshot: PSI (warn {monitor.psi_warn}, act {monitor.psi_act}) and KS for numeric
+features, Jensen-Shannon distance (act {monitor.js_act}) for categorical ones, PSI of the champion's
+scores, and the champion's `{spec.primary_metric}` on labelled new rows (tolerance
+{monitor.performance_tolerance}). No verdict below {monitor.min_sample} rows. Drift when
+≥ {monitor.drifted_share:.0%} of the features or the score act, or the metric drops; then
+`announce_drift` emits `{spec.name}.drift` (figures in its extra), once per window, which starts
+`{spec.name}_train`. Every check is kept in the registry's drift history, with an HTML report.
+""",
+        schedule=CronTriggerTimetable(monitor.schedule, timezone="UTC") if monitor.schedule else None,
+        start_date=spec.start_date,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"mlpipe", "monitor", spec.name, *spec.tags}),
+        default_args=_default_args(spec),
+    ) as dag:
+        check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name)
+        DriftAnnounceOperator(
+            task_id="announce_drift", pipeline=spec.name, check=check.output, outlets=[drift_asset(spec.name)]
+        )
+    return dag
+
+
 def _dag_id_for(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) + "_train"
 
@@ -204,5 +244,8 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
             if loaded.spec.watch is not None:
                 watch = build_watch_dag(loaded)
                 dags[watch.dag_id] = watch
+            if loaded.spec.monitor is not None:
+                monitor = build_monitor_dag(loaded)
+                dags[monitor.dag_id] = monitor
         dags[dag.dag_id] = dag
     return dags

@@ -70,6 +70,24 @@ watermarks = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Every drift check: its window, figures and verdict, and whether it emitted the drift event.
+drift_history = sa.Table(
+    "mlpipe_drift_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("window_start", sa.String(40), nullable=False),
+    sa.Column("window_end", sa.String(40), nullable=False),
+    sa.Column("champion_version", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(30), nullable=False),
+    sa.Column("breach", sa.Boolean, nullable=False),
+    sa.Column("emitted", sa.Boolean, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_mlpipe_drift_window", "pipeline", "window_end", "champion_version"),
+)
+
 ACTIONS = ("promote", "first", "force", "rollback")
 
 
@@ -269,6 +287,61 @@ class Registry:
                 return result.rowcount == 1
         except IntegrityError:
             return False
+
+    def record_drift(
+        self,
+        pipeline: str,
+        *,
+        window_start: str,
+        window_end: str,
+        champion_version: int,
+        verdict: str,
+        breach: bool,
+        figures: dict[str, Any],
+        run_id: str,
+        at: datetime | None = None,
+    ) -> bool:
+        """Append a drift check; returns whether this check is the one to emit the drift event.
+
+        A breach emits once per (window, champion): a later check of the same window, or a retry,
+        records its figures but does not emit again. One transaction, so two checks cannot both emit.
+        """
+        at = at or datetime.now(UTC)
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("LOCK TABLE mlpipe_drift_history IN SHARE ROW EXCLUSIVE MODE"))
+            already = conn.execute(
+                sa.select(sa.func.count()).where(
+                    drift_history.c.pipeline == pipeline,
+                    drift_history.c.window_end == window_end,
+                    drift_history.c.champion_version == champion_version,
+                    drift_history.c.emitted.is_(True),
+                )
+            ).scalar()
+            emit = breach and not already
+            conn.execute(
+                drift_history.insert().values(
+                    pipeline=pipeline,
+                    window_start=window_start,
+                    window_end=window_end,
+                    champion_version=champion_version,
+                    verdict=verdict,
+                    breach=breach,
+                    emitted=emit,
+                    figures=figures,
+                    run_id=run_id,
+                    created_at=at,
+                )
+            )
+        return emit
+
+    def drift_checks(self, pipeline: str) -> list[dict[str, Any]]:
+        """Every drift check of ``pipeline``, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(drift_history).where(drift_history.c.pipeline == pipeline).order_by(drift_history.c.id)
+            ).all()
+        return [{**r._mapping, "created_at": _utc(r._mapping["created_at"]).isoformat()} for r in rows]
 
     def next_version(self, pipeline: str) -> int:
         with self.engine.connect() as conn:

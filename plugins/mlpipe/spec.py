@@ -257,6 +257,30 @@ class WatchSpec(_Model):
     _cron = field_validator("schedule")(lambda cls, v: check_cron(v))
 
 
+class MonitorSpec(_Model):
+    """The ``<name>_monitor`` DAG: drift of the newest window against the champion's training data."""
+
+    schedule: str | None = Field(default="0 6 * * *", description="cron (UTC) of the monitor runs")
+    window_days: float = Field(default=7.0, gt=0, le=366, description="the newest days of source data checked")
+    min_sample: int = Field(default=500, ge=50, description="no verdict from a window smaller than this")
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_act: float = Field(default=0.2, gt=0)
+    js_act: float = Field(default=0.1, gt=0, le=1)
+    drifted_share: float = Field(default=0.3, gt=0, le=1, description="share of features at 'act' that is drift")
+    performance_tolerance: float = Field(
+        default=0.02, ge=0, description="largest drop of the champion's primary metric on labelled new data"
+    )
+    max_reference_rows: int = Field(default=200_000, ge=1_000, description="reference sample size")
+
+    _cron = field_validator("schedule")(lambda cls, v: check_cron(v))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorSpec:
+        if self.psi_warn > self.psi_act:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must not exceed psi_act ({self.psi_act})")
+        return self
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1)
@@ -274,6 +298,7 @@ class PipelineSpec(_Model):
     gate: GateSpec = Field(default_factory=GateSpec)
     validation: ValidationSpec
     watch: WatchSpec | None = None
+    monitor: MonitorSpec | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -317,8 +342,11 @@ class PipelineSpec(_Model):
                 problems.append(
                     f"gate.max_regression: {metric!r} is not a secondary metric; secondary: {self.secondary_metrics}"
                 )
-        if self.watch is not None and not (self.source.table and self.source.watermark_column):
-            problems.append("watch: needs source.table and source.watermark_column (where new rows land, in order)")
+        for section in ("watch", "monitor"):
+            if getattr(self, section) is not None and not (self.source.table and self.source.watermark_column):
+                problems.append(
+                    f"{section}: needs source.table and source.watermark_column (where new rows land, in order)"
+                )
         if self.target.column in self.features.columns:
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")
         if problems:

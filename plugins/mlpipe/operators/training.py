@@ -51,7 +51,8 @@ def run_info(context: Context) -> dict[str, Any]:
             events.append({"asset": name, "extra": dict(getattr(event, "extra", None) or {})})
     kind = getattr(run_type, "value", run_type)
     if events:
-        kind = "new_data" if any(e["asset"].endswith(".new_data") for e in events) else "asset"
+        names = {e["asset"].rsplit(".", 1)[-1] for e in events}
+        kind = "drift" if "drift" in names else "new_data" if "new_data" in names else "asset"
     elif kind == "scheduled":
         kind = "schedule"
     return {

@@ -1,0 +1,85 @@
+"""Operators of the monitor DAG: check drift against the champion, announce a breach once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class DriftCheckOperator(PipelineOperator):
+    """Drift and performance of the newest source window against the champion; recorded in the registry."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.operators.resources import source_engine
+        from mlpipe.stages.monitor import check_drift
+
+        engine = source_engine(self.loaded.spec.source.connection_id)
+        try:
+            with fail_fast_on_user_errors():
+                result = check_drift(
+                    self.loaded,
+                    self.store,
+                    self.registry,
+                    engine,
+                    run_id=context["run_id"],
+                    report_prefix=f"{self.loaded.spec.name}/monitor/{self.run_key(context)}",
+                )
+        finally:
+            engine.dispose()
+        self.log.info(
+            "Drift of %s..%s (%d rows) vs champion v%s: %s%s; report %s",
+            result.window_start,
+            result.window_end,
+            result.window_rows,
+            result.champion_version,
+            result.verdict,
+            " (BREACH)" if result.breach else "",
+            result.report_uri,
+        )
+        for reason in result.reasons:
+            self.log.info("  %s", reason)
+        return result.as_dict()
+
+
+class DriftAnnounceOperator(PipelineOperator):
+    """Emit the pipeline's drift asset event with the figures, once per breached window; else skip."""
+
+    template_fields: Sequence[str] = ("pipeline", "check")
+
+    def __init__(self, *, check: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        check = self.check
+        if not check["emit"]:
+            why = "already announced for this window" if check["breach"] else f"verdict {check['verdict']}"
+            raise AirflowSkipException(f"no drift event: {why}")
+        extra = {
+            key: check[key]
+            for key in (
+                "pipeline",
+                "verdict",
+                "window_start",
+                "window_end",
+                "window_rows",
+                "champion_version",
+                "drifted_share",
+                "score_psi",
+                "performance",
+                "reasons",
+                "report_uri",
+            )
+        }
+        extra["monitor_run_id"] = context["run_id"]
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = extra
+        self.log.info("Drift announced for %s: %s", check["pipeline"], "; ".join(check["reasons"]))
+        return extra

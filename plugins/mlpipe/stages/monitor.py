@@ -1,0 +1,253 @@
+"""The drift monitor: the newest window of source data against the champion's training snapshot.
+
+Per-feature drift (PSI, JS, KS: see stages/drift.py), drift of the champion's predicted scores, and
+where the window carries labels, the champion's primary metric on it against the one it was
+promoted with. Every check goes to the registry's drift history; a breach emits once per window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlpipe.errors import MlpipeError
+from mlpipe.registry import ModelVersion, Registry
+from mlpipe.spec import LoadedSpec, PipelineSpec
+from mlpipe.stages.drift import DriftThresholds, drift_report
+from mlpipe.stages.evaluate import better, compute_metrics, json_safe
+from mlpipe.stages.extract import read_snapshot
+from mlpipe.stages.train import load_model
+from mlpipe.stages.watch import count_new_rows
+from mlpipe.storage import ArtifactStore
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    pipeline: str
+    verdict: str  # drift report verdict: ok | warn | drift | insufficient_data | no_champion
+    breach: bool  # drift verdict, or the champion's metric dropped beyond tolerance
+    emit: bool  # this check is the one to announce the breach
+    window_start: str | None
+    window_end: str | None
+    window_rows: int
+    champion_version: int | None
+    drifted_share: float | None
+    score_psi: float | None
+    performance: dict[str, Any] | None
+    reasons: list[str]
+    report_uri: str | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def thresholds_of(spec: PipelineSpec) -> DriftThresholds:
+    m = spec.monitor
+    assert m is not None
+    return DriftThresholds(
+        psi_warn=m.psi_warn,
+        psi_act=m.psi_act,
+        js_act=m.js_act,
+        drifted_share_act=m.drifted_share,
+        min_sample=m.min_sample,
+    )
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _bind(value: datetime, dialect: str) -> Any:
+    # Same convention as extraction: ISO text on SQLite, timestamps elsewhere.
+    return value.isoformat(sep=" ") if dialect == "sqlite" else value
+
+
+def read_window(loaded: LoadedSpec, engine: sa.Engine, *, days: float) -> tuple[pd.DataFrame, str | None, str | None]:
+    """The newest ``days`` of the spec's extract, by the watermark column."""
+    spec = loaded.spec
+    source = spec.source
+    newest = count_new_rows(engine, table=source.table, column=source.watermark_column, watermark=None)
+    if newest.watermark_to is None:
+        return pd.DataFrame(), None, None
+    end = _as_datetime(newest.watermark_to)
+    start = end - timedelta(days=days)
+    dialect = engine.dialect.name
+    query = sa.text(
+        f"SELECT * FROM ({loaded.query_text().strip().rstrip(';')}) AS mlpipe_window "
+        f"WHERE mlpipe_window.{source.watermark_column} >= :window_start"
+    )
+    params = {
+        **source.params,
+        "as_of": _bind(end + timedelta(seconds=1), dialect),
+        "window_start": _bind(start, dialect),
+    }
+    with engine.connect() as conn:
+        frame = pd.read_sql(query, conn, params=params)
+    return frame, start.isoformat(sep=" "), end.isoformat(sep=" ")
+
+
+def _scores(spec: PipelineSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    X = frame[spec.features.columns]
+    if spec.target.task == "regression":
+        return np.asarray(model.predict(X), dtype=float)
+    proba = model.predict_proba(X)
+    if spec.target.task == "binary":
+        classes = list(model.classes_)
+        positive = spec.target.positive_class if spec.target.positive_class in classes else classes[-1]
+        return proba[:, classes.index(positive)]
+    return proba.max(axis=1)
+
+
+def _performance(spec: PipelineSpec, model: Any, window: pd.DataFrame, champion: ModelVersion) -> dict[str, Any] | None:
+    """The champion's primary metric on the labelled part of the window, against its promotion figure."""
+    monitor = spec.monitor
+    target = spec.target.column
+    if target not in window.columns:
+        return None
+    labelled = window[window[target].notna()]
+    metric = spec.primary_metric
+    promoted = champion.metrics.get(metric)
+    if len(labelled) < monitor.min_sample or promoted is None:
+        return {"metric": metric, "rows": len(labelled), "verdict": "insufficient_data"}
+    value = compute_metrics(spec, model, labelled[spec.features.columns], labelled[target])[metric]
+    drop = -better(spec.direction(metric), value, promoted)
+    breach = not math.isnan(value) and drop > monitor.performance_tolerance
+    return {
+        "metric": metric,
+        "rows": len(labelled),
+        "value": value,
+        "promoted": promoted,
+        "drop": drop,
+        "tolerance": monitor.performance_tolerance,
+        "verdict": "degraded" if breach else "ok",
+    }
+
+
+def check_drift(
+    loaded: LoadedSpec,
+    store: ArtifactStore,
+    registry: Registry,
+    engine: sa.Engine,
+    *,
+    run_id: str,
+    report_prefix: str,
+) -> DriftCheck:
+    """Compare the newest window with the champion's training snapshot and record the result."""
+    spec = loaded.spec
+    monitor = spec.monitor
+    if monitor is None:
+        raise MlpipeError(f"pipeline {spec.name!r} has no monitor section in {loaded.path}")
+    started = time.perf_counter()
+    champion = registry.champion(spec.name)
+    if champion is None:
+        return DriftCheck(
+            spec.name,
+            "no_champion",
+            False,
+            False,
+            None,
+            None,
+            0,
+            None,
+            None,
+            None,
+            None,
+            ["no champion yet: nothing to compare against"],
+            None,
+            0.0,
+        )
+    snapshot = champion.lineage.get("snapshot") or {}
+    reference = read_snapshot(store, store.key_for_uri(snapshot["uri"]), snapshot.get("sha256"))
+    if len(reference) > monitor.max_reference_rows:
+        reference = reference.sample(n=monitor.max_reference_rows, random_state=spec.split.seed)
+    window, start, end = read_window(loaded, engine, days=monitor.window_days)
+    model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    numeric = list(spec.features.numeric)
+    categorical = list(spec.features.categorical)
+    scored = len(window) > 0
+    report = drift_report(
+        reference,
+        window if scored else reference.head(0),
+        numeric=numeric,
+        categorical=categorical,
+        thresholds=thresholds_of(spec),
+        score_reference=_scores(spec, model, reference) if scored else None,
+        score_current=_scores(spec, model, window) if scored else None,
+        seed=spec.split.seed,
+    )
+    performance = _performance(spec, model, window, champion) if scored else None
+    reasons = list(report.reasons)
+    breach = report.verdict == "drift"
+    if performance and performance.get("verdict") == "degraded":
+        breach = True
+        reasons.append(
+            f"champion {performance['metric']} on {performance['rows']} labelled new rows is "
+            f"{performance['value']:.4f}, {performance['drop']:.4f} below its {performance['promoted']:.4f}"
+        )
+    report_uri = _save_report(store, report_prefix, report, reference, window, spec, champion, start, end)
+    figures = {"drift": report.as_dict(), "performance": json_safe(performance), "report_uri": report_uri}
+    emit = registry.record_drift(
+        spec.name,
+        window_start=start or "",
+        window_end=end or "",
+        champion_version=champion.version,
+        verdict=report.verdict,
+        breach=breach,
+        figures=json.loads(json.dumps(json_safe(figures), default=str)),
+        run_id=run_id,
+    )
+    return DriftCheck(
+        pipeline=spec.name,
+        verdict=report.verdict,
+        breach=breach,
+        emit=emit,
+        window_start=start,
+        window_end=end,
+        window_rows=len(window),
+        champion_version=champion.version,
+        drifted_share=report.drifted_share,
+        score_psi=report.score.psi if report.score else None,
+        performance=performance,
+        reasons=reasons,
+        report_uri=report_uri,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _save_report(
+    store: ArtifactStore,
+    prefix: str,
+    report: Any,
+    reference: pd.DataFrame,
+    window: pd.DataFrame,
+    spec: PipelineSpec,
+    champion: ModelVersion,
+    start: str | None,
+    end: str | None,
+) -> str:
+    """The drift report (HTML + PNG plots) and its figures as JSON, kept under ``prefix``."""
+    from mlpipe.stages.drift_report import render_drift_report
+
+    store.put_bytes(f"{prefix}/drift.json", json.dumps(report.as_dict(), indent=2).encode())
+    with tempfile.TemporaryDirectory(prefix="mlpipe-drift-") as tmp:
+        index = render_drift_report(
+            report,
+            reference,
+            window,
+            Path(tmp),
+            title=f"{spec.name}: drift of {start} .. {end}",
+            subtitle=f"against the training data of champion v{champion.version}",
+        )
+        store.put_tree(f"{prefix}/report", index.parent)
+    return store.uri(f"{prefix}/report/{index.name}")
