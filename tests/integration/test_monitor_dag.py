@@ -7,46 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def load_dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def task_states(run) -> dict[str, str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
-        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
-
-
 def drift_events(run_id: str) -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        query = (
-            session.query(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "flights_delay.drift", AssetEvent.source_run_id == run_id)
-        )
-        return [dict(e.extra or {}) for e in query]
-
-
-def registry():
-    from mlpipe import config
-    from mlpipe.registry import Registry
-
-    return Registry.from_url(config.default_registry_url())
+    return asset_events("flights_delay.drift", run_id)
 
 
 @pytest.fixture
@@ -62,8 +29,8 @@ def champion_home(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: py
     ordered = flights_frame.sort_values(["time_hour", "id"]).reset_index(drop=True)
     write_flights_sqlite(mlpipe_home / "source.db", ordered[ordered["time_hour"] < "2013-03-01"])
     run = load_dag("flights_delay_train").test()
-    assert str(getattr(run.state, "value", run.state)) == "success"
-    assert registry().champion("flights_delay").version == 1
+    assert state(run) == "success"
+    assert open_registry().champion("flights_delay").version == 1
     return {"home": mlpipe_home, "frame": ordered, "spec": spec}
 
 
@@ -81,7 +48,7 @@ def test_monitor_announces_a_drifted_week_once(champion_home) -> None:
     quiet = dag.test()
     assert task_states(quiet) == {"check_drift": "success", "announce_drift": "skipped"}
     assert drift_events(quiet.run_id) == []
-    (first,) = registry().drift_checks("flights_delay")
+    (first,) = open_registry().drift_checks("flights_delay")
     assert first["verdict"] in {"ok", "warn"} and first["breach"] is False and first["emitted"] is False
 
     # A week of March flights, all out of JFK and three times as far: the world moved.
@@ -96,7 +63,7 @@ def test_monitor_announces_a_drifted_week_once(champion_home) -> None:
     (event,) = drift_events(drifted.run_id)
     assert event["verdict"] == "drift" and event["champion_version"] == 1
     assert event["window_end"].startswith("2013-03-07") and event["window_rows"] >= len(week)
-    checks = registry().drift_checks("flights_delay")
+    checks = open_registry().drift_checks("flights_delay")
     figures = checks[-1]["figures"]["drift"]
     by_name = {f["feature"]: f for f in figures["features"]}
     assert by_name["distance"]["status"] == "act" and by_name["distance"]["psi"] > 0.2
@@ -108,7 +75,9 @@ def test_monitor_announces_a_drifted_week_once(champion_home) -> None:
     again = dag.test()
     assert task_states(again)["announce_drift"] == "skipped"
     assert drift_events(again.run_id) == []
-    same_window = [c for c in registry().drift_checks("flights_delay") if c["window_end"] == checks[-1]["window_end"]]
+    same_window = [
+        c for c in open_registry().drift_checks("flights_delay") if c["window_end"] == checks[-1]["window_end"]
+    ]
     assert len(same_window) == 2 and [c["emitted"] for c in same_window] == [True, False]
 
 
@@ -117,6 +86,6 @@ def test_too_small_a_window_draws_no_verdict(champion_home) -> None:
     spec.write_text(spec.read_text().replace("window_days: 7", "window_days: 0.01"))
     run = load_dag("flights_delay_monitor").test()
     assert task_states(run)["announce_drift"] == "skipped"
-    (check,) = registry().drift_checks("flights_delay")
+    (check,) = open_registry().drift_checks("flights_delay")
     assert check["verdict"] == "insufficient_data" and check["breach"] is False
     assert json.dumps(check["figures"])  # stored figures are plain JSON

@@ -13,44 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from dagruns import REPO, load_dag, open_registry, state, task_states
 
 from mlpipe.storage import run_key
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "flights_delay_train"
 FIRST_LOGICAL = datetime(2026, 3, 1, tzinfo=UTC)
 FIRST_RUN_AFTER = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 pytestmark = pytest.mark.slow
-
-
-def load_dag(dag_id: str = DAG_ID):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def task_states(dag_run) -> dict[str, str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(
-            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
-        )
-        states: dict[str, str] = {}
-        for ti in tis:
-            key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
-            states[key] = str(getattr(ti.state, "value", ti.state))
-    return states
-
-
-def open_registry():
-    from mlpipe import config
-    from mlpipe.registry import Registry
-
-    return Registry.from_url(config.default_registry_url())
 
 
 def open_store():
@@ -74,7 +44,7 @@ def trained_home(airflow_db, tmp_path_factory, flights_frame):
     old = os.environ.get("MLPIPE_HOME")
     os.environ["MLPIPE_HOME"] = str(home)
     write_flights_sqlite(home / "source.db", flights_frame)
-    dag = load_dag()
+    dag = load_dag(DAG_ID)
     run = dag.test(run_after=FIRST_RUN_AFTER, logical_date=FIRST_LOGICAL)
     yield {"home": home, "run": run, "dag": dag, "states": task_states(run)}
     if old is None:
@@ -85,7 +55,7 @@ def trained_home(airflow_db, tmp_path_factory, flights_frame):
 
 def test_run_succeeds_with_every_task(trained_home) -> None:
     states = trained_home["states"]
-    assert str(getattr(trained_home["run"].state, "value", trained_home["run"].state)) == "success", states
+    assert state(trained_home["run"]) == "success", states
     assert states["extract_snapshot"] == "success"
     assert states["train_candidates[0]"] == "success" and states["train_candidates[1]"] == "success"
     assert set(states.values()) == {"success"}, states
@@ -145,7 +115,7 @@ def test_rerun_of_the_same_run_registers_nothing_new(trained_home) -> None:
     before = [v.version for v in registry.list_versions("flights_delay")]
     run = trained_home["dag"].test(run_after=FIRST_RUN_AFTER, logical_date=FIRST_LOGICAL)
     assert run.run_id == trained_home["run"].run_id, "same run id: the run is re-run, not a new one"
-    assert str(getattr(run.state, "value", run.state)) == "success"
+    assert state(run) == "success"
     assert [v.version for v in registry.list_versions("flights_delay")] == before
     assert len(registry.champion_history("flights_delay")) == 1
     run_dir = Path(trained_home["home"]) / "artifacts/flights_delay/runs" / run_key(run.run_id)
@@ -158,7 +128,7 @@ def test_next_run_on_the_same_data_does_not_replace_the_champion(trained_home) -
     run = trained_home["dag"].test(
         run_after=datetime(2026, 3, 2, 2, 0, tzinfo=UTC), logical_date=datetime(2026, 3, 2, tzinfo=UTC)
     )
-    assert str(getattr(run.state, "value", run.state)) == "success"
+    assert state(run) == "success"
     assert registry.champion("flights_delay").version == 1
     assert len(registry.list_versions("flights_delay")) == 1
     second = Path(trained_home["home"]) / "artifacts/flights_delay/runs" / run_key(run.run_id)
@@ -266,9 +236,9 @@ def test_bad_data_stops_at_validation(case, airflow_db, mlpipe_home, flights_fra
         monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
     _seed_champion(mlpipe_home)
 
-    run = load_dag().test(logical_date=datetime.fromisoformat(logical).replace(tzinfo=UTC))
+    run = load_dag(DAG_ID).test(logical_date=datetime.fromisoformat(logical).replace(tzinfo=UTC))
     states = task_states(run)
-    assert str(getattr(run.state, "value", run.state)) == "failed"
+    assert state(run) == "failed"
     assert states["extract_snapshot"] == "success"
     assert states["validate_snapshot"] == "failed", states
     assert "promote_model" not in states or states["promote_model"] != "success"
@@ -297,7 +267,7 @@ def test_source_without_a_queried_column_fails_at_extract_naming_it(airflow_db, 
     with sqlite3.connect(mlpipe_home / "source.db") as conn:
         conn.execute("ALTER TABLE flights DROP COLUMN carrier")
     _seed_champion(mlpipe_home)
-    run = load_dag().test(logical_date=datetime(2026, 3, 1, tzinfo=UTC))
+    run = load_dag(DAG_ID).test(logical_date=datetime(2026, 3, 1, tzinfo=UTC))
     states = task_states(run)
     assert states["extract_snapshot"] == "failed"
     assert not list(mlpipe_home.glob("artifacts/flights_delay/runs/*/extract/snapshot.parquet"))

@@ -6,42 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def load_dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def state(run) -> str:
-    return str(getattr(run.state, "value", run.state))
-
-
-def task_states(run) -> dict[str, str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
-        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
-
-
-def new_data_events(run_id: str | None = None) -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        query = session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-        query = query.filter(AssetModel.name == "flights_delay.new_data")
-        if run_id is not None:
-            query = query.filter(AssetEvent.source_run_id == run_id)
-        return [dict(e.extra or {}) for e in query.order_by(AssetEvent.id)]
 
 
 def append_flights(db: Path, frame) -> None:
@@ -72,11 +39,12 @@ def watch_env(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest
     return {"frame": ordered, "first_rows": len(first), "db": mlpipe_home / "source.db", "spec": spec}
 
 
-def watermark() -> tuple:
-    from mlpipe import config
-    from mlpipe.registry import Registry
+def new_data(run_id: str | None = None) -> list[dict]:
+    return asset_events("flights_delay.new_data", run_id)
 
-    return Registry.from_url(config.default_registry_url()).watermark("flights_delay")
+
+def watermark() -> tuple:
+    return open_registry().watermark("flights_delay")
 
 
 def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
@@ -85,7 +53,7 @@ def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
 
     first = dag.test()
     assert state(first) == "success"
-    events = new_data_events(first.run_id)
+    events = new_data(first.run_id)
     assert len(events) == 1
     assert events[0]["rows"] == watch_env["first_rows"]
     assert '"2013-01-15 ' in events[0]["watermark"] and events[0]["previous_watermark"] is None
@@ -95,25 +63,25 @@ def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
     # Nothing new: the sensor gives up (soft fail), no event, the watermark stays.
     idle = dag.test()
     assert task_states(idle) == {"wait_for_new_data": "skipped", "publish_new_data": "skipped"}
-    assert new_data_events(idle.run_id) == []
+    assert new_data(idle.run_id) == []
     assert watermark() == (value, seen)
 
     # A trickle below min_new_rows (500) is not enough either.
     later = frame[frame["time_hour"] >= "2013-01-16"]
     append_flights(watch_env["db"], later.head(100))
     trickle = dag.test()
-    assert new_data_events(trickle.run_id) == [] and watermark() == (value, seen)
+    assert new_data(trickle.run_id) == [] and watermark() == (value, seen)
 
     # A day's flights are: one event covering the trickle too, watermark moves past them.
     day = later[later["time_hour"] < "2013-01-17"]
     append_flights(watch_env["db"], day.iloc[100:])
     batch = dag.test()
-    (event,) = new_data_events(batch.run_id)
+    (event,) = new_data(batch.run_id)
     assert event["rows"] == len(day)
     assert event["previous_watermark"] == events[0]["watermark"]
     assert '"2013-01-16 ' in event["watermark"]
     assert watermark()[1] == watch_env["first_rows"] + len(day)
-    assert len(new_data_events()) == 2
+    assert len(new_data()) == 2
 
 
 def test_deferrable_watch_waits_in_the_trigger(watch_env) -> None:
@@ -123,9 +91,9 @@ def test_deferrable_watch_waits_in_the_trigger(watch_env) -> None:
     assert dag.get_task("wait_for_new_data").deferrable is True
     run = dag.test()
     assert state(run) == "success"
-    (event,) = new_data_events(run.run_id)
+    (event,) = new_data(run.run_id)
     assert event["rows"] == watch_env["first_rows"]
     # Now nothing is new: the trigger polls until the timeout and the run announces nothing.
     idle = dag.test()
     assert task_states(idle)["publish_new_data"] == "skipped"
-    assert new_data_events(idle.run_id) == []
+    assert new_data(idle.run_id) == []
