@@ -32,8 +32,10 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     trigger = run.get("trigger") or run.get("run_type") or "?"
     for event in run.get("asset_events", []):
         extra = event.get("extra", {})
-        if "rows" in extra:
+        if "watermark" in extra:
             trigger += f" ({extra['rows']:,} new rows up to {extra.get('watermark')})"
+        elif "verdict" in extra:
+            trigger += f" ({extra['verdict']} in {extra.get('window_start')} .. {extra.get('window_end')})"
     lines.append(f"trigger     {trigger}; data as of {run.get('as_of')}")
     if snap:
         lines.append(f"data        {snap['rows']:,} rows, sha256 {snap['sha256'][:16]}…")
