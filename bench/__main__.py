@@ -1,4 +1,4 @@
-"""``python -m bench [extract|parse|demo ...]``: run the benchmarks (all by default), save and print them.
+"""``python -m bench [extract|parse|demo|monitor|sensor ...]``: run benchmarks (default: all), save, print them.
 
 Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
 benchmark fails to run or a stated requirement is not met (the demo timing is a report, no bound).
@@ -17,15 +17,17 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory
+    from bench import dag_parse, demo_stages, extract_memory, monitor, sensor
 
-    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages)}
+    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor)}
 
 
 TITLES = {
     "extract": "Extraction streams (peak RSS of extract_snapshot in its own process)",
     "parse": "DAG parsing (per file of dags/)",
     "demo": "Per-stage wall times of `airflow dags test flights_delay_train` (make demo)",
+    "monitor": "Drift monitor (drift_report on 1,000,000 current rows, in its own process)",
+    "sensor": "New-data watch, idle (count_new_rows with nothing new, per check)",
 }
 
 

@@ -48,8 +48,12 @@ def watermark() -> tuple:
 
 
 def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
+    """The poke fallback (rescheduled pokes) for executors without a triggerer."""
+    spec = watch_env["spec"]
+    spec.write_text(spec.read_text().replace("deferrable: true", "deferrable: false"))
     frame = watch_env["frame"]
     dag = load_dag("flights_delay_watch")
+    assert dag.get_task("wait_for_new_data").deferrable is False
 
     first = dag.test()
     assert state(first) == "success"
@@ -85,8 +89,6 @@ def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
 
 
 def test_deferrable_watch_waits_in_the_trigger(watch_env) -> None:
-    spec = watch_env["spec"]
-    spec.write_text(spec.read_text().replace("min_new_rows: 500", "min_new_rows: 500\n  deferrable: true"))
     dag = load_dag("flights_delay_watch")
     assert dag.get_task("wait_for_new_data").deferrable is True
     run = dag.test()
