@@ -1,0 +1,489 @@
+"""Retraining starts by itself: the real scheduler, dag-processor, triggerer and api-server on loopback.
+
+A fresh PostgreSQL database is Airflow's metadata DB and LocalExecutor runs the tasks. The source
+starts empty, so the first watch run defers into the triggerer; rows then arrive, the trigger
+fires, ``publish_new_data`` emits ``flights_delay.new_data`` and the scheduler starts
+``flights_delay_train`` from that asset event, which promotes v1. A watch run with nothing new
+times out (skipped, no event, no training), and a later batch starts a second training run.
+
+In Airflow 3 the LocalExecutor's task supervisor talks to the Execution API
+(``[core] execution_api_server_url``, served by ``airflow api-server``), so all four components run.
+Nothing else listens: the scheduler and triggerer skip their log servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import service_unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE = "flights_delay"
+TRAIN, WATCH = f"{PIPELINE}_train", f"{PIPELINE}_watch"
+NEW_DATA = f"{PIPELINE}.new_data"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+# The order they start in; they stop in reverse (the scheduler first, so nothing new is launched).
+COMPONENTS = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+}
+FIRST_ROWS = 15_000  # the GX suite wants >= 10,000; training on them takes ~30 s
+MIN_NEW_ROWS = 200
+WATCH_TIMEOUT = 30  # seconds an idle watch run waits (in the triggerer) before it gives up
+RUN_TIMEOUT = 240  # seconds any one wait below may take
+
+pytestmark = pytest.mark.scheduler
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def append_flights(db: Path, frame: Any) -> None:
+    with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+        frame.to_sql("flights", conn, if_exists="append", index=False)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (task supervisors move their children to groups of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pid: int, sig: int, *, group: bool) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+
+
+class Stack:
+    """The running components, their logs and the metadata DB, with the waits the test needs."""
+
+    def __init__(
+        self, *, env: dict[str, str], home: Path, logs: Path, db_conn: Any, api_url: str, flights: Any
+    ) -> None:
+        self.env = env
+        self.home = home  # MLPIPE_HOME
+        self.flights = flights  # every flight, in arrival order
+        self.logs = logs
+        self.db = db_conn
+        self.api_url = api_url
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.started = time.monotonic()
+        self.timings: list[tuple[str, float]] = []
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def airflow(self, *args: str, timeout: float = 120) -> str:
+        """Run one ``airflow`` CLI command to completion; its output on failure."""
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.logs,
+        )
+        if done.returncode != 0:
+            pytest.fail(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        return done.stdout
+
+    def start(self, name: str, args: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.logs,
+            start_new_session=True,  # its own process group, so stop() reaches its workers too
+        )
+        log.close()
+
+    def assert_alive(self) -> None:
+        dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
+        if dead:
+            pytest.fail(f"Airflow component(s) exited early: {dead}")
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every component's process group, then SIGKILL whatever is left, descendants included."""
+        procs = list(reversed(self.procs.items()))
+        tree = {name: _descendants(proc.pid) for name, proc in procs}
+        for _, proc in procs:
+            _signal(proc.pid, signal.SIGTERM, group=True)
+        deadline = time.monotonic() + grace
+        for _, proc in procs:
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for name, proc in procs:
+            _signal(proc.pid, signal.SIGKILL, group=True)
+            for pid in tree[name]:
+                _signal(pid, signal.SIGKILL, group=False)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def log_text(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def trigger_log(self, run_id: str) -> str:
+        """What the triggerer logged for ``wait_for_new_data`` of a watch run (its first try)."""
+        task_dir = self.env_path("AIRFLOW_HOME") / "logs" / f"dag_id={WATCH}" / f"run_id={run_id}"
+        files = sorted((task_dir / "task_id=wait_for_new_data").glob("attempt=1.log.trigger.*.log"))
+        return "".join(f.read_text(errors="replace") for f in files)
+
+    def dump_logs(self, lines: int = 60) -> None:
+        print(f"\n===== metadata DB state =====\n{self.describe()}")
+        for name in self.procs:
+            tail = "\n".join(self.log_text(name).splitlines()[-lines:])
+            print(f"\n===== tail of {name}.log ({self.logs / (name + '.log')}) =====\n{tail}")
+        for task_log in sorted((self.env_path("AIRFLOW_HOME") / "logs").glob("dag_id=*/**/*.log")):
+            text = task_log.read_text(errors="replace")
+            if "error" in text.lower():
+                tail = "\n".join(text.splitlines()[-25:])
+                print(f"\n===== tail of task log {task_log} =====\n{tail}")
+
+    @contextmanager
+    def dump_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.dump_logs()
+            raise
+
+    def env_path(self, key: str) -> Path:
+        return Path(self.env[key])
+
+    def mark(self, what: str) -> None:
+        self.timings.append((what, time.monotonic() - self.started))
+
+    # -- metadata DB and REST API ---------------------------------------------------------------
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        with self.db.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def runs(self, dag_id: str) -> list[tuple[str, str, str]]:
+        """(run_id, run_type, state) of every run of ``dag_id``, oldest first."""
+        return self.query("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = %s ORDER BY id", dag_id)
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
+        return rows[0][0] if rows else None
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        rows = self.query("SELECT task_id, state FROM task_instance WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
+        return dict(rows)
+
+    def new_data_events(self) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT e.extra, e.source_dag_id, e.source_run_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = %s ORDER BY e.id",
+            NEW_DATA,
+        )
+        return [
+            {"extra": extra if isinstance(extra, dict) else json.loads(extra), "dag_id": dag_id, "run_id": run_id}
+            for extra, dag_id, run_id in rows
+        ]
+
+    def deferred_trigger(self, run_id: str) -> str | None:
+        """The trigger's classpath while ``wait_for_new_data`` of ``run_id`` is deferred, else None."""
+        rows = self.query(
+            "SELECT t.classpath FROM task_instance ti JOIN trigger t ON t.id = ti.trigger_id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = 'wait_for_new_data' AND ti.state = 'deferred'",
+            WATCH,
+            run_id,
+        )
+        return rows[0][0] if rows else None
+
+    def describe(self) -> str:
+        try:
+            runs = self.query("SELECT dag_id, run_id, run_type, state FROM dag_run ORDER BY id")
+            tis = self.query(
+                "SELECT dag_id, run_id, task_id, map_index, state, try_number FROM task_instance ORDER BY start_date"
+            )
+            events = self.new_data_events()
+        except Exception as exc:  # the DB itself may be the problem
+            return f"(cannot read the metadata DB: {exc})"
+        return "\n".join([*(f"run {r}" for r in runs), *(f"ti  {t}" for t in tis), *(f"event {e}" for e in events)])
+
+    def trigger_watch(self) -> str:
+        """Trigger ``flights_delay_watch`` through the REST API; its run id."""
+        request = urllib.request.Request(
+            f"{self.api_url}/api/v2/dags/{WATCH}/dagRuns",
+            data=json.dumps({"logical_date": None}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["dag_run_id"]
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = RUN_TIMEOUT, every: float = 1) -> Any:
+        """Poll ``check`` until it returns something truthy, failing (with the DB state) after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.assert_alive()
+            result = check()
+            if result:
+                self.mark(what)
+                return result
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{self.describe()}")
+            time.sleep(every)
+
+    def wait_run_done(self, dag_id: str, run_id: str) -> str:
+        return self.wait_for(
+            f"{dag_id} run {run_id} to finish",
+            lambda: (state := self.run_state(dag_id, run_id)) in ("success", "failed") and state,
+        )
+
+
+@pytest.fixture
+def metadata_db() -> Iterator[str]:
+    """A new, empty PostgreSQL database for Airflow's metadata, dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"mlpipe_sched_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as exc:
+        service_unavailable(f"PostgreSQL at {PG['host']}:{PG['port']} (user {PG['user']}): {exc}".strip())
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _test_spec(include: Path, now: datetime) -> None:
+    """flights_delay.yaml tuned for a test of minutes: a quick deferrable watch, no clock-driven runs.
+
+    The watch runs only when the test triggers it (``schedule: null``). The training DAG keeps its
+    cron-or-asset schedule, but starts now with its cron half a day away: with ``catchup=False``
+    Airflow otherwise starts a run for the latest past cron tick as soon as the DAG is unpaused.
+    """
+    path = include / "pipelines" / f"{PIPELINE}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["start_date"] = now.isoformat()
+    spec["schedule"] = f"{now.minute} {(now.hour + 12) % 24} * * *"
+    spec["watch"].update(
+        schedule=None, poke_interval=5, timeout=WATCH_TIMEOUT, min_new_rows=MIN_NEW_ROWS, deferrable=True
+    )
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+@pytest.fixture
+def stack(metadata_db: str, tmp_path: Path, flights_frame) -> Iterator[Stack]:
+    """Airflow's four components running on ``metadata_db``, with an empty flights source."""
+    import psycopg2
+    from cryptography.fernet import Fernet
+
+    from mlpipe.demo import write_flights_sqlite
+
+    airflow_home, mlpipe_home, logs = tmp_path / "airflow", tmp_path / "mlpipe", tmp_path / "logs"
+    for path in (airflow_home, mlpipe_home, logs):
+        path.mkdir()
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    _test_spec(include, datetime.now(UTC).replace(microsecond=0))
+    ordered = flights_frame.sort_values(["time_hour", "id"]).reset_index(drop=True)
+    write_flights_sqlite(mlpipe_home / "source.db", ordered.head(0))
+
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLPIPE_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # Every component must agree on these two: trigger kwargs are encrypted, task tokens signed.
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            # Task supervisors (LocalExecutor workers) start, heartbeat and finish tasks through this API.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+            "AIRFLOW__API__BASE_URL": api_url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            # The REST calls below need no login; nothing but loopback can reach this server.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), os.environ.get("PYTHONPATH")) if p),
+            "MLPIPE_HOME": str(mlpipe_home),
+            "MLPIPE_INCLUDE": str(include),
+            # Recorded as the model's code version; spares every task a `git status` of the repo.
+            "MLPIPE_CODE_VERSION": "scheduler-test",
+            "GX_ANALYTICS_ENABLED": "False",
+        }
+    )
+    db_conn = psycopg2.connect(metadata_db.replace("postgresql+psycopg2", "postgresql"), connect_timeout=5)
+    db_conn.autocommit = True
+    stack = Stack(env=env, home=mlpipe_home, logs=logs, db_conn=db_conn, api_url=api_url, flights=ordered)
+    try:
+        with stack.dump_on_failure():
+            stack.airflow("db", "migrate", timeout=300)
+            stack.mark("airflow db migrate")
+            for name, args in COMPONENTS.items():
+                stack.start(name, args)
+            stack.wait_for("the API server", lambda: _healthy(api_url), timeout=120)
+            stack.wait_for(
+                "both DAGs serialized by the dag-processor",
+                lambda: (
+                    len(stack.query("SELECT dag_id FROM serialized_dag WHERE dag_id IN (%s, %s)", TRAIN, WATCH)) == 2
+                ),
+                timeout=120,
+            )
+        yield stack
+    finally:
+        stack.stop()
+        db_conn.close()
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/api/v2/monitor/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _champion() -> Any:
+    from mlpipe import config
+    from mlpipe.registry import Registry
+
+    registry = Registry.from_url(config.default_registry_url(), create=False)
+    try:
+        return registry.champion(PIPELINE)
+    finally:
+        registry.dispose()
+
+
+def test_new_data_starts_training_by_itself(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPIPE_HOME", str(stack.home))
+    flights = stack.flights
+    th = flights["time_hour"]
+    # Batches end on an hour boundary: the watermark is "time_hour > last seen", so an hour split
+    # across two batches would lose its second half.
+    first = flights[th < th.iloc[FIRST_ROWS]]
+    later = flights[(th >= th.iloc[FIRST_ROWS]) & (th < th.iloc[FIRST_ROWS + 2 * MIN_NEW_ROWS])]
+    assert len(first) >= 10_000 and len(later) >= MIN_NEW_ROWS
+
+    with stack.dump_on_failure():
+        stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({TRAIN}|{WATCH})$")
+        paused = dict(stack.query("SELECT dag_id, is_paused FROM dag WHERE dag_id IN (%s, %s)", TRAIN, WATCH))
+        assert paused == {TRAIN: False, WATCH: False}
+        stack.mark("unpaused")
+
+        # 1. The source is empty: the sensor defers, and the triggerer polls it.
+        watch1 = stack.trigger_watch()
+        classpath = stack.wait_for("the first watch run to defer", lambda: stack.deferred_trigger(watch1))
+        assert classpath == "mlpipe.triggers.new_data.NewRowsTrigger"
+        # The triggerer writes the trigger's own log lines beside the task's log.
+        stack.wait_for(
+            "the triggerer to poll the source",
+            lambda: "mlpipe.triggers.new_data.NewRowsTrigger" in stack.trigger_log(watch1),
+            timeout=60,
+        )
+        append_flights(stack.home / "source.db", first)  # new data arrives while the trigger waits
+        assert stack.wait_run_done(WATCH, watch1) == "success"
+        assert stack.task_states(WATCH, watch1) == {"wait_for_new_data": "success", "publish_new_data": "success"}
+        fired = [line for line in stack.trigger_log(watch1).splitlines() if "Trigger fired event" in line]
+        assert len(fired) == 1 and "'status': 'found'" in fired[0]
+        (event,) = stack.new_data_events()
+        assert event["run_id"] == watch1 and event["extra"]["rows"] == len(first)
+
+        # ... and the scheduler starts training from the asset event, nobody triggers it.
+        (train1, run_type, _), *_ = stack.wait_for("an asset-triggered training run", lambda: stack.runs(TRAIN))
+        assert run_type == "asset_triggered"
+        assert stack.wait_run_done(TRAIN, train1) == "success"
+        champion = _champion()
+        assert champion is not None and champion.version == 1 and champion.run_id == train1
+        trigger = champion.lineage["trigger"]
+        assert trigger["trigger"] == "new_data" and trigger["run_type"] == "asset_triggered"
+        assert [e["extra"]["rows"] for e in trigger["asset_events"]] == [len(first)]
+
+        # 2. Nothing new: the watch defers, times out in the triggerer and skips; nothing announced.
+        watch2 = stack.trigger_watch()
+        stack.wait_for("the idle watch run to defer", lambda: stack.deferred_trigger(watch2))
+        assert stack.wait_run_done(WATCH, watch2) == "success"
+        assert stack.task_states(WATCH, watch2) == {"wait_for_new_data": "skipped", "publish_new_data": "skipped"}
+        # The trigger gave up by its own deadline ('status': 'timeout'), or the scheduler's check of
+        # the deferral timeout (the same instant, give or take a loop) got there first: skipped either way.
+        assert "mlpipe.triggers.new_data.NewRowsTrigger" in stack.trigger_log(watch2)
+        assert len(stack.new_data_events()) == 1
+        time.sleep(5)  # a few scheduler loops: long enough for a (wrongly) queued asset run to appear
+        assert [r[0] for r in stack.runs(TRAIN)] == [train1]
+
+        # 3. A later batch: the watch finds it on its first check, and a second training run follows.
+        append_flights(stack.home / "source.db", later)
+        watch3 = stack.trigger_watch()
+        assert stack.wait_run_done(WATCH, watch3) == "success"
+        events = stack.new_data_events()
+        assert len(events) == 2 and events[1]["run_id"] == watch3
+        assert events[1]["extra"]["rows"] == len(later)
+        assert events[1]["extra"]["previous_watermark"] == event["extra"]["watermark"]
+        runs = stack.wait_for("a second training run", lambda: len(r := stack.runs(TRAIN)) >= 2 and r)
+        train2, run_type, _ = runs[1]
+        assert run_type == "asset_triggered"
+        assert stack.wait_run_done(TRAIN, train2) == "success"
+        from mlpipe.storage import run_key
+
+        record = json.loads((stack.home / "artifacts" / PIPELINE / "runs" / run_key(train2) / "run.json").read_text())
+        assert record["trigger"] == "new_data" and record["run_type"] == "asset_triggered"
+        assert [e["extra"]["rows"] for e in record["asset_events"]] == [len(later)]
+
+    print("\n".join(f"{t:6.1f} s  {what}" for what, t in stack.timings))
