@@ -40,7 +40,7 @@ PASSWORDS_FILE = $${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$(AIRFLOW
 
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv activate-hook demo test ui bench lint lock compose-tool compose-config clean
+.PHONY: help setup venv activate-hook airflow-cfg demo test ui bench lint lock compose-tool compose-config clean
 
 help:
 	@echo "make setup           .venv from requirements.lock (uv), .airflow/ metadata DB, demo data in .mlpipe/"
@@ -56,7 +56,7 @@ help:
 
 # --- environment -----------------------------------------------------------------------------
 
-setup: venv $(AIRFLOW_DB) $(SOURCE_DB)
+setup: venv $(AIRFLOW_DB) airflow-cfg $(SOURCE_DB)
 
 venv: $(SYNC_STAMP) activate-hook
 
@@ -82,6 +82,16 @@ $(AIRFLOW_DB): $(SYNC_STAMP)
 	@$(ENV) airflow db migrate > "$(AIRFLOW_HOME)/db-migrate.log" 2>&1 || { \
 		tail -n 30 "$(AIRFLOW_HOME)/db-migrate.log"; echo "airflow db migrate failed" >&2; exit 1; }
 	@touch "$@"
+
+# The airflow.cfg Airflow generates points at .airflow/dags and .airflow/plugins; the environment
+# overrides it, but a process given only AIRFLOW_HOME (a script, an IDE, a hook) reads the file, so
+# it names this checkout's folders too. Idempotent, so it runs on every setup.
+airflow-cfg: $(AIRFLOW_DB)
+	@sed -i -E \
+		-e 's|^dags_folder = .*|dags_folder = $(CURDIR)/dags|' \
+		-e 's|^plugins_folder = .*|plugins_folder = $(CURDIR)/plugins|' \
+		-e 's|^load_examples = .*|load_examples = False|' \
+		"$(AIRFLOW_HOME)/airflow.cfg"
 
 # The seed command is idempotent; its output file is the stamp.
 $(SOURCE_DB): | $(SYNC_STAMP)

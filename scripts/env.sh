@@ -7,7 +7,8 @@
 #
 # Airflow is configured through AIRFLOW__SECTION__KEY variables rather than by editing airflow.cfg:
 # Airflow writes a default airflow.cfg into AIRFLOW_HOME on first use, and environment variables win
-# over it, so deleting .airflow/ never loses a setting.
+# over it, so deleting .airflow/ never loses a setting. (`make setup` also points that file's
+# dags_folder and plugins_folder here, for processes that get only AIRFLOW_HOME.)
 
 # The repository root is this file's parent directory. bash and zsh can tell where a sourced file
 # is; plain sh cannot, so there the caller names it in MLPIPE_REPO_ROOT (the activate hook does),
