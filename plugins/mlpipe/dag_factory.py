@@ -62,14 +62,29 @@ Spec: `{loaded.path.name}` · spec fields are described in `docs/spec.md`.
 """
 
 
-def _default_args(spec: PipelineSpec) -> dict[str, object]:
-    return {
-        "owner": spec.owner,
-        "retries": spec.retries,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": MAX_RETRY_DELAY,
-    }
+def _cron(expression: str | None) -> CronTriggerTimetable | None:
+    return CronTriggerTimetable(expression, timezone="UTC") if expression else None
+
+
+def _pipeline_dag(spec: PipelineSpec, role: str, *, description: str, doc_md: str, schedule: object) -> DAG:
+    """``<name>_<role>`` with what every pipeline DAG shares: owner, retries, tags, no catch-up, one run at a time."""
+    return DAG(
+        dag_id=f"{spec.name}_{role}",
+        description=description[:300],
+        doc_md=doc_md,
+        schedule=schedule,
+        start_date=spec.start_date,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"mlpipe", role, spec.name, *spec.tags}),
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": MAX_RETRY_DELAY,
+        },
+    )
 
 
 def new_data_asset(pipeline: str) -> Asset:
@@ -84,7 +99,7 @@ def drift_asset(pipeline: str) -> Asset:
 
 def _train_schedule(loaded: LoadedSpec) -> object:
     spec = loaded.spec
-    cron = CronTriggerTimetable(spec.schedule, timezone="UTC") if spec.schedule else None
+    cron = _cron(spec.schedule)
     events = [new_data_asset(spec.name)] if spec.watch else []
     events += [drift_asset(spec.name)] if spec.monitor else []
     if not events:
@@ -96,16 +111,8 @@ def _train_schedule(loaded: LoadedSpec) -> object:
 def build_train_dag(loaded: LoadedSpec) -> DAG:
     """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
     spec = loaded.spec
-    with DAG(
-        dag_id=f"{spec.name}_train",
-        description=spec.description[:300],
-        doc_md=_doc_md(loaded),
-        schedule=_train_schedule(loaded),
-        start_date=spec.start_date,
-        catchup=False,
-        max_active_runs=1,
-        tags=sorted({"mlpipe", "train", spec.name, *spec.tags}),
-        default_args=_default_args(spec),
+    with _pipeline_dag(
+        spec, "train", description=spec.description, doc_md=_doc_md(loaded), schedule=_train_schedule(loaded)
     ) as dag:
         common = {"pipeline": spec.name}
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
@@ -138,8 +145,9 @@ def build_watch_dag(loaded: LoadedSpec) -> DAG:
     sensor_args: dict[str, object] = {}
     if watch.deferrable is not None:
         sensor_args["deferrable"] = watch.deferrable
-    with DAG(
-        dag_id=f"{spec.name}_watch",
+    with _pipeline_dag(
+        spec,
+        "watch",
         description=f"New rows of {spec.source.table} past the watermark start {spec.name}_train",
         doc_md=f"""### {spec.name}: new-data watch
 Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` have
@@ -148,12 +156,7 @@ Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` ha
 watermark and emits the `{spec.name}.new_data` asset event (new watermark and row count in its
 extra), which starts `{spec.name}_train`. The same rows never announce twice.
 """,
-        schedule=CronTriggerTimetable(watch.schedule, timezone="UTC") if watch.schedule else None,
-        start_date=spec.start_date,
-        catchup=False,
-        max_active_runs=1,
-        tags=sorted({"mlpipe", "watch", spec.name, *spec.tags}),
-        default_args=_default_args(spec),
+        schedule=_cron(watch.schedule),
     ) as dag:
         found = NewDataSensor(
             task_id="wait_for_new_data",
@@ -175,8 +178,9 @@ def build_monitor_dag(loaded: LoadedSpec) -> DAG:
     spec = loaded.spec
     monitor = spec.monitor
     assert monitor is not None
-    with DAG(
-        dag_id=f"{spec.name}_monitor",
+    with _pipeline_dag(
+        spec,
+        "monitor",
         description=f"Drift of the newest {monitor.window_days:g} days of {spec.source.table} vs the champion",
         doc_md=f"""### {spec.name}: drift and performance monitor
 Compares the newest **{monitor.window_days:g} days** of the source (by `{spec.source.watermark_column}`) with the
@@ -188,12 +192,7 @@ scores, and the champion's `{spec.primary_metric}` on labelled new rows (toleran
 `announce_drift` emits `{spec.name}.drift` (figures in its extra), once per window, which starts
 `{spec.name}_train`. Every check is kept in the registry's drift history, with an HTML report.
 """,
-        schedule=CronTriggerTimetable(monitor.schedule, timezone="UTC") if monitor.schedule else None,
-        start_date=spec.start_date,
-        catchup=False,
-        max_active_runs=1,
-        tags=sorted({"mlpipe", "monitor", spec.name, *spec.tags}),
-        default_args=_default_args(spec),
+        schedule=_cron(monitor.schedule),
     ) as dag:
         check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name)
         DriftAnnounceOperator(
