@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +80,55 @@ def flights_frame():
     from mlpipe.demo import load_flights
 
     return load_flights()
+
+
+# -- S3 over HTTP: moto's server on loopback -------------------------------------------------------
+
+
+def make_s3_client(endpoint: str, **config: Any) -> Any:
+    """A real boto3 S3 client for ``endpoint`` with dummy credentials (path-style addressing)."""
+    import boto3
+    from botocore.config import Config
+
+    settings: dict[str, Any] = {
+        "s3": {"addressing_style": "path"},
+        "max_pool_connections": 16,
+        "retries": {"max_attempts": 2, "mode": "standard"},
+    }
+    settings.update(config)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(**settings),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 as a real HTTP endpoint on a free loopback port, shared by the session."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    werkzeug_log = logging.getLogger("werkzeug")
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        werkzeug_log.setLevel(level)
+
+
+def s3_connection_uri(endpoint: str, **extra: str) -> str:
+    """``AIRFLOW_CONN_*`` value of an AWS Connection to ``endpoint`` (moto's dummy credentials)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"endpoint_url": endpoint, "region_name": "us-east-1", **extra})
+    return f"aws://testing:testing@/?{query}"

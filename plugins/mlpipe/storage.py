@@ -514,10 +514,3 @@ class S3Store(ArtifactStore):
         if recorded is None:
             raise FileNotFoundError(f"no artifact {self.uri(key)}")
         return recorded
-
-
-def open_store(root: Path | str | None = None) -> ArtifactStore:
-    """The artifact store for this process: the local directory under MLPIPE_HOME unless told otherwise."""
-    from mlpipe import config
-
-    return LocalStore(root or config.default_store_root())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from airflow.sdk import Connection
-from conftest import service_unavailable
+from conftest import make_s3_client, s3_connection_uri, service_unavailable
 
 from mlpipe.operators.resources import (
     database_url,
@@ -18,7 +19,9 @@ from mlpipe.operators.resources import (
     source_engine,
     sqlalchemy_url,
 )
-from mlpipe.storage import LocalStore
+from mlpipe.storage import LocalStore, S3Store
+
+PATH_STYLE = {"s3": {"addressing_style": "path"}}
 
 PG_CONN_URI = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONN_ENVS = ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE")
@@ -184,6 +187,45 @@ class TestOpenStore:
         assert artifact.uri == f"file://{root}/p/runs/r/x.json"
 
     def test_unsupported_type_names_conn_id_and_type(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3_STORE", "aws://?region_name=eu-west-1")
-        with pytest.raises(ValueError, match=r"connection 'mlpipe_s3_store' has type 'aws'"):
-            open_store("mlpipe_s3_store")
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_FTP_STORE", "ftp://files.example/artifacts")
+        with pytest.raises(ValueError, match=r"connection 'mlpipe_ftp_store' has type 'ftp'"):
+            open_store("mlpipe_ftp_store")
+
+    def test_aws_connection_is_an_s3_store_on_its_endpoint(
+        self, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
+    ) -> None:
+        bucket = f"store-{uuid.uuid4().hex[:10]}"
+        make_s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+        extra = {"bucket": bucket, "prefix": "team/mlpipe", "endpoint_url": s3_endpoint, "config_kwargs": PATH_STYLE}
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLPIPE_STORE",
+            json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}),
+        )
+        store = open_store()
+        assert isinstance(store, S3Store)
+        assert (store.bucket, store.prefix, store.endpoint_url) == (bucket, "team/mlpipe", s3_endpoint)
+        artifact = store.put_bytes("p/runs/r/x.json", b'{"a": 1}')
+        assert artifact.uri == f"s3://{bucket}/team/mlpipe/p/runs/r/x.json"
+        # Written over real HTTP: a client of its own reads it back under the prefix.
+        body = make_s3_client(s3_endpoint).get_object(Bucket=bucket, Key="team/mlpipe/p/runs/r/x.json")["Body"]
+        assert body.read() == b'{"a": 1}'
+
+    def test_credentials_may_come_from_another_aws_connection(
+        self, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str
+    ) -> None:
+        bucket = f"store-{uuid.uuid4().hex[:10]}"
+        make_s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3_CREDS", s3_connection_uri(s3_endpoint))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLPIPE_STORE",
+            json.dumps({"conn_type": "aws", "extra": {"bucket": bucket, "aws_conn_id": "mlpipe_s3_creds"}}),
+        )
+        store = open_store()
+        assert isinstance(store, S3Store) and store.endpoint_url == s3_endpoint
+        store.put_bytes("k.txt", b"x")
+        assert store.get_bytes("k.txt") == b"x"
+
+    def test_aws_connection_without_bucket_says_what_to_set(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_STORE", "aws://?region_name=eu-west-1")
+        with pytest.raises(ValueError, match=r"connection 'mlpipe_store' \(aws\) names no bucket: set extra 'bucket'"):
+            open_store()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import socket
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_s3_client
 
 from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, MlpipeError
 from mlpipe.storage import ArtifactStore, LocalStore, S3Store, StoredArtifact, sha256_file
@@ -20,48 +20,9 @@ from mlpipe.storage import ArtifactStore, LocalStore, S3Store, StoredArtifact, s
 PREFIX = "team/mlpipe"
 
 
-def make_client(endpoint: str, **config: Any) -> Any:
-    """A real boto3 S3 client for ``endpoint`` with dummy credentials."""
-    import boto3
-    from botocore.config import Config
-
-    settings: dict[str, Any] = {
-        "s3": {"addressing_style": "path"},
-        "max_pool_connections": 16,
-        "retries": {"max_attempts": 2, "mode": "standard"},
-    }
-    settings.update(config)
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(**settings),
-    )
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 as a real HTTP endpoint on a free loopback port, for this module."""
-    from moto.server import ThreadedMotoServer
-
-    werkzeug_log = logging.getLogger("werkzeug")
-    level = werkzeug_log.level
-    werkzeug_log.setLevel(logging.ERROR)  # one access-log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        werkzeug_log.setLevel(level)
-
-
 @pytest.fixture(scope="module")
 def s3_client(s3_endpoint: str) -> Any:
-    return make_client(s3_endpoint)
+    return make_s3_client(s3_endpoint)
 
 
 @pytest.fixture
@@ -407,7 +368,7 @@ class TestS3Store:
 
     def test_unreachable_endpoint_is_named(self) -> None:
         endpoint = f"http://127.0.0.1:{closed_port()}"
-        store = S3Store("bkt", PREFIX, make_client(endpoint, retries={"max_attempts": 1}, connect_timeout=2))
+        store = S3Store("bkt", PREFIX, make_s3_client(endpoint, retries={"max_attempts": 1}, connect_timeout=2))
 
         with pytest.raises(MlpipeError, match=re.escape(endpoint)) as caught:
             store.put_bytes("p/a.bin", b"a")
@@ -419,7 +380,7 @@ class TestS3Store:
     def test_access_denied_is_explained(self, s3_endpoint: str) -> None:
         from botocore.stub import Stubber
 
-        client = make_client(s3_endpoint)
+        client = make_s3_client(s3_endpoint)
         store = S3Store("locked", PREFIX, client)
         with Stubber(client) as stub:
             stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)

@@ -84,15 +84,44 @@ def open_registry(conn_id: str = config.REGISTRY_CONN_ID) -> Registry:
     return Registry.from_url(database_url(conn_id, config.default_registry_url()))
 
 
+def s3_client(conn_id: str) -> Any:
+    """A boto3 S3 client for the Airflow AWS Connection ``conn_id``, through the amazon provider's hook.
+
+    The connection carries what boto3 needs the way Airflow users already write it: login/password
+    (or the environment's credentials chain), extra ``region_name``, ``endpoint_url`` for an
+    S3-compatible store (MinIO, moto) and ``config_kwargs`` for botocore (e.g.
+    ``{"s3": {"addressing_style": "path"}}``).
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
 def open_store(conn_id: str = config.STORE_CONN_ID) -> ArtifactStore:
-    from mlpipe.storage import LocalStore
+    """The artifact store the Connection ``conn_id`` names; the local directory under MLPIPE_HOME without one.
+
+    - type ``fs``: a local (or mounted) directory, extra ``path`` (or host);
+    - type ``aws``: a bucket, extra ``bucket`` and optional ``prefix``; credentials and endpoint
+      from the same connection, or from the AWS connection named in extra ``aws_conn_id``.
+    """
+    from mlpipe.storage import LocalStore, S3Store
 
     conn = get_connection(conn_id)
     if conn is None:
         return LocalStore(config.default_store_root())
-    if (conn.conn_type or "").lower() in {"fs", "file", "local"}:
-        return LocalStore((conn.extra_dejson or {}).get("path") or conn.host)
+    conn_type = (conn.conn_type or "").lower()
+    extra = conn.extra_dejson or {}
+    if conn_type in {"fs", "file", "local"}:
+        return LocalStore(extra.get("path") or conn.host)
+    if conn_type in {"aws", "s3"}:
+        bucket = extra.get("bucket")
+        if not bucket:
+            raise ValueError(
+                f"connection {conn_id!r} (aws) names no bucket: set extra 'bucket' (and optionally 'prefix'), "
+                f"e.g. AIRFLOW_CONN_{conn_id.upper()}='aws://?bucket=mlpipe&prefix=artifacts&endpoint_url=...'"
+            )
+        return S3Store(str(bucket), str(extra.get("prefix") or ""), s3_client(extra.get("aws_conn_id") or conn_id))
     raise ValueError(
         f"connection {conn_id!r} has type {conn.conn_type!r}; the artifact store reads 'fs' connections "
-        "(extra 'path') or none (MLPIPE_HOME/artifacts)"
+        "(extra 'path'), 'aws' connections (extra 'bucket', 'prefix') or none (MLPIPE_HOME/artifacts)"
     )
