@@ -104,6 +104,24 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_upgrade(args: argparse.Namespace) -> int:
+    from mlpipe import migrations
+    from mlpipe.operators.resources import database_url
+    from mlpipe.registry import Registry
+
+    registry = Registry.from_url(database_url(config.REGISTRY_CONN_ID, config.default_registry_url()), create=False)
+    try:
+        with registry.engine.connect() as conn:
+            before = migrations.current_revision(conn)
+        reached = migrations.upgrade(registry.engine, args.revision)
+    finally:
+        registry.dispose()
+    where = registry.engine.url.render_as_string(hide_password=True)
+    change = "already at" if before == reached else f"{before or 'empty'} ->"
+    print(f"registry {where}: {change} {reached}")
+    return 0
+
+
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     from mlpipe.demo import seed_flights
 
@@ -149,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_registry_history)
+
+    p = reg.add_parser("upgrade", help="migrate the registry database to the newest schema (safe to repeat)")
+    p.add_argument("--revision", default="head", help="an Alembic revision of mlpipe.migrations (default: head)")
+    p.set_defaults(func=cmd_registry_upgrade)
 
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
     p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db")

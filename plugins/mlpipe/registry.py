@@ -1,9 +1,10 @@
 """The model registry: model versions and an append-only champion log in their own database.
 
 SQLite file under MLPIPE_HOME by default, PostgreSQL through the ``mlpipe_registry`` Connection in
-the full stack. Promotion is a compare-and-swap: the champion log's sequence number the evaluator
-saw must still be the latest one, and a unique (pipeline, seq) constraint makes two concurrent
-promoters unable to both append.
+the full stack. Its schema is made and changed by Alembic migrations only (mlpipe.migrations);
+the tables below must match them, which a test checks. Promotion is a compare-and-swap: the
+champion log's sequence number the evaluator saw must still be the latest one, and a unique
+(pipeline, seq) constraint makes two concurrent promoters unable to both append.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from mlpipe import migrations
 from mlpipe.errors import ChampionChangedError, RegistryError
 
 metadata = sa.MetaData()
@@ -188,11 +190,12 @@ class Registry:
             kwargs["connect_args"] = {"timeout": 30}
         registry = cls(sa.create_engine(url, **kwargs))
         if create:
-            registry.create_schema()
+            migrations.ensure_current(registry.engine)
         return registry
 
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+    def create_schema(self) -> str:
+        """Bring the database to the newest schema (Alembic migrations); returns the revision reached."""
+        return migrations.upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -6,6 +6,7 @@ import copy
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +118,13 @@ def _service_unavailable(reason: str) -> None:
     pytest.skip(f"PostgreSQL unavailable (this fails under CI=true): {reason}")
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test module (127.0.0.1:5432, user postgres), dropped after."""
+@contextmanager
+def new_pg_database(prefix: str = "mlpipe_unit") -> Iterator[str]:
+    """A fresh PostgreSQL database (127.0.0.1:5432, user postgres) as a SQLAlchemy URL, dropped after."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"mlpipe_unit_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -136,6 +137,13 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module, dropped after."""
+    with new_pg_database() as url:
+        yield url
 
 
 # -- tiny frames -----------------------------------------------------------------------------------
