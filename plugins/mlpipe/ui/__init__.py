@@ -1,0 +1,1 @@
+"""The Models view: mlpipe's pages inside the Airflow web UI (served by plugins/mlpipe_plugin.py)."""

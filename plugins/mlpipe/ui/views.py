@@ -1,0 +1,471 @@
+"""What the Models view shows, read from the specs, the registry and the artifact store as plain dicts.
+
+No Airflow and no HTTP here: the FastAPI app (``mlpipe.ui.app``) authenticates, calls these and
+renders the result as pages or JSON; tests call them with a real registry and store.
+
+Where things are: model versions, the champion log and drift history in the registry; each
+training run under ``<pipeline>/runs/<run_key>/`` (``run.json``, ``evaluate/verdict.json``,
+``evaluate/report/``, ``validate/summary.json`` and ``validate/data_docs/``,
+``promote/result.json``); each drift check's report under ``<pipeline>/monitor/<run_key>/report/``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipe.errors import MlpipeError, SpecError
+from mlpipe.registry import ChampionEvent, ModelVersion, Registry
+from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
+from mlpipe.stages.runs import RUN_FILE, list_runs, read_json, run_prefix
+from mlpipe.storage import ArtifactStore, check_key, run_key
+from mlpipe.ui import paths
+
+# Run files the view reads or links to, relative to the run's prefix.
+VERDICT = "evaluate/verdict.json"
+EVALUATION_REPORT = "evaluate/report/index.html"
+VALIDATION_SUMMARY = "validate/summary.json"
+PROMOTION = "promote/result.json"
+DRIFT_REPORT = "report/index.html"  # under <pipeline>/monitor/<run_key>/
+
+RUNS_SHOWN = 25
+DRIFT_CHECKS_SHOWN = 25
+DRIFT_CHECKS_CHARTED = 60
+
+
+class NotFound(MlpipeError):
+    """The page asks for a pipeline, version, run or artifact that does not exist."""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One spec file of include/pipelines/: its loaded spec, or why it does not load."""
+
+    name: str
+    path: Path
+    loaded: LoadedSpec | None
+    error: str | None
+
+    @property
+    def spec(self) -> PipelineSpec:
+        """The valid spec; :class:`NotFound` for an invalid one (it has no pages beyond its error)."""
+        if self.loaded is None:
+            raise NotFound(f"pipeline {self.name!r} has an invalid spec: {self.error}")
+        return self.loaded.spec
+
+    def dag_ids(self) -> dict[str, str]:
+        if self.loaded is None:
+            return {"train": f"{self.name}_train"}
+        spec = self.loaded.spec
+        dags = {"train": f"{spec.name}_train"}
+        if spec.watch is not None:
+            dags["watch"] = f"{spec.name}_watch"
+        if spec.monitor is not None:
+            dags["monitor"] = f"{spec.name}_monitor"
+        return dags
+
+
+def pipelines(pipelines_dir: Path | None = None) -> list[Pipeline]:
+    """Every pipeline spec, valid or not, by name (the file's stem, which a valid spec's name equals)."""
+    out = []
+    for path in spec_paths(pipelines_dir):
+        try:
+            out.append(Pipeline(path.stem, path, load_spec(path), None))
+        except SpecError as exc:
+            out.append(Pipeline(path.stem, path, None, str(exc)))
+    return out
+
+
+def find_pipeline(name: str, pipelines_dir: Path | None = None) -> Pipeline:
+    for pipeline in pipelines(pipelines_dir):
+        if pipeline.name == name:
+            return pipeline
+    raise NotFound(f"no pipeline {name!r}")
+
+
+# -- reading runs --------------------------------------------------------------------------------
+
+
+def run_files(store: ArtifactStore, pipeline: str) -> dict[str, set[str]]:
+    """Run key -> the files of that run (relative to the run), from one listing of the store."""
+    files: dict[str, set[str]] = defaultdict(set)
+    for key in store.list(f"{pipeline}/runs"):
+        parts = key.split("/", 3)
+        if len(parts) == 4:
+            files[parts[2]].add(parts[3])
+    return files
+
+
+def training(runs: list[dict[str, Any]], pipeline: str) -> list[dict[str, Any]]:
+    """The run records of the pipeline's training DAG (other DAGs of the pipeline may keep records too)."""
+    dag_id = f"{pipeline}_train"
+    return [r for r in runs if r.get("dag_id", dag_id) == dag_id]
+
+
+def _run_links(pipeline: str, key: str, files: set[str]) -> dict[str, str]:
+    links = {"run": paths.run(pipeline, key)}
+    if VALIDATION_SUMMARY in files:
+        links["data_docs"] = paths.data_docs(pipeline, key)
+    if EVALUATION_REPORT in files:
+        links["evaluation_report"] = paths.evaluation_report(pipeline, key)
+    return links
+
+
+def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not verdict:
+        return None
+    best = verdict.get("best_candidate")
+    metric = verdict.get("primary_metric")
+    value = (verdict.get("candidates") or {}).get(best, {}).get(metric) if best else None
+    return {
+        "decision": verdict.get("decision"),
+        "blessed": bool(verdict.get("blessed")),
+        "best_candidate": best,
+        "primary_metric": metric,
+        "primary_value": value,
+        "champion_version": verdict.get("champion_version"),
+        "reasons": list(verdict.get("reasons") or []),
+    }
+
+
+def _run_summary(store: ArtifactStore, pipeline: str, record: dict[str, Any], files: set[str]) -> dict[str, Any]:
+    key = record["run_key"]
+    prefix = run_prefix(pipeline, key)
+    verdict = read_json(store, f"{prefix}/{VERDICT}") if VERDICT in files else None
+    promotion = read_json(store, f"{prefix}/{PROMOTION}") if PROMOTION in files else None
+    return {
+        "run_key": key,
+        "run_id": record.get("run_id"),
+        "dag_id": record.get("dag_id"),
+        "trigger": record.get("trigger"),
+        "as_of": record.get("as_of"),
+        "verdict": _verdict_brief(verdict),
+        "promotion": promotion,
+        "links": _run_links(pipeline, key, files),
+    }
+
+
+def _trigger_of(event: ChampionEvent, champion: ModelVersion | None, runs: list[dict[str, Any]]) -> str | None:
+    """What started the run that made this champion change (its run record, else the version's lineage)."""
+    if event.run_id is not None:
+        key = run_key(event.run_id)
+        for record in runs:
+            if record["run_key"] == key and record.get("trigger"):
+                return str(record["trigger"])
+    if champion is not None and champion.run_id == event.run_id:
+        return (champion.lineage.get("trigger") or {}).get("trigger")
+    return None
+
+
+def _champion(
+    pipeline: str, registry: Registry, history: list[ChampionEvent], runs: list[dict[str, Any]], metric: str | None
+) -> dict[str, Any] | None:
+    champion = registry.champion(pipeline)
+    if champion is None or not history:
+        return None
+    event = history[-1]
+    return {
+        "version": champion.version,
+        "candidate": champion.candidate,
+        "estimator": champion.estimator,
+        "primary_metric": metric,
+        "primary_value": champion.metrics.get(metric) if metric else None,
+        "metrics": champion.metrics,
+        "promoted_at": event.created_at.isoformat(),
+        "action": event.action,
+        "reason": event.reason,
+        "actor": event.actor,
+        "run_id": event.run_id,
+        "trigger": _trigger_of(event, champion, runs),
+        "links": {"version": paths.version(pipeline, champion.version)},
+    }
+
+
+def _drift_brief(pipeline: str, check: dict[str, Any]) -> dict[str, Any]:
+    figures = check.get("figures") or {}
+    drift = figures.get("drift") or {}
+    key = run_key(check["run_id"])
+    return {
+        "created_at": check["created_at"],
+        "window_start": check["window_start"],
+        "window_end": check["window_end"],
+        "champion_version": check["champion_version"],
+        "verdict": check["verdict"],
+        "breach": bool(check["breach"]),
+        "emitted": bool(check["emitted"]),
+        "drifted_share": drift.get("drifted_share"),
+        "reasons": list(drift.get("reasons") or []),
+        "run_id": check["run_id"],
+        "run_key": key,
+        "links": {"drift_report": paths.drift_report(pipeline, key)} if figures.get("report_uri") else {},
+    }
+
+
+def _spec_brief(pipeline: Pipeline) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": pipeline.name, "spec_file": pipeline.path.name, "error": pipeline.error}
+    out["dags"] = pipeline.dag_ids()
+    if pipeline.loaded is None:
+        return out
+    spec = pipeline.loaded.spec
+    out.update(
+        description=spec.description,
+        owner=spec.owner,
+        target=spec.target.column,
+        task=spec.target.task,
+        primary_metric=spec.primary_metric,
+        secondary_metrics=list(spec.secondary_metrics),
+        schedule=spec.schedule,
+    )
+    return out
+
+
+# -- the pages -----------------------------------------------------------------------------------
+
+
+def pipeline_summary(pipeline: Pipeline, store: ArtifactStore, registry: Registry) -> dict[str, Any]:
+    """One row of the overview: champion, last training run and its verdict, last drift check."""
+    out = _spec_brief(pipeline)
+    if pipeline.loaded is None:
+        return {**out, "champion": None, "versions": 0, "last_run": None, "last_drift": None}
+    name = pipeline.name
+    runs = list_runs(store, name)
+    trained = training(runs, name)
+    history = registry.champion_history(name)
+    last_run = None
+    if trained:
+        record = trained[-1]
+        files = run_files(store, name).get(record["run_key"], set())
+        last_run = _run_summary(store, name, record, files)
+    checks = registry.drift_checks(name)
+    return {
+        **out,
+        "champion": _champion(name, registry, history, runs, out["primary_metric"]),
+        "versions": registry.next_version(name) - 1,
+        "last_run": last_run,
+        "last_drift": _drift_brief(name, checks[-1]) if checks else None,
+        "links": {"pipeline": paths.pipeline(name)},
+    }
+
+
+def overview(store: ArtifactStore, registry: Registry, names: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every pipeline's summary (only those in ``names`` when given: the ones the user may read)."""
+    return [pipeline_summary(p, store, registry) for p in pipelines() if names is None or p.name in names]
+
+
+def _version_row(
+    pipeline: str, version: ModelVersion, champion: int | None, ever: set[int], files: dict[str, set[str]]
+) -> dict[str, Any]:
+    key = run_key(version.run_id)
+    return {
+        "version": version.version,
+        "candidate": version.candidate,
+        "estimator": version.estimator,
+        "metrics": version.metrics,
+        "data_rows": version.data_rows,
+        "created_at": version.created_at.isoformat() if version.created_at else None,
+        "run_id": version.run_id,
+        "run_key": key,
+        "trigger": (version.lineage.get("trigger") or {}).get("trigger"),
+        "is_champion": version.version == champion,
+        "was_champion": version.version in ever,
+        "links": {
+            "version": paths.version(pipeline, version.version),
+            **_run_links(pipeline, key, files.get(key, set())),
+        },
+    }
+
+
+def _event_row(pipeline: str, event: ChampionEvent) -> dict[str, Any]:
+    return {
+        **event.as_dict(),
+        "links": {"version": paths.version(pipeline, event.version)},
+    }
+
+
+def drift_series(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per feature (and the score), its drift statistic over the checks, with the thresholds in force.
+
+    Numeric features and the score are measured by PSI, categorical ones by JS distance, as in
+    ``stages/drift.py``; a check too small to judge carries its figures with status 'n/a'.
+    """
+    checks = checks[-DRIFT_CHECKS_CHARTED:]
+    labels = [_short_time(c.get("window_end") or c["created_at"]) for c in checks]
+    features: dict[str, dict[str, Any]] = {}
+    thresholds: dict[str, Any] = {}
+    for index, check in enumerate(checks):
+        drift = (check.get("figures") or {}).get("drift") or {}
+        thresholds = drift.get("thresholds") or thresholds
+        rows = list(drift.get("features") or [])
+        if drift.get("score"):
+            rows.append(drift["score"])
+        for row in rows:
+            stat = "js" if row.get("kind") == "categorical" else "psi"
+            entry = features.setdefault(
+                row["feature"],
+                {
+                    "feature": row["feature"],
+                    "kind": row.get("kind"),
+                    "statistic": stat,
+                    "values": [None] * len(checks),
+                    "statuses": [None] * len(checks),
+                },
+            )
+            value = row.get(stat)
+            entry["values"][index] = value if isinstance(value, int | float) and math.isfinite(value) else None
+            entry["statuses"][index] = row.get("status")
+    for entry in features.values():
+        if entry["statistic"] == "psi":
+            entry["thresholds"] = {"warn": thresholds.get("psi_warn"), "act": thresholds.get("psi_act")}
+        else:
+            entry["thresholds"] = {"warn": thresholds.get("js_warn"), "act": thresholds.get("js_act")}
+    ordered = sorted(features.values(), key=lambda e: (e["kind"] == "score", e["kind"] or "", e["feature"]))
+    return {"labels": labels, "features": ordered}
+
+
+def _short_time(value: str) -> str:
+    """'2026-03-07T06:00:00+00:00' -> '03-07 06:00': a chart's axis label."""
+    return value[5:16].replace("T", " ") if len(value) >= 16 else value
+
+
+def pipeline_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry) -> dict[str, Any]:
+    """The pipeline page: versions with their metrics, the champion log, runs, drift history."""
+    summary = pipeline_summary(pipeline, store, registry)
+    name = pipeline.name
+    spec = pipeline.spec
+    history = registry.champion_history(name)
+    champion = history[-1].version if history else None
+    ever = {e.version for e in history}
+    files = run_files(store, name)
+    versions = [_version_row(name, v, champion, ever, files) for v in registry.list_versions(name)]
+    runs = training(list_runs(store, name), name)[-RUNS_SHOWN:]
+    checks = registry.drift_checks(name)
+    return {
+        **summary,
+        "metric_names": [spec.primary_metric, *spec.secondary_metrics],
+        "directions": {m: spec.direction(m) for m in [spec.primary_metric, *spec.secondary_metrics]},
+        "gate": spec.gate.model_dump(),
+        "candidates": [{"name": c.name, "estimator": c.estimator, "params": c.params} for c in spec.candidates],
+        "version_history": versions,
+        "champion_log": [_event_row(name, e) for e in history],
+        "rollbacks": [_event_row(name, e) for e in history if e.action == "rollback"],
+        "runs": [_run_summary(store, name, r, files.get(r["run_key"], set())) for r in reversed(runs)],
+        "drift_checks": [_drift_brief(name, c) for c in reversed(checks[-DRIFT_CHECKS_SHOWN:])],
+        "drift": drift_series(checks),
+        "monitor": spec.monitor.model_dump() if spec.monitor else None,
+    }
+
+
+def version_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, number: int) -> dict[str, Any]:
+    """One model version: metrics, parameters, lineage, its champion events and its run's reports."""
+    name = pipeline.spec.name
+    try:
+        version = registry.get_version(name, number)
+    except MlpipeError:
+        raise NotFound(f"pipeline {name!r} has no model version {number}") from None
+    history = registry.champion_history(name)
+    champion = history[-1].version if history else None
+    files = run_files(store, name)
+    row = _version_row(name, version, champion, {e.version for e in history}, files)
+    return {
+        **row,
+        "pipeline": name,
+        "pipeline_link": paths.pipeline(name),
+        "params": version.params,
+        "lineage": version.lineage,
+        "data_sha256": version.data_sha256,
+        "spec_sha256": version.spec_sha256,
+        "code_version": version.code_version,
+        "artifact_uri": version.artifact_uri,
+        "artifact_sha256": version.artifact_sha256,
+        "events": [_event_row(name, e) for e in history if number in (e.version, e.previous_version)],
+    }
+
+
+def run_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, key: str) -> dict[str, Any]:
+    """One training run: what started it, the gate's verdict rule by rule, what promotion did."""
+    name = pipeline.spec.name
+    files = run_files(store, name).get(check_run_key(key), set())
+    if RUN_FILE not in files:
+        raise NotFound(f"pipeline {name!r} has no recorded run {key!r}")
+    prefix = run_prefix(name, key)
+    record = {**(read_json(store, f"{prefix}/{RUN_FILE}") or {}), "run_key": key}
+    verdict = read_json(store, f"{prefix}/{VERDICT}") if VERDICT in files else None
+    validation = read_json(store, f"{prefix}/{VALIDATION_SUMMARY}") if VALIDATION_SUMMARY in files else None
+    version = registry.version_for_run(name, record["run_id"]) if record.get("run_id") else None
+    return {
+        **_run_summary(store, name, record, files),
+        "pipeline": name,
+        "pipeline_link": paths.pipeline(name),
+        "version_link": paths.version(name, version.version) if version else None,
+        "asset_events": record.get("asset_events") or [],
+        "conf": record.get("conf") or {},
+        "verdict_full": verdict,
+        "slices": _table((verdict or {}).get("slices")),
+        "validation": validation,
+        "version": version.version if version else None,
+    }
+
+
+def _table(rows: Any) -> dict[str, Any] | None:
+    """A list of flat dicts (the verdict's slices, say) as columns and rows; None for anything else."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return None
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns and not isinstance(row[k], dict | list))
+    return {"columns": columns, "rows": [[row.get(c) for c in columns] for row in rows]}
+
+
+def check_run_key(key: str) -> str:
+    """A run key from a URL: one safe path part (no '/', no '..')."""
+    try:
+        if "/" in key or check_key(key) != key:
+            raise MlpipeError(key)
+    except MlpipeError:
+        raise NotFound(f"invalid run key {key!r}") from None
+    return key
+
+
+# -- what the report links resolve to ------------------------------------------------------------
+
+
+def data_docs_key(store: ArtifactStore, pipeline: str, key: str) -> str:
+    """The GX Data Docs page of a run's validation (the one its summary names)."""
+    summary = read_json(store, f"{run_prefix(pipeline, check_run_key(key))}/{VALIDATION_SUMMARY}")
+    uri = (summary or {}).get("data_docs_uri")
+    if not uri:
+        raise NotFound(f"run {key!r} of {pipeline!r} has no Data Docs (validation did not run)")
+    return _own_key(store, pipeline, uri)
+
+
+def evaluation_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
+    """The evaluation report of a training run (the verdict's ``report_uri`` when it names one)."""
+    prefix = run_prefix(pipeline, check_run_key(key))
+    verdict = read_json(store, f"{prefix}/{VERDICT}") or {}
+    report = _own_key(store, pipeline, verdict["report_uri"]) if verdict.get("report_uri") else None
+    report = report or f"{prefix}/{EVALUATION_REPORT}"
+    if not store.exists(report):
+        raise NotFound(f"run {key!r} of {pipeline!r} has no evaluation report")
+    return report
+
+
+def drift_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
+    """The HTML report of a drift check (monitor run ``key``)."""
+    report = f"{pipeline}/monitor/{check_run_key(key)}/{DRIFT_REPORT}"
+    if not store.exists(report):
+        raise NotFound(f"monitor run {key!r} of {pipeline!r} has no drift report")
+    return report
+
+
+def _own_key(store: ArtifactStore, pipeline: str, uri: str) -> str:
+    """The store key behind ``uri``, which must be in this store and this pipeline's part of it."""
+    try:
+        key = store.key_for_uri(uri)
+    except (FileNotFoundError, MlpipeError):
+        raise NotFound(f"{uri} is not in this artifact store") from None
+    if not key.startswith(f"{pipeline}/"):
+        raise NotFound(f"{uri} is not an artifact of pipeline {pipeline!r}")
+    return key
