@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlpipe.operators.links import DriftReportLink
 from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors
 
 if TYPE_CHECKING:
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 
 class DriftCheckOperator(PipelineOperator):
     """Drift and performance of the newest source window against the champion; recorded in the registry."""
+
+    operator_extra_links = (DriftReportLink(),)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.operators.resources import source_engine

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError, SpecError
+from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVersionLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -160,6 +161,7 @@ class SnapshotValidateOperator(PipelineOperator):
     """Run the spec's Great Expectations suite on the snapshot; failed expectations stop the run."""
 
     template_fields: Sequence[str] = ("pipeline", "snapshot")
+    operator_extra_links = (DataDocsLink(),)
 
     def __init__(self, *, snapshot: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -243,6 +245,7 @@ class CandidatesEvaluateOperator(PipelineOperator):
     """Score every candidate and the current champion on the holdout and write the gate's verdict."""
 
     template_fields: Sequence[str] = ("pipeline", "features", "trained")
+    operator_extra_links = (EvaluationReportLink(),)
 
     def __init__(self, *, features: Any, trained: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -280,6 +283,7 @@ class ModelPromoteOperator(PipelineOperator):
     """Register and promote the blessed candidate in one compare-and-swap; no-op when unblessed."""
 
     template_fields: Sequence[str] = ("pipeline", "verdict", "trained", "snapshot", "features")
+    operator_extra_links = (ModelVersionLink(),)
 
     def __init__(self, *, verdict: Any, trained: Any, snapshot: Any, features: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
