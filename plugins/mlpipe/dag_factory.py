@@ -8,6 +8,7 @@ still load and the user sees the message in the UI.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTi
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe.errors import SpecError
+from mlpipe.operators.links import base_path
 from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
@@ -29,6 +31,7 @@ from mlpipe.operators.training import (
 from mlpipe.operators.watch import NewDataPublishOperator
 from mlpipe.sensors.new_data import NewDataSensor
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
+from mlpipe.ui import paths
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +39,114 @@ RETRY_DELAY = timedelta(seconds=30)
 MAX_RETRY_DELAY = timedelta(minutes=10)
 
 
-def _doc_md(loaded: LoadedSpec) -> str:
-    spec = loaded.spec
+ROLE_TITLES = {
+    "train": "training",
+    "watch": "new-data watch",
+    "monitor": "drift and performance monitor",
+    "score": "batch scoring",
+    "rollback": "rollback",
+}
+
+
+def _features_md(spec: PipelineSpec) -> str:
+    parts = []
+    if spec.features.numeric:
+        parts.append("numeric " + ", ".join(f"`{c}`" for c in spec.features.numeric))
+    if spec.features.categorical:
+        parts.append("categorical " + ", ".join(f"`{c}`" for c in spec.features.categorical))
+    for d in spec.features.datetime:
+        parts.append(f"`{d.column}` ({', '.join(d.parts)}, {d.timezone})")
+    return "; ".join(parts)
+
+
+def _gate_md(spec: PipelineSpec) -> str:
     gate = spec.gate
-    cands = "\n".join(f"- `{c.name}`: `{c.estimator}` {c.params or ''}" for c in spec.candidates)
-    rules = [
-        f"- floor: {spec.primary_metric} ≥ {gate.min_primary}" if gate.min_primary is not None else None,
-        f"- beat the champion's {spec.primary_metric} by ≥ {gate.min_improvement} (ties never promote)",
-    ]
-    rules += [f"- {m} may not worsen by more than {tol}" for m, tol in gate.max_regression.items()]
-    return f"""### {spec.name}: training
+    metric = spec.primary_metric
+    rules = [f"- floor: `{metric}` ≥ {gate.min_primary}"] if gate.min_primary is not None else []
+    rules.append(f"- beat the champion's `{metric}` by ≥ {gate.min_improvement} (ties never promote)")
+    rules += [f"- `{m}` may not worsen by more than {tol}" for m, tol in gate.max_regression.items()]
+    rules.append("- no champion yet: the best candidate that meets the floor becomes the first one")
+    return "\n".join(rules)
+
+
+def _triggers_md(spec: PipelineSpec) -> str:
+    """What starts each of the pipeline's DAGs, and how they feed each other."""
+    name = spec.name
+    train = f"`{name}_train`: " + (f"cron `{spec.schedule}` (UTC)" if spec.schedule else "no schedule")
+    events = [f"`{name}.new_data` from `{name}_watch`"] if spec.watch else []
+    events += [f"`{name}.drift` from `{name}_monitor`"] if spec.monitor else []
+    lines = [train + (", or the asset event " + " or ".join(events) if events else "") + ", or by hand"]
+    if spec.watch:
+        lines.append(
+            f"`{name}_watch`: cron `{spec.watch.schedule or 'none'}`; waits for ≥ {spec.watch.min_new_rows} new "
+            f"row(s) of `{spec.source.table}` past the watermark, then emits `{name}.new_data`"
+        )
+    if spec.monitor:
+        lines.append(
+            f"`{name}_monitor`: cron `{spec.monitor.schedule or 'none'}`; a drifted window emits `{name}.drift` once"
+        )
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _dag_doc(spec: PipelineSpec, role: str, body: str) -> str:
+    """A pipeline DAG's docs: what the pipeline predicts and from what, the role's own ``body``, the
+    gate, the triggers, and where its results are shown. Built from the spec for every role."""
+    target = spec.target
+    positive = f", positive class `{target.positive_class}`" if target.positive_class is not None else ""
+    source = spec.source
+    landing = (
+        f" New rows land in `{source.table}`, ordered by `{source.watermark_column}`."
+        if source.table and source.watermark_column
+        else ""
+    )
+    models = paths.in_airflow_ui(paths.pipeline(spec.name), base_path())
+    return f"""### {spec.name}: {ROLE_TITLES.get(role, role)}
 {spec.description}
 
-**Owner** {spec.owner} · **Target** `{spec.target.column}` ({spec.target.task}) ·
-**Source** `{spec.source.kind}` via connection `{spec.source.connection_id}`, query `include/sql/{spec.source.query}` ·
-**Suite** `include/expectations/{spec.validation.suite}` · **Schedule** `{spec.schedule or "manual only"}` (UTC)
+- **Predicts** `{target.column}` ({target.task}{positive}) from {_features_md(spec)}
+- **Source** `{source.kind}` query `include/sql/{source.query}` through connection `{source.connection_id}`.{landing}
+- **Owner** {spec.owner} · **Spec** `include/pipelines/{spec.name}.yaml` (fields: `docs/spec.md`)
 
-**Candidates**
-{cands}
+{body.strip()}
 
-**Gate** (primary metric `{spec.primary_metric}`; secondary {", ".join(spec.secondary_metrics) or "none"})
-{chr(10).join(r for r in rules if r)}
+#### Promotion gate (primary metric `{spec.primary_metric}`)
+{_gate_md(spec)}
 
-Spec: `{loaded.path.name}` · spec fields are described in `docs/spec.md`.
+#### Triggers
+{_triggers_md(spec)}
+
+#### Results
+The [Models view]({models}) (top navigation, **Models**) shows the champion, every version with its metrics,
+the champion log, the training runs with their verdicts, and the drift history. Task buttons link there too:
+`validate_snapshot` → Data Docs, `evaluate_candidates` → evaluation report, `promote_model` → model version,
+`check_drift` → drift report.
 """
+
+
+def manual_run_doc(dag: DAG) -> str:
+    """How to start ``dag`` from the UI's trigger form, listing its Params with their descriptions."""
+    lines = [
+        "#### Run it by hand",
+        "Press **Trigger** (▶) on this DAG's page. "
+        + (
+            "The form shows the parameters below, each with what it does; leave them at their defaults for "
+            "an ordinary run. Runs started by the schedule or an asset event use the defaults."
+            if dag.params
+            else "This DAG has no parameters: the form only asks for the logical date (the run's as-of time)."
+        ),
+    ]
+    if dag.params:
+        lines += ["", "| Parameter | Default | What it does |", "|---|---|---|"]
+        for key in dag.params:
+            param = dag.params.get_param(key)
+            text = (param.description or "**undocumented**").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{key}` | `{param.value!r}` | {text} |")
+    lines += [
+        "",
+        f"From a terminal: `airflow dags trigger {dag.dag_id}`, or run it in one process with "
+        f"`airflow dags test {dag.dag_id}`.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _cron(expression: str | None) -> CronTriggerTimetable | None:
@@ -67,11 +154,12 @@ def _cron(expression: str | None) -> CronTriggerTimetable | None:
 
 
 def _pipeline_dag(spec: PipelineSpec, role: str, *, description: str, doc_md: str, schedule: object) -> DAG:
-    """``<name>_<role>`` with what every pipeline DAG shares: owner, retries, tags, no catch-up, one run at a time."""
+    """``<name>_<role>`` with what every pipeline DAG shares: owner, retries, tags, no catch-up, one run at a
+    time, and docs built from the spec around ``doc_md`` (the role's own part; see :func:`_dag_doc`)."""
     return DAG(
         dag_id=f"{spec.name}_{role}",
         description=description[:300],
-        doc_md=doc_md,
+        doc_md=_dag_doc(spec, role, doc_md),
         schedule=schedule,
         start_date=spec.start_date,
         catchup=False,
@@ -108,11 +196,33 @@ def _train_schedule(loaded: LoadedSpec) -> object:
     return AssetOrTimeSchedule(timetable=cron, assets=assets) if cron else assets
 
 
+def _train_doc(spec: PipelineSpec) -> str:
+    cands = "\n".join(
+        f"- `{c.name}`: `{c.estimator}`" + (f" `{json.dumps(c.params)}`" if c.params else "") for c in spec.candidates
+    )
+    split = spec.split
+    how = (
+        f"the latest {split.holdout_fraction:.0%} by `{split.time_column}`"
+        if split.method == "time"
+        else f"a random {split.holdout_fraction:.0%} (seed {split.seed})"
+    )
+    metrics = ", ".join(f"`{m}`" for m in [spec.primary_metric, *spec.secondary_metrics])
+    return f"""`extract_snapshot` → `validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`)
+→ `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
+`evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
+`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
+compare-and-swap; nothing when the gate says no).
+
+**Candidates**
+{cands}
+"""
+
+
 def build_train_dag(loaded: LoadedSpec) -> DAG:
     """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
     spec = loaded.spec
     with _pipeline_dag(
-        spec, "train", description=spec.description, doc_md=_doc_md(loaded), schedule=_train_schedule(loaded)
+        spec, "train", description=spec.description, doc_md=_train_doc(spec), schedule=_train_schedule(loaded)
     ) as dag:
         common = {"pipeline": spec.name}
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
@@ -149,8 +259,7 @@ def build_watch_dag(loaded: LoadedSpec) -> DAG:
         spec,
         "watch",
         description=f"New rows of {spec.source.table} past the watermark start {spec.name}_train",
-        doc_md=f"""### {spec.name}: new-data watch
-Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` have
+        doc_md=f"""Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` have
 `{spec.source.watermark_column}` past the watermark kept in the registry (checking every
 {watch.poke_interval} s, up to {watch.timeout} s; in the triggerer when deferrable), then moves the
 watermark and emits the `{spec.name}.new_data` asset event (new watermark and row count in its
@@ -182,13 +291,12 @@ def build_monitor_dag(loaded: LoadedSpec) -> DAG:
         spec,
         "monitor",
         description=f"Drift of the newest {monitor.window_days:g} days of {spec.source.table} vs the champion",
-        doc_md=f"""### {spec.name}: drift and performance monitor
-Compares the newest **{monitor.window_days:g} days** of the source (by `{spec.source.watermark_column}`) with the
-champion's training snapshot: PSI (warn {monitor.psi_warn}, act {monitor.psi_act}) and KS for numeric
-features, Jensen-Shannon distance (act {monitor.js_act}) for categorical ones, PSI of the champion's
-scores, and the champion's `{spec.primary_metric}` on labelled new rows (tolerance
-{monitor.performance_tolerance}). No verdict below {monitor.min_sample} rows. Drift when
-≥ {monitor.drifted_share:.0%} of the features or the score act, or the metric drops; then
+        doc_md=f"""Compares the newest **{monitor.window_days:g} days** of the source (by
+`{spec.source.watermark_column}`) with the champion's training snapshot: PSI (warn {monitor.psi_warn},
+act {monitor.psi_act}) and KS for numeric features, Jensen-Shannon distance (act {monitor.js_act}) for
+categorical ones, PSI of the champion's scores, and the champion's `{spec.primary_metric}` on labelled
+new rows (tolerance {monitor.performance_tolerance}). No verdict below {monitor.min_sample} rows. Drift
+when ≥ {monitor.drifted_share:.0%} of the features or the score act, or the metric drops; then
 `announce_drift` emits `{spec.name}.drift` (figures in its extra), once per window, which starts
 `{spec.name}_train`. Every check is kept in the registry's drift history, with an HTML report.
 """,
@@ -247,4 +355,7 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
                 monitor = build_monitor_dag(loaded)
                 dags[monitor.dag_id] = monitor
         dags[dag.dag_id] = dag
+    for dag in dags.values():
+        if "spec-error" not in dag.tags:
+            dag.doc_md = f"{dag.doc_md}\n{manual_run_doc(dag)}"
     return dags
