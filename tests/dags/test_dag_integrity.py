@@ -131,3 +131,76 @@ def test_placeholder_task_fails_with_the_spec_message(tmp_path: Path) -> None:
     task = dags["oops_train"].get_task("report_spec_error")
     with pytest.raises(AirflowFailException, match=r"surprise: unknown field"):
         task.python_callable()
+
+
+# -- docs, tags and params: what the UI shows about each DAG ----------------------------------------
+
+
+def pipeline_dags(dagbag) -> dict:
+    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if "spec-error" not in dag.tags}
+
+
+def test_every_pipeline_dag_is_documented_from_its_spec(dagbag) -> None:
+    dags = pipeline_dags(dagbag)
+    assert {"flights_delay_train", "flights_delay_watch", "flights_delay_monitor"} <= set(dags)
+    for dag_id, dag in dags.items():
+        pipeline, role = dag_id.rsplit("_", 1)
+        assert {pipeline, "mlpipe", role} <= set(dag.tags), dag_id
+        doc = dag.doc_md
+        assert doc.startswith(f"### {pipeline}: "), dag_id
+        for needle in (
+            "**Predicts** `is_late` (binary, positive class `1`)",
+            "categorical `carrier`, `origin`, `dest`",
+            "query `include/sql/flights_delay.sql` through connection `mlpipe_source`",
+            "#### Promotion gate (primary metric `roc_auc`)",
+            "- floor: `roc_auc` ≥ 0.6",
+            "- `log_loss` may not worsen by more than 0.01",
+            "#### Triggers",
+            "`flights_delay_train`: cron `0 2 * * *` (UTC), or the asset event `flights_delay.new_data`",
+            "`flights_delay_monitor`: cron `0 6 * * *`",
+            "[Models view](/plugin/models/mlpipe/pipelines/flights_delay)",
+            "#### Run it by hand",
+            f"`airflow dags test {dag_id}`",
+        ):
+            assert needle in doc, (dag_id, needle)
+    assert "`promote_model` (registers the blessed candidate" in dags["flights_delay_train"].doc_md
+    assert "**500** row(s) of `flights`" in dags["flights_delay_watch"].doc_md
+    assert "PSI (warn 0.1" in dags["flights_delay_monitor"].doc_md
+
+
+def test_docs_follow_the_spec(tmp_path: Path) -> None:
+    from mlpipe.dag_factory import build_dags
+
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    spec = include / "pipelines" / "flights_delay.yaml"
+    spec.write_text(spec.read_text().replace("min_improvement: 0.001", "min_improvement: 0.02"))
+    dags = build_dags(include / "pipelines")
+    assert "beat the champion's `roc_auc` by ≥ 0.02 (ties never promote)" in dags["flights_delay_train"].doc_md
+
+
+def test_every_param_has_a_description_shown_in_the_docs(dagbag) -> None:
+    for dag_id, dag in pipeline_dags(dagbag).items():
+        for key in dag.params:
+            param = dag.params.get_param(key)
+            assert param.description and param.description.strip(), f"{dag_id}: Param {key!r} has no description"
+            assert f"| `{key}` |" in dag.doc_md and param.description.split("\n")[0] in dag.doc_md, (dag_id, key)
+
+
+def test_manual_run_doc_lists_params_and_flags_undocumented_ones() -> None:
+    from airflow.sdk import DAG, Param
+
+    from mlpipe.dag_factory import manual_run_doc
+
+    dag = DAG(
+        "p_train",
+        params={
+            "reason": Param("", type="string", description="Why | this run is forced"),
+            "bare": Param(3, type="integer"),
+        },
+    )
+    doc = manual_run_doc(dag)
+    assert "The form shows the parameters below" in doc
+    assert "| `reason` | `''` | Why \\| this run is forced |" in doc
+    assert "| `bare` | `3` | **undocumented** |" in doc
+    assert "no parameters" in manual_run_doc(DAG("q_train"))
