@@ -55,7 +55,7 @@ def _features_md(spec: PipelineSpec) -> str:
     if spec.features.categorical:
         parts.append("categorical " + ", ".join(f"`{c}`" for c in spec.features.categorical))
     for d in spec.features.datetime:
-        parts.append(f"`{d.column}` ({', '.join(d.parts)}, {d.timezone})")
+        parts.append(f"`{d.column}` (" + ", ".join(f"`{p}`" for p in d.parts) + f" in `{d.timezone}`)")
     return "; ".join(parts)
 
 
