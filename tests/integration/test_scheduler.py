@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import service_unavailable
+from servers import descendants, free_port, send_signal
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "flights_delay"
@@ -55,40 +55,9 @@ RUN_TIMEOUT = 240  # seconds any one wait below may take
 pytestmark = pytest.mark.scheduler
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def append_flights(db: Path, frame: Any) -> None:
     with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
         frame.to_sql("flights", conn, if_exists="append", index=False)
-
-
-def _descendants(root: int) -> list[int]:
-    """Every live process below ``root`` (task supervisors move their children to groups of their own)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _signal(pid: int, sig: int, *, group: bool) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig) if group else os.kill(pid, sig)
 
 
 class Stack:
@@ -146,17 +115,17 @@ class Stack:
     def stop(self, grace: float = 20) -> None:
         """SIGTERM every component's process group, then SIGKILL whatever is left, descendants included."""
         procs = list(reversed(self.procs.items()))
-        tree = {name: _descendants(proc.pid) for name, proc in procs}
+        tree = {name: descendants(proc.pid) for name, proc in procs}
         for _, proc in procs:
-            _signal(proc.pid, signal.SIGTERM, group=True)
+            send_signal(proc.pid, signal.SIGTERM, group=True)
         deadline = time.monotonic() + grace
         for _, proc in procs:
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for name, proc in procs:
-            _signal(proc.pid, signal.SIGKILL, group=True)
+            send_signal(proc.pid, signal.SIGKILL, group=True)
             for pid in tree[name]:
-                _signal(pid, signal.SIGKILL, group=False)
+                send_signal(pid, signal.SIGKILL, group=False)
             with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
 
