@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN_SPEC = "name: broken\ndescription: a spec with a typo\nsorce: {}\n"
@@ -20,12 +17,11 @@ BROKEN_SPEC = "name: broken\ndescription: a spec with a typo\nsorce: {}\n"
 @pytest.fixture(scope="module")
 def models_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """MLPIPE_HOME with the history of ``models_home.build_history``; an include tree with a broken spec too."""
-    from models_home import build_history
-
     from mlpipe import config
     from mlpipe.registry import Registry
     from mlpipe.spec import load_spec
     from mlpipe.storage import LocalStore
+    from ui.models_home import build_history
 
     root = tmp_path_factory.mktemp("models-home")
     include = root / "include"
@@ -59,11 +55,3 @@ def api_client(airflow_db: Path, models_home: dict[str, Any]) -> Iterator[Any]:
     with TestClient(app, base_url="http://localhost") as client:
         yield client
     purge_cached_app()
-
-
-def token_for(role: str | None, username: str = "someone") -> str:
-    """A JWT of Airflow's auth manager for a simple-auth-manager user with ``role``."""
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role))

@@ -230,3 +230,11 @@ def _drift_checks(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
         )
         out.append({"run_id": run_id, "verdict": report.verdict, "emitted": emitted})
     return out
+
+
+def token_for(role: str | None, username: str = "someone") -> str:
+    """A JWT of Airflow's auth manager for a simple-auth-manager user with ``role``."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role))

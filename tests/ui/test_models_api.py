@@ -12,10 +12,9 @@ import re
 from typing import Any
 
 import pytest
-from conftest import token_for
-from models_home import PIPELINE, ROLLBACK_REASON, RUNS
 
 from mlpipe.storage import run_key
+from ui.models_home import PIPELINE, ROLLBACK_REASON, RUNS, token_for
 
 ADMIN = "admin"
 
