@@ -40,17 +40,18 @@ PASSWORDS_FILE = $${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$(AIRFLOW
 
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv activate-hook airflow-cfg demo test ui bench lint lock compose-tool compose-config clean
+.PHONY: help setup venv activate-hook airflow-cfg demo test ui bench lint lock compose-tool compose-config browser-tool clean
 
 help:
 	@echo "make setup           .venv from requirements.lock (uv), .airflow/ metadata DB, demo data in .mlpipe/"
 	@echo "make demo            airflow dags test $(DEMO_DAG), then a summary of the run"
 	@echo "make test            lint-imports, ruff check, pytest (PYTEST_ARGS='-k x -m \"not slow\"' passes options)"
-	@echo "make ui              airflow standalone on http://localhost:8080 (prints the admin password)"
+	@echo "make ui              the demo trained (once), then airflow standalone on http://localhost:8080 (prints the login)"
 	@echo "make bench           python -m bench"
 	@echo "make lint            ruff check, ruff format --check, lint-imports"
 	@echo "make lock            recompile requirements.lock from requirements-dev.txt with uv"
 	@echo "make compose-config  validate docker-compose.yaml (installs Debian docker-compose when root)"
+	@echo "make browser-tool    Debian chromium for the browser tests (installs it when root)"
 	@echo "make clean           remove .venv .airflow .mlpipe and caches"
 	@echo "Then: source .venv/bin/activate  (sets AIRFLOW_HOME etc. via scripts/env.sh)"
 
@@ -120,13 +121,17 @@ test: venv
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
-# The simple auth manager keeps generated passwords in $AIRFLOW_HOME/simple_auth_manager_passwords
+# The demo is trained first when the registry has no champion yet, so the Models view has something to
+# show. The simple auth manager keeps generated passwords in $AIRFLOW_HOME/simple_auth_manager_passwords
 # .json.generated and prints one only when it first creates it; `airflow standalone` says "previously
 # generated, not echoing" after that. So create it here the same way standalone does, then print it.
 ui: setup
+	@$(ENV) python -m mlpipe registry champion $(DEMO_PIPELINE) >/dev/null 2>&1 || { \
+		echo "No $(DEMO_PIPELINE) champion yet: training the demo first"; $(MAKE) demo; }
 	@$(ENV) python -c 'from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()' >/dev/null
 	@$(ENV) echo "Airflow UI: http://localhost:$(UI_PORT)   user: admin   password: $$(python -c \
 		'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$(PASSWORDS_FILE)")   (from $(PASSWORDS_FILE))"
+	@echo "Models view: http://localhost:$(UI_PORT)/plugin/models   (the Models entry of the navigation)"
 	$(ENV) exec airflow standalone
 
 bench: venv
@@ -160,5 +165,16 @@ compose-config: compose-tool
 	ENV_FILE_PATH="$$env_file" docker-compose --env-file "$$env_file" -f docker-compose.yaml config -q && \
 	echo "docker-compose.yaml is valid (env: $$env_file)"
 
+# Debian's chromium, which the browser tests drive headless through Playwright (no browser download).
+browser-tool:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian package chromium"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				chromium fonts-liberation >/dev/null; \
+		else \
+			echo "chromium is missing: sudo apt-get install --no-install-recommends chromium" >&2; exit 1; \
+		fi; }
+
 clean:
-	rm -rf "$(CURDIR)/.venv" "$(CURDIR)/.airflow" "$(CURDIR)/.mlpipe" "$(CURDIR)/.pytest_cache" "$(CURDIR)/.ruff_cache" "$(CURDIR)/.import_linter_cache"
+	rm -rf "$(CURDIR)/.venv" "$(CURDIR)/.airflow" "$(CURDIR)/.mlpipe" "$(CURDIR)/.pytest_cache" "$(CURDIR)/.ruff_cache" "$(CURDIR)/.import_linter_cache" "$(CURDIR)/tests/out"
