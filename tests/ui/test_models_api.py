@@ -352,3 +352,20 @@ def test_only_report_files_of_known_pipelines_are_served(api_client, models_home
     assert get(api_client, "/mlpipe/artifacts/flights_delay/runs/nope/run.json").status_code == 404
     response = get(api_client, f"/mlpipe/artifacts/{first_drift_report(models_home)}")
     assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
+
+
+def test_an_unreachable_registry_is_a_503_page_without_its_address(api_client, monkeypatch) -> None:
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    from mlpipe.ui.app import create_app
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_REGISTRY", "postgresql://postgres@127.0.0.1:1/nowhere")
+    app = create_app()  # a fresh app: the mounted one keeps its registry for a while
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="admin", role="admin")
+    with TestClient(app) as client:
+        page = client.get(f"/pipelines/{PIPELINE}")
+        api = client.get("/api/pipelines")
+    assert page.status_code == 503 and "cannot read the registry" in page.text and "127.0.0.1:1" not in page.text
+    assert api.status_code == 503 and "see the API server's log" in api.json()["detail"]

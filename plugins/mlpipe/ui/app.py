@@ -15,6 +15,7 @@ and (local store) resolve, symlinks followed, to a file inside the store's root.
 
 from __future__ import annotations
 
+import logging
 import math
 import mimetypes
 import threading
@@ -27,9 +28,12 @@ from typing import Annotated, Any
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from mlpipe.errors import MlpipeError
 from mlpipe.ui import paths, render, views
+
+log = logging.getLogger(__name__)
 
 # Artifacts the view serves, with their content types; anything else (models, Parquet) is refused.
 VIEWABLE = {
@@ -187,7 +191,14 @@ def create_app() -> FastAPI:
         except Denied as exc:
             raise _Answer(403, str(exc), as_json) from None
         except (MlpipeError, OSError) as exc:
+            log.warning("Models view: %s %s: %s", request.method, request.url.path, exc)
             raise _Answer(503, f"cannot read the registry or the artifact store: {exc}", as_json) from None
+        except SQLAlchemyError as exc:
+            # Connection strings and SQL stay in the server's log, not on the page.
+            log.exception("Models view: %s %s: registry error", request.method, request.url.path)
+            raise _Answer(
+                503, f"cannot read the registry ({type(exc).__name__}); see the API server's log", as_json
+            ) from None
 
     @app.exception_handler(HTTPException)
     async def _answer(request: Request, exc: HTTPException) -> Response:
