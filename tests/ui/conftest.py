@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
 BROKEN_SPEC = "name: broken\ndescription: a spec with a typo\nsorce: {}\n"
 
 
@@ -47,11 +49,23 @@ def models_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 @pytest.fixture(scope="module")
 def api_client(airflow_db: Path, models_home: dict[str, Any]) -> Iterator[Any]:
-    """Airflow's whole API app (plugins mounted, auth manager on), as the API server builds it."""
+    """Airflow's whole API app (plugins mounted, auth manager on), as the API server builds it.
+
+    With its own JWT secret, as a deployment sets one (``[api_auth] jwt_secret``): what the session's
+    airflow.cfg holds depends on which process wrote it first.
+    """
     from airflow.api_fastapi.app import create_app, purge_cached_app
     from fastapi.testclient import TestClient
 
-    app = create_app()
-    with TestClient(app, base_url="http://localhost") as client:
-        yield client
-    purge_cached_app()
+    saved = os.environ.get(JWT_SECRET)
+    os.environ[JWT_SECRET] = secrets.token_urlsafe(32)
+    try:
+        app = create_app()
+        with TestClient(app, base_url="http://localhost") as client:
+            yield client
+        purge_cached_app()
+    finally:
+        if saved is None:
+            os.environ.pop(JWT_SECRET, None)
+        else:
+            os.environ[JWT_SECRET] = saved
