@@ -253,6 +253,19 @@ def test_models_view_reports_and_dag_docs_in_a_real_browser(live, registry, page
         assert all(width > 0 for _, width in loaded_images(frame))
     shoot(page, "6-evaluation-report")
 
+    # The monitor's button leads to the same drift report the Models view links.
+    monitor_run = urllib.parse.quote(live["runs"]["monitor"])
+    response = page.request.get(
+        f"{base}/api/v2/dags/{PIPELINE}_monitor/dagRuns/{monitor_run}/taskInstances/check_drift/links"
+    )
+    drift_link = response.json()["extra_links"]["Drift report"]
+    assert (
+        drift_link
+        == f"/plugin/models/mlpipe/pipelines/{PIPELINE}/monitor/{run_key(live['runs']['monitor'])}/drift-report"
+    )
+    page.goto(base + drift_link)
+    assert all(width > 0 for _, width in loaded_images(frame))
+
     # A DAG's docs, built from the spec.
     page.goto(f"{base}/dags/{PIPELINE}_train")
     page.get_by_role("button", name="Dag Docs").click()
