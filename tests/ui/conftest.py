@@ -61,6 +61,11 @@ def api_client(airflow_db: Path, models_home: dict[str, Any]) -> Iterator[Any]:
     os.environ[JWT_SECRET] = secrets.token_urlsafe(32)
     try:
         app = create_app()
+        # The plugin's app is built once per process and keeps its store and registry for a while:
+        # start it afresh on this module's MLPIPE_HOME.
+        from mlpipe_plugin import MlpipePlugin
+
+        MlpipePlugin.fastapi_apps[0]["app"]._app = None
         with TestClient(app, base_url="http://localhost") as client:
             yield client
         purge_cached_app()

@@ -1,4 +1,9 @@
-"""The Models view over an S3 artifact store (moto's server on loopback): pages and report files by key."""
+"""The Models view over an S3 artifact store: moto's server on loopback, reached through an ``aws`` Connection.
+
+The store is the one the operators get (``mlpipe_store`` of type ``aws``, via the amazon provider's
+S3Hook); the pipeline history is written to it, and the view's app reads pages and report files back
+over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -7,70 +12,88 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from unit.test_s3_store import make_client, s3_endpoint  # noqa: F401 - s3_endpoint is a fixture
+from conftest import make_s3_client, s3_connection_uri
 
 from mlpipe.storage import S3Store, run_key
 from ui.models_home import PIPELINE, RUNS, build_history
 
 
 @pytest.fixture(scope="module")
-def s3_home(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
+def s3_view(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import os
+
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
     from mlpipe import config
-    from mlpipe.registry import Registry
+    from mlpipe.operators.resources import open_registry, open_store
     from mlpipe.spec import load_spec
+    from mlpipe.ui.app import create_app
 
-    client = make_client(s3_endpoint)
     bucket = f"mlpipe-ui-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    store = S3Store(bucket, "team/mlpipe", client)
-    registry = Registry.from_url(f"sqlite:///{tmp_path_factory.mktemp('s3-registry') / 'registry.db'}")
-    loaded = load_spec(config.pipelines_dir() / f"{PIPELINE}.yaml")
-    history = build_history(loaded, store, registry)
-    yield {"store": store, "registry": registry, **history}
-    registry.dispose()
+    make_s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    home = tmp_path_factory.mktemp("s3-view")
+    env = {
+        "AIRFLOW_CONN_MLPIPE_STORE": s3_connection_uri(s3_endpoint, bucket=bucket, prefix="team/mlpipe"),
+        "MLPIPE_HOME": str(home),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        store = open_store()
+        assert isinstance(store, S3Store)
+        registry = open_registry()
+        history = build_history(load_spec(config.pipelines_dir() / f"{PIPELINE}.yaml"), store, registry)
+        init_auth_manager()  # may_read asks Airflow's auth manager
+        app = create_app()
+        app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="admin", role="admin")
+        with TestClient(app) as client:
+            yield {"client": client, "store": store, **history}
+        registry.dispose()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def test_pipeline_detail_reads_the_bucket(s3_home) -> None:
-    from mlpipe.ui import views
-
-    detail = views.pipeline_detail(views.find_pipeline(PIPELINE), s3_home["store"], s3_home["registry"])
+def test_pipeline_page_and_json_read_the_bucket(s3_view) -> None:
+    client = s3_view["client"]
+    detail = client.get(f"/api/pipelines/{PIPELINE}").json()
     assert [r["run_id"] for r in detail["runs"]] == [r.run_id for r in reversed(RUNS)]
     assert "evaluation_report" in detail["runs"][0]["links"] and "evaluation_report" not in detail["runs"][1]["links"]
-    assert all(c["links"].get("drift_report") for c in detail["drift_checks"])
+    page = client.get(f"/pipelines/{PIPELINE}")
+    assert page.status_code == 200 and page.text.count("/drift-report") == 3
 
 
-def test_report_keys_resolve_from_s3_uris_and_are_served_with_their_type(s3_home) -> None:
-    from mlpipe.ui import views
-    from mlpipe.ui.app import artifact_response
-
-    store = s3_home["store"]
-    docs = views.data_docs_key(store, PIPELINE, RUNS[0].key)
-    assert docs.startswith(f"{PIPELINE}/runs/{RUNS[0].key}/validate/data_docs/")
-    page = artifact_response(store, docs)
-    assert page.media_type == "text/html; charset=utf-8" and b"Validation of" in page.body
-    report = views.evaluation_report_key(store, PIPELINE, RUNS[3].key)
-    plot = artifact_response(store, report.rsplit("/", 1)[0] + "/roc.png")
-    assert plot.media_type == "image/png" and plot.body.startswith(b"\x89PNG")
-    drift = views.drift_report_key(store, PIPELINE, run_key(s3_home["checks"][0]["run_id"]))
-    assert b"<img" in artifact_response(store, drift).body
+def test_reports_come_from_the_bucket_with_their_types(s3_view) -> None:
+    client = s3_view["client"]
+    docs = client.get(f"/pipelines/{PIPELINE}/runs/{RUNS[0].key}/data-docs")
+    assert docs.status_code == 200 and docs.headers["content-type"] == "text/html; charset=utf-8"
+    assert f"Validation of {RUNS[0].key}" in docs.text
+    report = client.get(f"/pipelines/{PIPELINE}/runs/{RUNS[3].key}/evaluation-report")
+    plot = client.get(str(report.url).rsplit("/", 1)[0] + "/roc.png")
+    assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
+    drift = client.get(f"/pipelines/{PIPELINE}/monitor/{run_key(s3_view['checks'][0]['run_id'])}/drift-report")
+    assert drift.status_code == 200 and "<img" in drift.text
 
 
 @pytest.mark.parametrize(
-    "key",
-    ["flights_delay/../../x.html", "../team/x.html", "/flights_delay/x.html", "flights_delay/runs/none.html"],
+    "path",
+    [
+        "/artifacts/flights_delay/%2e%2e/%2e%2e/x.html",
+        "/artifacts/flights_delay/..%2f..%2fteam/x.html",
+        "/artifacts/flights_delay/runs/none.html",
+    ],
 )
-def test_escapes_and_missing_keys_are_not_found(s3_home, key: str) -> None:
-    from mlpipe.ui.app import artifact_response
-    from mlpipe.ui.views import NotFound
-
-    with pytest.raises(NotFound):
-        artifact_response(s3_home["store"], key)
+def test_escapes_and_missing_keys_are_404(s3_view, path: str) -> None:
+    assert s3_view["client"].get(path).status_code == 404
 
 
-def test_models_are_not_served(s3_home) -> None:
-    from mlpipe.ui.app import artifact_response
-    from mlpipe.ui.views import NotFound
-
-    key = s3_home["store"].key_for_uri(s3_home["versions"][1].artifact_uri)
-    with pytest.raises(NotFound, match="not a report file"):
-        artifact_response(s3_home["store"], key)
+def test_models_are_not_served(s3_view) -> None:
+    key = s3_view["store"].key_for_uri(s3_view["versions"][1].artifact_uri)
+    response = s3_view["client"].get(f"/artifacts/{key}")
+    assert response.status_code == 404 and "not a report file" in response.text
