@@ -246,7 +246,7 @@ def test_models_view_reports_and_dag_docs_in_a_real_browser(live, registry, page
 
     # The evaluation report, when the run wrote one; otherwise a plain "no report" page, nothing broken.
     page.goto(base + extra_link("evaluate_candidates", "Evaluation report"))
-    frame.locator("body").wait_for()
+    frame.locator("p.missing, img").first.wait_for()  # the report's plots, or the page saying there is none
     if frame.locator("p.missing").count():
         assert "has no evaluation report" in frame.locator("p.missing").inner_text()
     else:
