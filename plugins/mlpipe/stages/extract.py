@@ -1,7 +1,8 @@
-"""Extraction: run the spec's SQL with bound parameters and stream the rows into a Parquet snapshot.
+"""Extraction: stream the source's rows into a Parquet snapshot (SQL here, S3 objects in s3_source.py).
 
-Rows arrive in chunks (server-side cursor where the driver has one) and each chunk is written as a
-Parquet row group, so memory stays bounded by the chunk size, not the table size.
+Rows arrive in chunks (server-side cursor where the driver has one; one object, row group or CSV
+block at a time for S3) and each chunk is written as a Parquet row group, so memory stays bounded
+by the chunk size, not the source's size.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _manifest_key(snapshot_key: str) -> str:
     return snapshot_key.replace(SNAPSHOT_FILE, "snapshot.json")
 
 
-def _null_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
+def spec_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
     """Types for columns whose first chunk is all NULL (Arrow would call them 'null')."""
     spec = loaded.spec
     types: dict[str, pa.DataType] = {c: pa.float64() for c in spec.features.numeric}
@@ -57,19 +58,27 @@ def _null_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
     return types
 
 
-def _from_pandas(frame: Any) -> pa.Table:
-    """Arrow table of a chunk; a column of mixed Python types becomes text, so validation can see it."""
+def frame_to_arrow(frame: Any) -> pa.Table:
+    """Arrow table of a chunk. A column of mixed Python types becomes text, so validation can see it;
+    so does one Arrow would store as an extension type (PostgreSQL's uuid), which other readers of
+    the snapshot (GX, the features stage, tools without Arrow's extensions) would not know."""
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        as_text = [f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType)]
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        frame = frame.copy()
+        as_text = []
         for name in frame.columns:
             try:
                 pa.array(frame[name], from_pandas=True)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                col = frame[name]
-                frame[name] = col.where(col.isna(), col.astype(str))
-        return pa.Table.from_pandas(frame, preserve_index=False)
+                as_text.append(name)
+    if not as_text:
+        return table
+    frame = frame.copy()
+    for name in as_text:
+        col = frame[name]
+        frame[name] = col.where(col.isna(), col.astype(str))
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _late_types(table: pa.Table, untyped: set[str]) -> dict[str, pa.DataType]:
@@ -98,7 +107,7 @@ def _retype_written(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 def _to_table(
-    table: pa.Table, schema: pa.Schema | None, null_types: dict[str, pa.DataType], first_row: int
+    table: pa.Table, schema: pa.Schema | None, null_types: dict[str, pa.DataType], where: str, hint: str
 ) -> pa.Table:
     if schema is None:
         fields = []
@@ -111,7 +120,7 @@ def _to_table(
             fields.append(pa.field(f.name, typ))
         schema = pa.schema(fields)
     if table.schema.names != schema.names:
-        raise ExtractError(f"the query's columns changed between chunks: {schema.names} then {table.schema.names}")
+        raise ExtractError(f"the columns change {where}: {schema.names} before, {table.schema.names} here; {hint}")
     columns = []
     for name, target in zip(schema.names, schema.types, strict=False):
         col = table.column(name)
@@ -119,79 +128,194 @@ def _to_table(
             columns.append(col.cast(target) if col.type != target else col)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise ExtractError(
-                f"column {name!r} changes type near row {first_row}: earlier rows were {target}, "
-                f"these are {col.type} ({exc}); fix the source or cast it in the query"
+                f"column {name!r} changes type {where}: earlier rows were {target}, these are {col.type} "
+                f"({exc}); {hint}"
             ) from None
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+class SnapshotWriter:
+    """Arrow chunks -> one Parquet file with one schema, in row groups of about ``row_group_rows`` rows.
+
+    The first chunk fixes the schema; each later chunk is cast to it as it arrives, and a change of
+    columns or a type that cannot be cast is an :class:`ExtractError` naming the column and
+    ``where`` the chunk came from. Columns all NULL so far get their type from the spec
+    (``null_types``) or, when the spec does not type them, from the first chunk that has values
+    (row groups written until then are rewritten). Chunks are buffered until ``row_group_rows``
+    rows are in, so small chunks (one per S3 object) still make row groups of a useful size, and
+    memory stays below two row groups. Sources of every kind write through this class, so their
+    snapshots agree.
+    """
+
+    def __init__(self, path: Path, null_types: dict[str, pa.DataType], *, hint: str, row_group_rows: int) -> None:
+        self.path = path
+        self.null_types = null_types
+        self.hint = hint
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self.schema: pa.Schema | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        # Columns all NULL so far and typed by no spec: written as text until a chunk shows their type.
+        self._untyped: set[str] = set()
+
+    def write(self, chunk: pa.Table, where: str) -> None:
+        late = _late_types(chunk, self._untyped) if self.schema is not None else {}
+        if late:
+            self.schema = pa.schema([pa.field(f.name, late.get(f.name, f.type)) for f in self.schema])
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = _retype_written(self.path, self.schema)
+            self._pending = [t.cast(self.schema) for t in self._pending]
+            self._untyped -= late.keys()
+        table = _to_table(chunk, self.schema, self.null_types, where, self.hint)
+        if self.schema is None:
+            self.schema = table.schema
+            self._untyped = {f.name for f in chunk.schema if pa.types.is_null(f.type)} - self.null_types.keys()
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        """Finish the file; with no rows at all, still a valid, empty snapshot so validation can say so."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        elif not self.path.exists():
+            pq.write_table(pa.table({}), self.path)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names) if self.schema is not None else []
+
+
+def reused_snapshot(store: ArtifactStore, key: str, as_of: str, started: float) -> Snapshot | None:
+    """This run's snapshot if an earlier attempt finished it, else None."""
+    if not store.exists(key):
+        return None
+    with store.local_copy(key) as path:
+        meta = pq.read_metadata(path)
+    # The rows are those of the first attempt's as_of, whatever as_of this attempt was given.
+    first = read_json(store, _manifest_key(key)) or {}
+    return Snapshot(
+        key=key,
+        uri=store.uri(key),
+        sha256=store.sha256(key),
+        rows=meta.num_rows,
+        columns=meta.schema.to_arrow_schema().names,
+        as_of=first.get("as_of") or as_of,
+        reused=True,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def publish_snapshot(
+    store: ArtifactStore,
+    key: str,
+    written: SnapshotWriter,
+    *,
+    as_of: str,
+    started: float,
+    source: dict[str, Any] | None = None,
+) -> Snapshot:
+    """Publish the finished file (atomically) and its manifest; ``source`` says what was read."""
+    artifact = store.put_file(key, written.path)
+    snap = Snapshot(
+        key=key,
+        uri=artifact.uri,
+        sha256=artifact.sha256,
+        rows=written.rows,
+        columns=written.columns,
+        as_of=as_of,
+        reused=False,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    manifest = {**snap.as_dict(), **({"source": source} if source else {})}
+    store.put_bytes(_manifest_key(key), json.dumps(manifest, indent=2).encode())
+    return snap
+
+
+def bind_time(value: datetime, dialect: str) -> Any:
+    """A UTC time as a bound parameter of the source's SQL.
+
+    SQLite keeps timestamps as ISO text, so it gets ISO text (same ordering). PostgreSQL gets the
+    same text as an untyped literal, which it reads as the type of the column it is compared with:
+    text (ISO order), timestamp, timestamptz (the session runs in UTC, see :func:`utc_session`) or
+    date (the day of ``value``). Other databases get a naive UTC datetime.
+    """
+    naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return naive.isoformat(sep=" ") if dialect in {"sqlite", "postgresql"} else naive
+
+
+def utc_session(conn: sa.Connection) -> None:
+    """Read and compare times in UTC on this connection, whatever the server's TimeZone setting."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+
+
 def extract_snapshot(
     loaded: LoadedSpec,
-    engine: sa.Engine,
+    source: Any,
     store: ArtifactStore,
     *,
     run_key: str,
     as_of: datetime,
 ) -> Snapshot:
-    """Extract the rows the run may see (``time < as_of`` in the spec's SQL) into the store.
+    """Extract the data the run may see into the store: the rows of the spec's SQL with
+    ``time < as_of`` (``source`` is a SQLAlchemy engine), or for an S3 source the objects that
+    belong to the run (``source`` is a boto3 S3 client; see :mod:`mlpipe.stages.s3_source`).
 
     Idempotent per run: if this run's snapshot already exists it is reused, so a retried or re-run
     task trains on exactly the data the run first saw.
     """
+    if loaded.spec.source.kind == "s3":
+        from mlpipe.stages.s3_source import extract_s3_snapshot
+
+        return extract_s3_snapshot(loaded, source, store, run_key=run_key, as_of=as_of)
+    return _extract_sql(loaded, source, store, run_key=run_key, as_of=as_of)
+
+
+def _extract_sql(
+    loaded: LoadedSpec, engine: sa.Engine, store: ArtifactStore, *, run_key: str, as_of: datetime
+) -> Snapshot:
     import pandas as pd
 
     spec = loaded.spec
     key = snapshot_key(spec.name, run_key)
     started = time.perf_counter()
     as_of_naive = as_of.astimezone(UTC).replace(tzinfo=None)
-    if store.exists(key):
-        with store.local_copy(key) as path:
-            meta = pq.read_metadata(path)
-        # The rows are those of the first attempt's as_of, whatever as_of this attempt was given.
-        first = read_json(store, _manifest_key(key)) or {}
-        return Snapshot(
-            key=key,
-            uri=store.uri(key),
-            sha256=store.sha256(key),
-            rows=meta.num_rows,
-            columns=meta.schema.to_arrow_schema().names,
-            as_of=first.get("as_of") or as_of_naive.isoformat(),
-            reused=True,
-            seconds=round(time.perf_counter() - started, 3),
-        )
+    reused = reused_snapshot(store, key, as_of_naive.isoformat(), started)
+    if reused is not None:
+        return reused
 
-    # SQLite keeps timestamps as ISO text: bind text there (same ordering), a datetime elsewhere.
-    as_of_param: Any = as_of_naive.isoformat(sep=" ") if engine.dialect.name == "sqlite" else as_of_naive
-    params = {**spec.source.params, "as_of": as_of_param}
+    params = {**spec.source.params, "as_of": bind_time(as_of_naive, engine.dialect.name)}
     query = sa.text(loaded.query_text())
-    null_types = _null_column_types(loaded)
-    rows = 0
-    schema: pa.Schema | None = None
-    # Columns all NULL so far and typed by no spec: written as text until a chunk shows their type.
-    untyped: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
-        out = Path(tmp) / SNAPSHOT_FILE
-        writer: pq.ParquetWriter | None = None
+        written = SnapshotWriter(
+            Path(tmp) / SNAPSHOT_FILE,
+            spec_column_types(loaded),
+            hint="fix the source or cast it in the query",
+            row_group_rows=spec.source.chunk_rows,
+        )
         try:
             with engine.connect() as conn:
+                utc_session(conn)
                 conn = conn.execution_options(stream_results=True, yield_per=spec.source.chunk_rows)
                 try:
                     chunks = pd.read_sql(query, conn, params=params, chunksize=spec.source.chunk_rows)
                     for frame in chunks:
-                        chunk = _from_pandas(frame)
-                        late = _late_types(chunk, untyped) if writer is not None else {}
-                        if late:
-                            writer.close()
-                            schema = pa.schema([pa.field(f.name, late.get(f.name, f.type)) for f in schema])
-                            writer = _retype_written(out, schema)
-                            untyped -= late.keys()
-                        table = _to_table(chunk, schema, null_types, rows)
-                        if writer is None:
-                            schema = table.schema
-                            untyped = {f.name for f in chunk.schema if pa.types.is_null(f.type)} - null_types.keys()
-                            writer = pq.ParquetWriter(out, schema, compression="zstd")
-                        writer.write_table(table)
-                        rows += table.num_rows
+                        written.write(frame_to_arrow(frame), f"near row {written.rows}")
                 except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
                     cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
                     if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
@@ -201,24 +325,8 @@ def extract_snapshot(
                         f"{getattr(exc.__cause__, 'orig', None) or getattr(exc, 'orig', None) or exc}"
                     ) from None
         finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            # No rows at all: still write a valid, empty snapshot so validation can say so.
-            pq.write_table(pa.table({}), out)
-        artifact = store.put_file(key, out)
-    snap = Snapshot(
-        key=key,
-        uri=artifact.uri,
-        sha256=artifact.sha256,
-        rows=rows,
-        columns=list(schema.names) if schema is not None else [],
-        as_of=as_of_naive.isoformat(),
-        reused=False,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    store.put_bytes(_manifest_key(key), json.dumps(snap.as_dict(), indent=2).encode())
-    return snap
+            written.close()
+        return publish_snapshot(store, key, written, as_of=as_of_naive.isoformat(), started=started)
 
 
 def read_snapshot(store: ArtifactStore, key: str, sha256: str | None = None, columns: list[str] | None = None) -> Any:

@@ -12,7 +12,7 @@ import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec
 from mlpipe.stages.drift import DriftThresholds, drift_report
 from mlpipe.stages.evaluate import better, compute_metrics, json_safe
-from mlpipe.stages.extract import read_snapshot
+from mlpipe.stages.extract import bind_time, read_snapshot, utc_session
 from mlpipe.stages.train import load_model
 from mlpipe.stages.watch import count_new_rows
 from mlpipe.storage import ArtifactStore
@@ -65,16 +65,24 @@ def thresholds_of(spec: PipelineSpec) -> DriftThresholds:
 
 
 def _as_datetime(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    """A watermark value as a naive UTC datetime (timestamptz values arrive aware, text ones as ISO text)."""
+    value = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _bind(value: datetime, dialect: str) -> Any:
-    # Same convention as extraction: ISO text on SQLite, timestamps elsewhere.
-    return value.isoformat(sep=" ") if dialect == "sqlite" else value
+def read_window(loaded: LoadedSpec, source: Any, *, days: float) -> tuple[pd.DataFrame, str | None, str | None]:
+    """The newest ``days`` of the source: by the watermark column through the spec's query for a SQL
+    source (``source`` an engine), by partition date or LastModified for an S3 source (a boto3 client)."""
+    if loaded.spec.source.kind == "s3":
+        from mlpipe.stages.s3_source import read_s3_window
+
+        return read_s3_window(loaded, source, days=days)
+    return _read_sql_window(loaded, source, days=days)
 
 
-def read_window(loaded: LoadedSpec, engine: sa.Engine, *, days: float) -> tuple[pd.DataFrame, str | None, str | None]:
-    """The newest ``days`` of the spec's extract, by the watermark column."""
+def _read_sql_window(
+    loaded: LoadedSpec, engine: sa.Engine, *, days: float
+) -> tuple[pd.DataFrame, str | None, str | None]:
     spec = loaded.spec
     source = spec.source
     newest = count_new_rows(engine, table=source.table, column=source.watermark_column, watermark=None)
@@ -89,10 +97,11 @@ def read_window(loaded: LoadedSpec, engine: sa.Engine, *, days: float) -> tuple[
     )
     params = {
         **source.params,
-        "as_of": _bind(end + timedelta(seconds=1), dialect),
-        "window_start": _bind(start, dialect),
+        "as_of": bind_time(end + timedelta(seconds=1), dialect),
+        "window_start": bind_time(start, dialect),
     }
     with engine.connect() as conn:
+        utc_session(conn)
         frame = pd.read_sql(query, conn, params=params)
     return frame, start.isoformat(sep=" "), end.isoformat(sep=" ")
 
@@ -138,12 +147,15 @@ def check_drift(
     loaded: LoadedSpec,
     store: ArtifactStore,
     registry: Registry,
-    engine: sa.Engine,
+    source: Any,
     *,
     run_id: str,
     report_prefix: str,
 ) -> DriftCheck:
-    """Compare the newest window with the champion's training snapshot and record the result."""
+    """Compare the newest window with the champion's training snapshot and record the result.
+
+    ``source`` is what the spec's source kind reads through: a SQLAlchemy engine or a boto3 S3 client.
+    """
     spec = loaded.spec
     monitor = spec.monitor
     if monitor is None:
@@ -171,7 +183,7 @@ def check_drift(
     reference = read_snapshot(store, store.key_for_uri(snapshot["uri"]), snapshot.get("sha256"))
     if len(reference) > monitor.max_reference_rows:
         reference = reference.sample(n=monitor.max_reference_rows, random_state=spec.split.seed)
-    window, start, end = read_window(loaded, engine, days=monitor.window_days)
+    window, start, end = read_window(loaded, source, days=monitor.window_days)
     model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
     numeric = list(spec.features.numeric)
     categorical = list(spec.features.categorical)
