@@ -6,15 +6,25 @@ Field-by-field documentation lives in docs/spec.md; keep the two in step.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlpipe import config
 from mlpipe.errors import SpecError
@@ -101,7 +111,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceSpec(_Model):
+class SqlSourceSpec(_Model):
+    """``kind: sql``: the spec's query through SQLAlchemy, streamed in chunks."""
+
     kind: Literal["sql"] = "sql"
     connection_id: str = config.SOURCE_CONN_ID
     query: str = Field(description="SQL file under include/sql/; bound parameters only (:as_of, params).")
@@ -126,6 +138,256 @@ class SourceSpec(_Model):
         if "as_of" in value:
             raise ValueError("'as_of' is bound by mlpipe to the run's logical date; do not set it here")
         return value
+
+
+# -- S3 sources -------------------------------------------------------------------------------------
+
+ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
+# AWS bucket naming rules (3-63 characters: lowercase letters, digits, dots and hyphens).
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
+# strftime directives a partition template may use, with the digits each one matches in a key.
+PARTITION_DIRECTIVES = {"Y": r"\d{4}", "m": r"\d{2}", "d": r"\d{2}", "j": r"\d{3}", "H": r"\d{2}", "M": r"\d{2}"}
+# What a derive expression may contain: arithmetic, comparisons, boolean logic and method calls on
+# columns (pandas.eval syntax); no lambdas, comprehensions, subscripts or private attributes.
+_DERIVE_NODES = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.Call,
+    ast.Attribute,
+    ast.Name,
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.keyword,
+    ast.Load,
+    ast.boolop,
+    ast.operator,
+    ast.unaryop,
+    ast.cmpop,
+)
+
+
+def glob_regex(pattern: str) -> str:
+    """A glob on S3 keys as a regex: ``*``, ``?`` and ``[...]`` stay within one path segment, ``**`` crosses them."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+def partition_regex(template: str) -> tuple[re.Pattern[str], str]:
+    """The regex that finds ``template``'s date in a key (a group per directive) and the partition's period."""
+    parts: list[str] = []
+    seen: list[str] = []
+    i = 0
+    while i < len(template):
+        if template[i] != "%":
+            parts.append(re.escape(template[i]))
+            i += 1
+            continue
+        directive = template[i + 1 : i + 2]
+        i += 2
+        if directive == "%":
+            parts.append("%")
+        elif directive in PARTITION_DIRECTIVES and directive not in seen:
+            seen.append(directive)
+            parts.append(f"(?P<{directive}>{PARTITION_DIRECTIVES[directive]})")
+        elif directive in seen:
+            raise ValueError(f"%{directive} appears more than once")
+        else:
+            allowed = ", ".join(f"%{d}" for d in PARTITION_DIRECTIVES)
+            raise ValueError(f"unsupported directive %{directive or '<end>'} (allowed: {allowed}, %%)")
+    problems = []
+    if "Y" not in seen:
+        problems.append("needs %Y")
+    if "d" in seen and "m" not in seen:
+        problems.append("%d needs %m")
+    if "j" in seen and ("m" in seen or "d" in seen):
+        problems.append("%j (day of the year) excludes %m and %d")
+    if "H" in seen and not {"d", "j"} & set(seen):
+        problems.append("%H needs a day (%d or %j)")
+    if "M" in seen and "H" not in seen:
+        problems.append("%M needs %H")
+    if problems:
+        raise ValueError("; ".join(problems))
+    period = next(
+        p
+        for d, p in (("M", "minute"), ("H", "hour"), ("d", "day"), ("j", "day"), ("m", "month"), ("Y", "year"))
+        if d in seen
+    )
+    # Anchored at the start of a path segment, so 'date=%Y-%m-%d' does not match inside 'update=...'.
+    return re.compile(r"(?:^|/)" + "".join(parts)), period
+
+
+def derive_inputs(expression: str) -> set[str]:
+    """The columns a derive expression reads (names that are not called as functions)."""
+    tree = ast.parse(expression.strip(), mode="eval")
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called}
+
+
+def _check_derive(expression: str) -> None:
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"not a valid expression ({exc.msg})") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _DERIVE_NODES):
+            raise ValueError(f"{type(node).__name__} is not allowed (only arithmetic, comparisons and method calls)")
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+        if name.startswith("_"):
+            raise ValueError(f"names starting with '_' are not allowed ({name!r})")
+
+
+class CsvSpec(_Model):
+    """How CSV objects of an S3 source are parsed."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    header: bool = Field(default=True, description="the first line names the columns")
+    column_names: list[str] | None = Field(default=None, min_length=1, description="the columns when header is false")
+    quote_char: str | None = Field(default='"', min_length=1, max_length=1)
+    null_values: list[str] | None = Field(default=None, description="cells read as null (default: pyarrow's list)")
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> CsvSpec:
+        if not self.header and not self.column_names:
+            raise ValueError("header: false needs column_names (the columns, in file order)")
+        if self.header and self.column_names:
+            raise ValueError("column_names is only for header: false (with a header the file names its columns)")
+        return self
+
+
+class S3SourceSpec(_Model):
+    """``kind: s3``: CSV or Parquet objects under ``s3://bucket/prefix/``, streamed one object at a time."""
+
+    kind: Literal["s3"]
+    connection_id: str = Field(default=config.SOURCE_CONN_ID, description="Airflow AWS connection")
+    bucket: str
+    prefix: str = Field(default="", description="folder under the bucket; objects below it are the source")
+    format: Literal["csv", "parquet"] | None = Field(default=None, description="default: from each key's suffix")
+    key_pattern: str | None = Field(default=None, min_length=1, description="glob on the key below the prefix")
+    key_regex: str | None = Field(default=None, min_length=1, description="regex on the key below the prefix")
+    partition: str | None = Field(
+        default=None, min_length=2, description="strftime template of the date in the key, e.g. 'date=%Y-%m-%d/'"
+    )
+    csv: CsvSpec = Field(default_factory=CsvSpec)
+    column_types: dict[str, ColumnType] = Field(default_factory=dict)
+    columns: list[str] | None = Field(default=None, min_length=1, description="the snapshot's columns, in order")
+    derive: dict[str, str] = Field(default_factory=dict, description="column -> pandas expression")
+    # Same bound as SQL extraction: rows in flight per chunk.
+    chunk_rows: int = Field(default=50_000, ge=1_000, le=500_000)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not re.match(BUCKET_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a bucket name: 3-63 lowercase letters, digits, '.' and '-', "
+                "without s3:// or '/' (the folder goes in prefix)"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        value = value.strip().lstrip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @field_validator("key_regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            partition_regex(value)
+        return value
+
+    @field_validator("derive")
+    @classmethod
+    def _derive_expressions(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for column, expression in value.items():
+            try:
+                _check_derive(expression)
+            except ValueError as exc:
+                problems.append(f"{column}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"columns listed more than once: {sorted({c for c in value if value.count(c) > 1})}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_filter(self) -> S3SourceSpec:
+        if self.key_pattern is not None and self.key_regex is not None:
+            raise ValueError("give key_pattern (a glob) or key_regex, not both")
+        return self
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key_matcher(self) -> re.Pattern[str] | None:
+        """Full-match pattern on the key below the prefix (None: every key with a known suffix)."""
+        if self.key_regex is not None:
+            return re.compile(self.key_regex)
+        return re.compile(glob_regex(self.key_pattern)) if self.key_pattern is not None else None
+
+    def format_of(self, key: str) -> str | None:
+        """The object's format: the spec's, else the one its key's suffix names (None if neither)."""
+        if self.format is not None:
+            return self.format
+        lowered = key.lower()
+        return next((fmt for fmt, suffixes in FORMAT_SUFFIXES.items() if lowered.endswith(suffixes)), None)
+
+
+def _source_kind(value: Any) -> str:
+    return str(value.get("kind", "sql") if isinstance(value, dict) else getattr(value, "kind", "sql"))
+
+
+# The source is one of the kinds; ``kind`` picks it (absent means sql).
+SourceSpec = Annotated[
+    Annotated[SqlSourceSpec, Tag("sql")] | Annotated[S3SourceSpec, Tag("s3")],
+    Discriminator(_source_kind),
+]
 
 
 class TargetSpec(_Model):
@@ -247,7 +509,8 @@ class WatchSpec(_Model):
     """The ``<name>_watch`` DAG: waits for rows past the watermark, then emits the new_data asset."""
 
     schedule: str | None = Field(default="*/30 * * * *", description="cron (UTC) of the watch runs")
-    min_new_rows: int = Field(default=1, ge=1, description="no event for fewer new rows than this")
+    min_new_rows: int = Field(default=1, ge=1, description="sql sources: no event for fewer new rows than this")
+    min_new_objects: int = Field(default=1, ge=1, description="s3 sources: no event for fewer new objects than this")
     poke_interval: int = Field(default=60, ge=5, le=86_400, description="seconds between source checks")
     timeout: int = Field(default=1_500, ge=10, description="seconds a watch run waits before giving up")
     deferrable: bool | None = Field(
@@ -342,16 +605,33 @@ class PipelineSpec(_Model):
                 problems.append(
                     f"gate.max_regression: {metric!r} is not a secondary metric; secondary: {self.secondary_metrics}"
                 )
-        for section in ("watch", "monitor"):
-            if getattr(self, section) is not None and not (self.source.table and self.source.watermark_column):
-                problems.append(
-                    f"{section}: needs source.table and source.watermark_column (where new rows land, in order)"
-                )
+        problems += self._source_checks()
         if self.target.column in self.features.columns:
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _source_checks(self) -> list[str]:
+        """What the source kind requires of the other sections."""
+        source, problems = self.source, []
+        if source.kind == "sql":
+            for section in ("watch", "monitor"):
+                if getattr(self, section) is not None and not (source.table and source.watermark_column):
+                    problems.append(
+                        f"{section}: needs source.table and source.watermark_column (where new rows land, in order)"
+                    )
+            if self.watch is not None and "min_new_objects" in self.watch.model_fields_set:
+                problems.append("watch.min_new_objects: is for s3 sources; a sql source counts rows (min_new_rows)")
+            return problems
+        if self.watch is not None and "min_new_rows" in self.watch.model_fields_set:
+            problems.append("watch.min_new_rows: an s3 source counts new objects; use watch.min_new_objects")
+        if source.columns is not None:
+            needed = [*self.features.columns, self.target.column, self.split.time_column]
+            missing = [c for c in dict.fromkeys(needed) if c and c not in source.columns]
+            if missing:
+                problems.append(f"source.columns: lacks {missing}, which features, target or split use")
+        return problems
 
     # -- derived views ---------------------------------------------------------------------------
 
@@ -381,7 +661,7 @@ class LoadedSpec(BaseModel):
 
     spec: PipelineSpec
     path: Path
-    query_path: Path
+    query_path: Path | None  # the SQL file of a sql source; None for other kinds
     suite_path: Path
 
     @property
@@ -389,13 +669,16 @@ class LoadedSpec(BaseModel):
         return self.spec.name
 
     def query_text(self) -> str:
+        if self.query_path is None:
+            raise SpecError(str(self.path), [f"source: the {self.spec.source.kind} source has no SQL query"])
         return self.query_path.read_text(encoding="utf-8")
 
     def sha256(self) -> str:
-        """Hash of everything that defines the pipeline: the spec, its SQL and its suite."""
+        """Hash of everything that defines the pipeline: the spec, its SQL (if any) and its suite."""
         digest = hashlib.sha256()
         digest.update(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode())
-        digest.update(self.query_path.read_bytes())
+        if self.query_path is not None:
+            digest.update(self.query_path.read_bytes())
         digest.update(self.suite_path.read_bytes())
         return digest.hexdigest()
 
@@ -403,12 +686,18 @@ class LoadedSpec(BaseModel):
 def _format_errors(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
+        # The source's kind tag is part of pydantic's location ('source.s3.bucket'): leave it out.
+        parts = err["loc"]
+        if len(parts) > 1 and parts[0] == "source" and parts[1] in ("sql", "s3"):
+            parts = (parts[0], *parts[2:])
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see docs/spec.md for the fields)"
         elif err["type"] == "literal_error":
             msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "union_tag_invalid":
+            loc, msg = f"{loc}.kind", f"must be 'sql' or 's3' (got {err['ctx']['tag']!r})"
         problems.append(f"{loc or '<top>'}: {msg}")
     return problems
 
@@ -440,10 +729,10 @@ def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
         raise SpecError(str(path), [f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
     spec = parse_spec(data, path)
-    query_path = include / "sql" / spec.source.query
+    query_path = include / "sql" / spec.source.query if spec.source.kind == "sql" else None
     suite_path = include / "expectations" / spec.validation.suite
     missing = []
-    if not query_path.is_file():
+    if query_path is not None and not query_path.is_file():
         missing.append(f"source.query: file {query_path} not found")
     if not suite_path.is_file():
         missing.append(f"validation.suite: file {suite_path} not found")

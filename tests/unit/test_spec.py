@@ -212,3 +212,143 @@ class TestBadSpec:
         assert "candidates[1].estimator" in message
         assert "metrics.primary" in message
         assert "cannot also be a feature" in message
+
+
+S3_SOURCE = {"kind": "s3", "bucket": "flights-data", "prefix": "daily", "partition": "date=%Y-%m-%d/"}
+
+
+class TestS3Source:
+    def test_the_documented_example_loads(self) -> None:
+        loaded = load_spec(
+            config.REPO_ROOT / "docs" / "examples" / "flights_delay_s3.yaml", config.REPO_ROOT / "include"
+        )
+
+        source = loaded.spec.source
+        assert (source.kind, source.bucket, source.prefix, source.format) == (
+            "s3",
+            "mlpipe",
+            "sources/flights/",
+            "parquet",
+        )
+        assert source.uri == "s3://mlpipe/sources/flights/"
+        assert loaded.query_path is None
+        assert len(loaded.sha256()) == 64
+        assert loaded.spec.watch.min_new_objects == 1
+        with pytest.raises(SpecError, match="the s3 source has no SQL query"):
+            loaded.query_text()
+
+    def test_defaults_and_normalised_prefix(self, include_tree, make_spec) -> None:
+        source = load_spec(
+            include_tree(make_spec(source={"kind": "s3", "bucket": "b12", "prefix": "/a/b"}))
+        ).spec.source
+
+        assert source.prefix == "a/b/"
+        assert source.connection_id == config.SOURCE_CONN_ID
+        assert (source.format, source.partition, source.columns, source.derive) == (None, None, None, {})
+        assert source.format_of("a/b/x.PARQUET") == "parquet"
+        assert source.format_of("a/b/x.csv.gz") == "csv"
+        assert source.format_of("a/b/_SUCCESS") is None
+
+    @pytest.mark.parametrize(
+        ("pattern", "matches", "misses"),
+        [
+            ("date=*/flights.parquet", ["date=2013-01-01/flights.parquet"], ["date=2013-01-01/x/flights.parquet"]),
+            ("**/*.csv", ["a.csv", "x/y/a.csv"], ["a.csv.gz", "x/a.parquet"]),
+            ("part-[0-9]?.parquet", ["part-01.parquet"], ["part-x1.parquet", "part-1.parquet"]),
+            ("[!_]*", ["data.csv"], ["_SUCCESS", "a/b"]),
+        ],
+    )
+    def test_key_pattern_is_a_glob_within_segments(self, pattern: str, matches: list[str], misses: list[str]) -> None:
+        from mlpipe.spec import S3SourceSpec
+
+        matcher = S3SourceSpec(kind="s3", bucket="bkt", key_pattern=pattern).key_matcher()
+        assert [k for k in matches if matcher.fullmatch(k)] == matches
+        assert [k for k in misses if matcher.fullmatch(k)] == []
+
+    @pytest.mark.parametrize(
+        ("template", "key", "groups", "period"),
+        [
+            ("date=%Y-%m-%d/", "region=us/date=2013-01-05/f.parquet", {"Y": "2013", "m": "01", "d": "05"}, "day"),
+            ("%Y/%m/%d/%H/", "2013/01/05/07/f.csv", {"Y": "2013", "m": "01", "d": "05", "H": "07"}, "hour"),
+            ("year=%Y/month=%m/", "year=2013/month=02/f.csv", {"Y": "2013", "m": "02"}, "month"),
+            ("%Y-%j", "2013-032.csv", {"Y": "2013", "j": "032"}, "day"),
+        ],
+    )
+    def test_partition_template(self, template: str, key: str, groups: dict, period: str) -> None:
+        from mlpipe.spec import partition_regex
+
+        pattern, found_period = partition_regex(template)
+        assert pattern.search(key).groupdict() == groups
+        assert found_period == period
+        # Anchored at a path segment: 'update=' does not hold the partition 'date='.
+        assert partition_regex("date=%Y-%m-%d/")[0].search("update=2013-01-05/f.csv") is None
+
+    @pytest.mark.parametrize(
+        ("source", "expected"),
+        [
+            pytest.param({"kind": "kafka"}, ["source.kind", "must be 'sql' or 's3'", "'kafka'"], id="kind"),
+            pytest.param({"kind": "s3"}, ["source.bucket", "Field required"], id="no-bucket"),
+            pytest.param(
+                {**S3_SOURCE, "bucket": "s3://flights/daily"}, ["source.bucket", "not a bucket name"], id="bucket-uri"
+            ),
+            pytest.param({**S3_SOURCE, "prefix": "a/../b"}, ["source.prefix", "'..'"], id="prefix-escape"),
+            pytest.param({**S3_SOURCE, "query": "tiny.sql"}, ["source.query", "unknown field"], id="query-on-s3"),
+            pytest.param({**S3_SOURCE, "format": "json"}, ["source.format", "'csv'", "(got 'json')"], id="format"),
+            pytest.param(
+                {**S3_SOURCE, "key_pattern": "*.csv", "key_regex": r".*\.csv"},
+                ["source", "key_pattern (a glob) or key_regex, not both"],
+                id="two-key-filters",
+            ),
+            pytest.param(
+                {**S3_SOURCE, "key_regex": "(unclosed"}, ["source.key_regex", "not a valid regular"], id="regex"
+            ),
+            pytest.param(
+                {**S3_SOURCE, "partition": "day=%d/"}, ["source.partition", "needs %Y", "%d needs %m"], id="no-year"
+            ),
+            pytest.param(
+                {**S3_SOURCE, "partition": "%Y/%b/"}, ["source.partition", "unsupported directive %b"], id="directive"
+            ),
+            pytest.param(
+                {**S3_SOURCE, "derive": {"a": "lambda: 1", "b": "x.__class__", "c": "x +"}},
+                [
+                    "source.derive",
+                    "a: Lambda is not allowed",
+                    "b: names starting with '_'",
+                    "c: not a valid expression",
+                ],
+                id="derive",
+            ),
+            pytest.param(
+                {**S3_SOURCE, "csv": {"header": False}},
+                ["source.csv", "header: false needs column_names"],
+                id="csv-names",
+            ),
+            pytest.param(
+                {**S3_SOURCE, "columns": ["id", "num", "y"]},
+                ["source.columns: lacks ['cat', 'ts']", "features, target or split"],
+                id="columns-lack-features",
+            ),
+            pytest.param(
+                {**S3_SOURCE, "column_types": {"num": "decimal"}},
+                ["source.column_types.num", "'int'"],
+                id="column-type",
+            ),
+        ],
+    )
+    def test_bad_s3_source_names_the_field(
+        self, include_tree, make_spec, source: dict[str, Any], expected: list[str]
+    ) -> None:
+        message = str(spec_error(include_tree(make_spec(source=source))))
+
+        for fragment in expected:
+            assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+    def test_watch_counts_objects_for_s3_and_rows_for_sql(self, include_tree, make_spec) -> None:
+        s3_rows = spec_error(include_tree(make_spec(source=S3_SOURCE, watch={"min_new_rows": 10})))
+        assert any("watch.min_new_rows" in p and "min_new_objects" in p for p in s3_rows.problems)
+        sql = {"query": "tiny.sql", "table": "flights", "watermark_column": "ts"}
+        sql_objects = spec_error(include_tree(make_spec(source=sql, watch={"min_new_objects": 2})))
+        assert any("watch.min_new_objects" in p and "sql source" in p for p in sql_objects.problems)
+        # An S3 source needs neither a table nor a watermark column for watch and monitor.
+        loaded = load_spec(include_tree(make_spec(source=S3_SOURCE, watch={"min_new_objects": 2}, monitor={})))
+        assert loaded.spec.watch.min_new_objects == 2 and loaded.spec.monitor is not None
