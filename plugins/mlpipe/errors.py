@@ -62,3 +62,7 @@ class ChampionChangedError(RegistryError):
 
 class ArtifactConflictError(ArtifactIntegrityError):
     """A conditional write lost: the artifact was created, changed or removed since its ETag was read."""
+
+
+class SourceUnavailableError(MlpipeError):
+    """The source (its endpoint or database) cannot be reached or failed mid-read: a retry may succeed."""
