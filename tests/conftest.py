@@ -135,6 +135,22 @@ def s3_endpoint() -> Iterator[str]:
         werkzeug_log.setLevel(level)
 
 
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str) -> Any:
+    """A boto3 S3 client of the session's moto endpoint."""
+    return make_s3_client(s3_endpoint)
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    """A fresh, empty bucket on the session's moto endpoint."""
+    import uuid
+
+    name = f"mlpipe-test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
 def s3_connection_uri(endpoint: str, **extra: str) -> str:
     """``AIRFLOW_CONN_*`` value of an AWS Connection to ``endpoint`` (moto's dummy credentials)."""
     from urllib.parse import urlencode

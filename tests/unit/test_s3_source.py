@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,16 +26,9 @@ PREFIX = "daily/"
 AFTER_ALL = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def client(s3_endpoint: str) -> Any:
-    return make_s3_client(s3_endpoint)
-
-
 @pytest.fixture
-def bucket(client: Any) -> str:
-    name = f"src-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    return name
+def client(s3_client: Any) -> Any:
+    return s3_client
 
 
 def s3_spec(make_spec, bucket: str, **source: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,18 +17,6 @@ from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, MlpipeE
 from mlpipe.storage import ArtifactStore, LocalStore, S3Store, StoredArtifact, sha256_file
 
 PREFIX = "team/mlpipe"
-
-
-@pytest.fixture(scope="module")
-def s3_client(s3_endpoint: str) -> Any:
-    return make_s3_client(s3_endpoint)
-
-
-@pytest.fixture
-def bucket(s3_client: Any) -> str:
-    name = f"mlpipe-test-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
