@@ -69,6 +69,27 @@ def _gate_md(spec: PipelineSpec) -> str:
     return "\n".join(rules)
 
 
+def _source_md(spec: PipelineSpec) -> str:
+    """The source in a sentence of DAG docs: its SQL file and table, or its objects under an S3 prefix."""
+    source = spec.source
+    if source.kind == "s3":
+        return f"`s3` objects under `{source.uri}` through connection `{source.connection_id}`."
+    landing = (
+        f" New rows land in `{source.table}`, ordered by `{source.watermark_column}`."
+        if source.table and source.watermark_column
+        else ""
+    )
+    return f"`{source.kind}` query `include/sql/{source.query}` through connection `{source.connection_id}`.{landing}"
+
+
+def _new_data_md(spec: PipelineSpec) -> str:
+    """What the watch waits for."""
+    source, watch = spec.source, spec.watch
+    if source.kind == "s3":
+        return f"≥ {watch.min_new_objects} new object(s) under `{source.uri}` (by LastModified)"
+    return f"≥ {watch.min_new_rows} new row(s) of `{source.table}` past the watermark"
+
+
 def _triggers_md(spec: PipelineSpec) -> str:
     """What starts each of the pipeline's DAGs, and how they feed each other."""
     name = spec.name
@@ -78,8 +99,8 @@ def _triggers_md(spec: PipelineSpec) -> str:
     lines = [train + (", or the asset event " + " or ".join(events) if events else "") + ", or by hand"]
     if spec.watch:
         lines.append(
-            f"`{name}_watch`: cron `{spec.watch.schedule or 'none'}`; waits for ≥ {spec.watch.min_new_rows} new "
-            f"row(s) of `{spec.source.table}` past the watermark, then emits `{name}.new_data`"
+            f"`{name}_watch`: cron `{spec.watch.schedule or 'none'}`; waits for {_new_data_md(spec)}, "
+            f"then emits `{name}.new_data`"
         )
     if spec.monitor:
         lines.append(
@@ -93,18 +114,12 @@ def _dag_doc(spec: PipelineSpec, role: str, body: str) -> str:
     gate, the triggers, and where its results are shown. Built from the spec for every role."""
     target = spec.target
     positive = f", positive class `{target.positive_class}`" if target.positive_class is not None else ""
-    source = spec.source
-    landing = (
-        f" New rows land in `{source.table}`, ordered by `{source.watermark_column}`."
-        if source.table and source.watermark_column
-        else ""
-    )
     models = paths.in_airflow_ui(paths.pipeline(spec.name), base_path())
     return f"""### {spec.name}: {ROLE_TITLES.get(role, role)}
 {spec.description}
 
 - **Predicts** `{target.column}` ({target.task}{positive}) from {_features_md(spec)}
-- **Source** `{source.kind}` query `include/sql/{source.query}` through connection `{source.connection_id}`.{landing}
+- **Source** {_source_md(spec)}
 - **Owner** {spec.owner} · **Spec** `include/pipelines/{spec.name}.yaml` (fields: `docs/spec.md`)
 
 {body.strip()}
@@ -255,15 +270,23 @@ def build_watch_dag(loaded: LoadedSpec) -> DAG:
     sensor_args: dict[str, object] = {}
     if watch.deferrable is not None:
         sensor_args["deferrable"] = watch.deferrable
+    source = spec.source
+    if source.kind == "s3":
+        description = f"New objects under {source.uri} start {spec.name}_train"
+        waits_for = f"""Waits until at least **{watch.min_new_objects}** object(s) under `{source.uri}` are newer
+than the watermark kept in the registry (by LastModified, one LIST per check)"""
+    else:
+        description = f"New rows of {source.table} past the watermark start {spec.name}_train"
+        waits_for = f"""Waits until at least **{watch.min_new_rows}** row(s) of `{source.table}` have
+`{source.watermark_column}` past the watermark kept in the registry"""
     with _pipeline_dag(
         spec,
         "watch",
-        description=f"New rows of {spec.source.table} past the watermark start {spec.name}_train",
-        doc_md=f"""Waits until at least **{watch.min_new_rows}** row(s) of `{spec.source.table}` have
-`{spec.source.watermark_column}` past the watermark kept in the registry (checking every
+        description=description,
+        doc_md=f"""{waits_for} (checking every
 {watch.poke_interval} s, up to {watch.timeout} s; in the triggerer when deferrable), then moves the
-watermark and emits the `{spec.name}.new_data` asset event (new watermark and row count in its
-extra), which starts `{spec.name}_train`. The same rows never announce twice.
+watermark and emits the `{spec.name}.new_data` asset event (new watermark and count in its
+extra), which starts `{spec.name}_train`. The same data never announces twice.
 """,
         schedule=_cron(watch.schedule),
     ) as dag:
@@ -287,12 +310,20 @@ def build_monitor_dag(loaded: LoadedSpec) -> DAG:
     spec = loaded.spec
     monitor = spec.monitor
     assert monitor is not None
+    source = spec.source
+    if source.kind == "s3":
+        window_of = source.uri
+        window_by = (
+            "whole objects, by their key's partition date" if source.partition else "whole objects, by LastModified"
+        )
+    else:
+        window_of, window_by = source.table, f"by `{source.watermark_column}`"
     with _pipeline_dag(
         spec,
         "monitor",
-        description=f"Drift of the newest {monitor.window_days:g} days of {spec.source.table} vs the champion",
-        doc_md=f"""Compares the newest **{monitor.window_days:g} days** of the source (by
-`{spec.source.watermark_column}`) with the champion's training snapshot: PSI (warn {monitor.psi_warn},
+        description=f"Drift of the newest {monitor.window_days:g} days of {window_of} vs the champion",
+        doc_md=f"""Compares the newest **{monitor.window_days:g} days** of the source ({window_by})
+with the champion's training snapshot: PSI (warn {monitor.psi_warn},
 act {monitor.psi_act}) and KS for numeric features, Jensen-Shannon distance (act {monitor.js_act}) for
 categorical ones, PSI of the champion's scores, and the champion's `{spec.primary_metric}` on labelled
 new rows (tolerance {monitor.performance_tolerance}). No verdict below {monitor.min_sample} rows. Drift

@@ -32,7 +32,9 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     trigger = run.get("trigger") or run.get("run_type") or "?"
     for event in run.get("asset_events", []):
         extra = event.get("extra", {})
-        if "watermark" in extra:
+        if "objects" in extra:
+            trigger += f" ({extra['objects']:,} new objects, newest {extra.get('newest_object')})"
+        elif "watermark" in extra:
             trigger += f" ({extra['rows']:,} new rows up to {extra.get('watermark')})"
         elif "verdict" in extra:
             trigger += f" ({extra['verdict']} in {extra.get('window_start')} .. {extra.get('window_end')})"

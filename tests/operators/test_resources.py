@@ -15,6 +15,7 @@ from mlpipe.operators.resources import (
     database_url,
     get_connection,
     open_registry,
+    open_source,
     open_store,
     source_engine,
     sqlalchemy_url,
@@ -158,6 +159,28 @@ class TestSourceEngine:
             assert value == 1
         finally:
             engine.dispose()
+
+
+class TestOpenSource:
+    def test_sql_source_is_an_engine_disposed_after(self, mlpipe_home: Path) -> None:
+        from mlpipe.spec import SqlSourceSpec
+
+        with open_source(SqlSourceSpec(query="x.sql")) as engine:
+            assert engine.url.database == str(mlpipe_home / "source.db")
+            pool = engine.pool
+        assert engine.pool is not pool  # disposed: a new, empty pool
+
+    def test_s3_source_is_a_client_of_its_aws_connection(self, monkeypatch: pytest.MonkeyPatch, s3_endpoint) -> None:
+        from mlpipe.spec import S3SourceSpec
+
+        monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_SOURCE_S3", s3_connection_uri(s3_endpoint))
+        source = S3SourceSpec(kind="s3", bucket="any-bucket", connection_id="mlpipe_source_s3")
+        with open_source(source) as client:
+            assert client.meta.endpoint_url == s3_endpoint
+        # The task may name another connection than the spec's.
+        monkeypatch.setenv("AIRFLOW_CONN_OTHER_S3", s3_connection_uri("http://127.0.0.1:9"))
+        with open_source(source, "other_s3") as client:
+            assert client.meta.endpoint_url == "http://127.0.0.1:9"
 
 
 class TestOpenRegistry:

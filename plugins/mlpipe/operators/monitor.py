@@ -20,22 +20,18 @@ class DriftCheckOperator(PipelineOperator):
     operator_extra_links = (DriftReportLink(),)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.operators.resources import source_engine
+        from mlpipe.operators.resources import open_source
         from mlpipe.stages.monitor import check_drift
 
-        engine = source_engine(self.loaded.spec.source.connection_id)
-        try:
-            with fail_fast_on_user_errors():
-                result = check_drift(
-                    self.loaded,
-                    self.store,
-                    self.registry,
-                    engine,
-                    run_id=context["run_id"],
-                    report_prefix=f"{self.loaded.spec.name}/monitor/{self.run_key(context)}",
-                )
-        finally:
-            engine.dispose()
+        with open_source(self.loaded.spec.source) as source, fail_fast_on_user_errors():
+            result = check_drift(
+                self.loaded,
+                self.store,
+                self.registry,
+                source,
+                run_id=context["run_id"],
+                report_prefix=f"{self.loaded.spec.name}/monitor/{self.run_key(context)}",
+            )
         self.log.info(
             "Drift of %s..%s (%d rows) vs champion v%s: %s%s; report %s",
             result.window_start,

@@ -7,6 +7,8 @@ DAGs run with zero servers and, once Connections exist, against PostgreSQL and S
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlpipe import config
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from mlpipe.registry import Registry
+    from mlpipe.spec import SourceSpec
     from mlpipe.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,25 @@ def s3_client(conn_id: str) -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+@contextmanager
+def open_source(source: SourceSpec, conn_id: str | None = None) -> Iterator[Any]:
+    """What the spec's source is read through, from its Connection (``conn_id`` overrides the spec's).
+
+    ``kind: sql``: a SQLAlchemy engine (the embedded SQLite source without a Connection), disposed
+    on exit. ``kind: s3``: a boto3 S3 client for the AWS Connection (without one, boto3's own
+    credential chain and endpoint).
+    """
+    conn_id = conn_id or source.connection_id
+    if source.kind == "s3":
+        yield s3_client(conn_id)
+        return
+    engine = source_engine(conn_id)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def open_store(conn_id: str = config.STORE_CONN_ID) -> ArtifactStore:

@@ -120,7 +120,7 @@ class PipelineOperator(BaseOperator):
 
 
 class SnapshotExtractOperator(PipelineOperator):
-    """Stream the spec's SQL query, bound to the run's as-of time, into a Parquet snapshot."""
+    """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
 
     template_fields: Sequence[str] = ("pipeline", "source_conn_id")
 
@@ -131,21 +131,17 @@ class SnapshotExtractOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import datetime
 
-        from mlpipe.operators.resources import source_engine
+        from mlpipe.operators.resources import open_source
         from mlpipe.stages.extract import extract_snapshot
         from mlpipe.stages.runs import record_run
 
         info = run_info(context)
         run_key = self.run_key(context)
         record_run(self.store, self.pipeline, run_key, info)
-        engine = source_engine(self.source_conn_id or self.loaded.spec.source.connection_id)
-        try:
-            with fail_fast_on_user_errors():
-                snap = extract_snapshot(
-                    self.loaded, engine, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
-                )
-        finally:
-            engine.dispose()
+        with open_source(self.loaded.spec.source, self.source_conn_id) as source, fail_fast_on_user_errors():
+            snap = extract_snapshot(
+                self.loaded, source, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
+            )
         self.log.info(
             "Snapshot %s: %d rows as of %s, sha256 %s%s",
             snap.uri,

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 class NewDataPublishOperator(PipelineOperator):
     """Advance the watermark to what the sensor found (compare-and-swap) and emit ``new_data``.
 
-    The event's extra carries the new watermark and the row count. If another watch run moved the
+    The event's extra carries the new watermark and the row count (for an S3 source, the object
+    count and the newest object's URI). If another watch run moved the
     watermark first, this one skips: no event, so the same rows never start training twice. A
     retry after a crash that had already moved the watermark emits the event it owes.
     """
@@ -35,8 +36,10 @@ class NewDataPublishOperator(PipelineOperator):
         new = decode_watermark(self.found["watermark_to"])
         current, _ = self.registry.watermark(pipeline)
         moved = current == new and current != expected  # an earlier attempt of this run moved it
+        # An S3 source counts objects; the registry's running total counts them then.
+        count = int(self.found["objects"] if "objects" in self.found else self.found["rows"])
         if not moved and not self.registry.advance_watermark(
-            pipeline, expected=expected, new=new, rows=int(self.found["rows"]), run_id=context["run_id"]
+            pipeline, expected=expected, new=new, rows=count, run_id=context["run_id"]
         ):
             raise AirflowSkipException(
                 f"watermark of {pipeline} moved past {expected!r} meanwhile; these rows were already announced"
@@ -45,10 +48,13 @@ class NewDataPublishOperator(PipelineOperator):
             "pipeline": pipeline,
             "watermark": self.found["watermark_to"],
             "previous_watermark": self.found["watermark_from"],
-            "rows": int(self.found["rows"]),
             "watch_run_id": context["run_id"],
         }
+        if "objects" in self.found:
+            extra.update(objects=count, newest_object=self.found.get("newest_key"))
+        else:
+            extra["rows"] = count
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
-        self.log.info("New data for %s: %d row(s), watermark %s -> %s", pipeline, extra["rows"], expected, new)
+        self.log.info("New data for %s: %d new, watermark %s -> %s", pipeline, count, expected, new)
         return extra

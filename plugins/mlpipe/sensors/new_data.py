@@ -1,4 +1,4 @@
-"""NewDataSensor: waits until the pipeline's source has enough rows past its watermark."""
+"""NewDataSensor: waits until the pipeline's source has enough new data (SQL rows, S3 objects) past its watermark."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 
 class NewDataSensor(BaseSensorOperator):
-    """Done when ``min_new_rows`` rows have ``watermark_column > watermark``; returns their count and maximum.
+    """Done when ``min_new_rows`` rows have ``watermark_column > watermark`` (SQL sources), or when
+    ``min_new_objects`` objects under the prefix are past the watermark (S3 sources); returns their
+    count and the new watermark.
 
     Deferrable (the wait runs in the triggerer and holds no worker slot) or, with
-    ``deferrable=False``, poking on its own schedule. Either way one aggregate query per check.
+    ``deferrable=False``, poking on its own schedule. Either way one aggregate query, or one LIST
+    pass, per check.
     """
 
     template_fields: Sequence[str] = ("pipeline",)
@@ -61,7 +64,23 @@ class NewDataSensor(BaseSensorOperator):
         finally:
             registry.dispose()
 
+    def _need(self) -> tuple[int, str]:
+        """The minimum batch and what it counts (the key of the check's result)."""
+        watch = self.loaded.spec.watch
+        if self.loaded.spec.source.kind == "s3":
+            return watch.min_new_objects, "objects"
+        return watch.min_new_rows, "rows"
+
+    def _check_objects(self) -> dict[str, Any]:
+        from mlpipe.operators.resources import s3_client
+        from mlpipe.stages.s3_source import count_new_objects
+
+        source = self.loaded.spec.source
+        return count_new_objects(s3_client(source.connection_id), source, watermark=self._watermark()).as_dict()
+
     def _check(self) -> dict[str, Any]:
+        if self.loaded.spec.source.kind == "s3":
+            return self._check_objects()
         import sqlalchemy as sa
 
         from mlpipe.stages.watch import count_new_rows
@@ -78,9 +97,22 @@ class NewDataSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         found = self._check()
-        need = self.loaded.spec.watch.min_new_rows
-        self.log.info("%d new row(s) past watermark %s (need %d)", found["rows"], found["watermark_from"], need)
-        return PokeReturnValue(is_done=found["rows"] >= need, xcom_value=found)
+        need, unit = self._need()
+        self.log.info("%d new %s past watermark %s (need %d)", found[unit], unit, found["watermark_from"], need)
+        return PokeReturnValue(is_done=found[unit] >= need, xcom_value=found)
+
+    def _objects_trigger(self) -> Any:
+        from mlpipe.registry import encode_watermark
+        from mlpipe.triggers.new_data import NewObjectsTrigger
+
+        watermark = self._watermark()
+        return NewObjectsTrigger(
+            source=self.loaded.spec.source.model_dump(mode="json"),
+            watermark=None if watermark is None else encode_watermark(watermark),
+            min_objects=self.loaded.spec.watch.min_new_objects,
+            poll_interval=self.poke_interval,
+            end_time=(datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat(),
+        )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -88,6 +120,12 @@ class NewDataSensor(BaseSensorOperator):
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
+        if self.loaded.spec.source.kind == "s3":
+            self.defer(
+                trigger=self._objects_trigger(),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout),
+            )
         from mlpipe.registry import encode_watermark
         from mlpipe.triggers.new_data import NewRowsTrigger
 
@@ -110,7 +148,8 @@ class NewDataSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         status = event.get("status")
         if status == "timeout":
-            message = f"no {self.loaded.spec.watch.min_new_rows} new rows for {self.pipeline} within {self.timeout} s"
+            need, unit = self._need()
+            message = f"no {need} new {unit} for {self.pipeline} within {self.timeout} s"
             if self.soft_fail:
                 raise AirflowSkipException(message)
             raise AirflowSensorTimeout(message)

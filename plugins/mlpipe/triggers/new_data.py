@@ -1,4 +1,7 @@
-"""NewRowsTrigger: polls the source from the triggerer until enough rows lie past the watermark."""
+"""Triggers of the new-data watch: poll the source from the triggerer until enough data lies past the watermark.
+
+NewRowsTrigger counts rows of a SQL table, NewObjectsTrigger objects under an S3 prefix.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,46 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
-class NewRowsTrigger(BaseTrigger):
+class SourcePollTrigger(BaseTrigger):
+    """Checks the source every ``poll_interval`` seconds (in a thread, so the triggerer's loop never
+    blocks) and fires one event: ``found`` once ``_check()`` counts ``minimum`` new items, ``timeout``
+    at ``end_time``, ``error`` when a check raises."""
+
+    count_key = "rows"  # the figure of ``_check()``'s result that is compared with the minimum
+    minimum: int
+    poll_interval: float
+    end_time: str
+
+    def _check(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return type(self).__name__
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The deadline is the trigger's own, so the wait also ends where no triggerer enforces the
+        # task's timeout (``airflow dags test`` runs triggers inline).
+        end = datetime.fromisoformat(self.end_time)
+        while True:
+            try:
+                found = await asyncio.to_thread(self._check)
+            except Exception as exc:  # surfaced in the task, which fails (and retries) with it
+                yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+                return
+            if found[self.count_key] >= self.minimum:
+                yield TriggerEvent({"status": "found", **found})
+                return
+            self.log.info(
+                "%d new %s of %s; waiting for %d", found[self.count_key], self.count_key, self._describe(), self.minimum
+            )
+            remaining = (end - datetime.now(UTC)).total_seconds()
+            if remaining <= 0:
+                yield TriggerEvent({"status": "timeout", **found})
+                return
+            await asyncio.sleep(min(self.poll_interval, remaining))
+
+
+class NewRowsTrigger(SourcePollTrigger):
     """Fires one event once ``min_rows`` rows of ``table`` have ``column > watermark``.
 
     The database URL comes from the deferring sensor, which resolved the Connection; Airflow keeps
@@ -51,6 +93,13 @@ class NewRowsTrigger(BaseTrigger):
             },
         )
 
+    @property
+    def minimum(self) -> int:
+        return self.min_rows
+
+    def _describe(self) -> str:
+        return f"{self.table} past {self.watermark}"
+
     def _check(self) -> dict[str, Any]:
         import sqlalchemy as sa
 
@@ -66,24 +115,60 @@ class NewRowsTrigger(BaseTrigger):
             engine.dispose()
         return found.as_dict()
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        # The deadline is the trigger's own, so the wait also ends where no triggerer enforces the
-        # task's timeout (``airflow dags test`` runs triggers inline).
-        end = datetime.fromisoformat(self.end_time)
-        while True:
-            try:
-                found = await asyncio.to_thread(self._check)
-            except Exception as exc:  # surfaced in the task, which fails (and retries) with it
-                yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
-                return
-            if found["rows"] >= self.min_rows:
-                yield TriggerEvent({"status": "found", **found})
-                return
-            self.log.info(
-                "%d new row(s) of %s past %s; waiting for %d", found["rows"], self.table, self.watermark, self.min_rows
-            )
-            remaining = (end - datetime.now(UTC)).total_seconds()
-            if remaining <= 0:
-                yield TriggerEvent({"status": "timeout", **found})
-                return
-            await asyncio.sleep(min(self.poll_interval, remaining))
+
+class NewObjectsTrigger(SourcePollTrigger):
+    """Fires one event once ``min_objects`` objects of an S3 source lie past the watermark.
+
+    It carries the source section of the spec and the id of its AWS Connection, never credentials:
+    the triggerer resolves the Connection itself (its secrets backends, or the API server for
+    Connections kept in Airflow's database), once per deferral. One LIST pass per check.
+    """
+
+    count_key = "objects"
+
+    def __init__(
+        self,
+        *,
+        source: dict[str, Any],
+        watermark: str | None,
+        min_objects: int,
+        poll_interval: float,
+        end_time: str,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.watermark = watermark
+        self.min_objects = min_objects
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+        self._client: Any = None
+
+    @property
+    def minimum(self) -> int:
+        return self.min_objects
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__name__}",
+            {
+                "source": self.source,
+                "watermark": self.watermark,
+                "min_objects": self.min_objects,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+            },
+        )
+
+    def _describe(self) -> str:
+        return f"s3://{self.source.get('bucket')}/{self.source.get('prefix', '')}"
+
+    def _check(self) -> dict[str, Any]:
+        from mlpipe.operators.resources import s3_client
+        from mlpipe.registry import decode_watermark
+        from mlpipe.spec import S3SourceSpec
+        from mlpipe.stages.s3_source import count_new_objects
+
+        source = S3SourceSpec.model_validate(self.source)
+        if self._client is None:
+            self._client = s3_client(source.connection_id)
+        return count_new_objects(self._client, source, watermark=decode_watermark(self.watermark)).as_dict()
