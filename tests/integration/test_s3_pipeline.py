@@ -1,0 +1,86 @@
+"""The S3 variant of the demo under ``dag.test()``: daily Parquet objects on moto's server over HTTP, read through
+an Airflow AWS Connection by the watch (deferred: its trigger runs inline), the training and the monitor DAGs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import s3_connection_uri
+from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = "flights_delay_s3"
+PREFIX = "sources/flights/"
+
+
+def put_days(client, bucket: str, frame) -> list[str]:
+    """The demo layout: one Parquet object per UTC day, ``date=YYYY-MM-DD/flights.parquet``."""
+    keys = []
+    for day, part in frame.groupby(frame["time_hour"].str[:10]):
+        out = io.BytesIO()
+        part.to_parquet(out, index=False)
+        keys.append(f"{PREFIX}date={day}/flights.parquet")
+        client.put_object(Bucket=bucket, Key=keys[-1], Body=out.getvalue())
+    return keys
+
+
+@pytest.fixture
+def s3_demo(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint, bucket):
+    """docs/examples/flights_delay_s3.yaml installed in a copy of include/, on a fresh bucket."""
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    spec = yaml.safe_load((REPO / "docs" / "examples" / f"{PIPELINE}.yaml").read_text())
+    spec["source"]["bucket"] = bucket
+    spec["watch"].update(poke_interval=5, timeout=10)
+    (include / "pipelines" / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
+    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3", s3_connection_uri(s3_endpoint))
+    for name in ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    return {"bucket": bucket, "home": mlpipe_home}
+
+
+def test_watch_train_and_monitor_an_s3_source(s3_demo, s3_client, flights_frame) -> None:
+    bucket = s3_demo["bucket"]
+    first = flights_frame[flights_frame["time_hour"] < "2013-01-25"]
+    keys = put_days(s3_client, bucket, first)
+    watch = load_dag(f"{PIPELINE}_watch")
+    assert watch.get_task("wait_for_new_data").deferrable is True
+
+    # Every object is new at first: one event with their count, then nothing while nothing arrives.
+    announced = watch.test()
+    assert state(announced) == "success"
+    (event,) = asset_events(f"{PIPELINE}.new_data", announced.run_id)
+    assert event["objects"] == len(keys) == 24
+    assert event["newest_object"] == f"s3://{bucket}/{keys[-1]}"
+    idle = watch.test()
+    assert task_states(idle) == {"wait_for_new_data": "skipped", "publish_new_data": "skipped"}
+
+    # Training reads the run's objects (listed in the snapshot's manifest) and passes the demo's suite.
+    trained = load_dag(f"{PIPELINE}_train").test()
+    assert state(trained) == "success", task_states(trained)
+    champion = open_registry().champion(PIPELINE)
+    assert champion is not None and champion.version == 1
+    snapshot = champion.lineage["snapshot"]
+    assert snapshot["rows"] == len(first)
+    manifest = json.loads(Path(snapshot["uri"].removeprefix("file://")).with_name("snapshot.json").read_text())
+    assert [o["key"] for o in manifest["source"]["objects"]] == keys
+
+    # The monitor's window: the newest 7 daily objects, by their partition date.
+    monitored = load_dag(f"{PIPELINE}_monitor").test()
+    assert task_states(monitored)["check_drift"] == "success"
+    (check,) = open_registry().drift_checks(PIPELINE)
+    assert (check["window_start"], check["window_end"]) == ("2013-01-18 00:00:00", "2013-01-25 00:00:00")
+    assert check["verdict"] in {"ok", "warn"}, check
+
+    # A new day arrives: one object announced, the watermark moves past it.
+    (day,) = put_days(s3_client, bucket, flights_frame[flights_frame["time_hour"].str.startswith("2013-01-25")])
+    later = watch.test()
+    (event,) = asset_events(f"{PIPELINE}.new_data", later.run_id)
+    assert event["objects"] == 1 and event["newest_object"] == f"s3://{bucket}/{day}"
