@@ -1,18 +1,30 @@
-"""Extraction streams: peak RSS and throughput of ``extract_snapshot`` on 336,776 and ~3.4 M flights.
+"""Extraction streams: peak RSS and throughput of ``extract_snapshot`` on 336,776 and ~3.4 M flights,
+from SQLite, from PostgreSQL and from daily Parquet objects in S3.
 
-The source is a SQLite ``flights`` table: the 336,776 real flights of 2013 (``python -m mlpipe demo
-seed`` in a temporary MLPIPE_HOME), and that table enlarged ten times inside SQLite (``INSERT ...
-SELECT``, so building it needs no Python memory): copy k gets ids shifted by k x 336,776 and its
-``year`` and ``time_hour`` moved k whole years on (the 2013 schedule replayed in 2014..2022). Both
-files are cached in bench/out/ under a name that carries their row count.
+SQLite: the 336,776 real flights of 2013 (``python -m mlpipe demo seed`` in a temporary MLPIPE_HOME),
+and that table enlarged ten times inside SQLite (``INSERT ... SELECT``, so building it needs no
+Python memory): copy k gets ids shifted by k x 336,776 and its ``year`` and ``time_hour`` moved k
+whole years on (the 2013 schedule replayed in 2014..2022). Both files are cached in bench/out/
+under a name that carries their row count.
 
-Each extraction runs the flights_delay spec (its SQL, its ``chunk_rows``) in a fresh child process,
-so the peak RSS reported, taken with wait4() for that child, is the extraction's alone: interpreter,
-pandas/pyarrow/SQLAlchemy and the chunks in flight. Streaming means that peak does not grow with the
-table: the 3.4 M-row run must stay under 1 GiB and close to the 336,776-row run.
+PostgreSQL: a fresh database (dropped after) on the server at ``MLPIPE_BENCH_PG_URL`` (default the
+local one), its ``flights`` table loaded from the cached SQLite base with COPY, extracted, then
+enlarged ten times the same way inside PostgreSQL and extracted again.
 
-``python -m bench extract --control`` also runs the 3.4 M rows with ``chunk_rows`` raised to hold
-the whole table in one chunk: what a non-streaming extraction would cost, which the bounds must catch.
+S3: moto's server on loopback (a real endpoint over HTTP), the demo's layout of one Parquet object
+per day (``date=YYYY-MM-DD/flights.parquet``, every column of the flights table), one year (365
+objects) extracted, then the nine replayed years added (3,650 objects) and extracted again, with the
+S3 variant of the demo spec (docs/examples/flights_delay_s3.yaml: its derive and columns).
+
+Each extraction runs in a fresh child process, so the peak RSS reported, the child's own VmHWM
+(its high-water mark after exec), is the extraction's alone: interpreter, pandas/pyarrow/SQLAlchemy/
+boto3 and the chunks in flight. (wait4()'s ru_maxrss is kept beside it, but it also counts the
+parent's image the child was forked with, which the S3 runs' in-process moto server inflates.)
+Streaming means that peak does not grow with the source: the 3.4 M-row runs must stay under 1 GiB
+and close to the 336,776-row runs of the same source.
+
+``python -m bench extract --control`` also runs the 3.4 M SQLite rows with ``chunk_rows`` raised to
+hold the whole table in one chunk: what a non-streaming extraction would cost, which the bounds must catch.
 """
 
 from __future__ import annotations
@@ -24,10 +36,14 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import (
+    REPO,
     check_child,
     child_env,
     markdown_table,
@@ -144,50 +160,279 @@ def source_db(copies: int) -> tuple[Path, dict[str, Any] | None]:
     return dest, built
 
 
-def measure(copies: int, *, chunk_rows: int | None = None) -> dict[str, Any]:
-    """Extract the ``copies`` x table in a child process; its rows, times and peak RSS."""
-    db, built = source_db(copies)
+def _extract_in_child(kind: str, source: str, *, chunk_rows: int | None = None) -> dict[str, Any]:
+    """One extraction of ``source`` (a SQLite file, a PostgreSQL URL or an S3 location) in a child process."""
     log = log_path()
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-extract-") as tmp:
         result_file = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "bench.extract_memory", "--child", str(db), str(result_file)]
+        cmd = [sys.executable, "-m", "bench.extract_memory", "--child", kind, source, str(result_file)]
         if chunk_rows is not None:
             cmd += ["--chunk-rows", str(chunk_rows)]
-        run = check_child(run_child(cmd, env=child_env(), log=log, timeout=900), f"extraction of {db.name}", log)
+        run = check_child(run_child(cmd, env=child_env(), log=log, timeout=1200), f"{kind} extraction", log)
         child = json.loads(result_file.read_text())
+    # The peak is the child's own VmHWM. wait4()'s ru_maxrss also counts the memory the child was
+    # forked with before exec (Linux folds the pre-exec image into it), i.e. this process's size:
+    # several hundred MiB once the S3 layout or a test session's data is in memory here.
+    return {
+        "source": kind,
+        **child,
+        "process_seconds": run.seconds,
+        "peak_rss_kib": child["peak_rss_kib"],
+        "peak_rss_mib": mib(child["peak_rss_kib"]),
+        "wait4_maxrss_mib": mib(run.max_rss_kib),
+    }
+
+
+def measure(copies: int, *, chunk_rows: int | None = None) -> dict[str, Any]:
+    """Extract the ``copies`` x SQLite table in a child process; its rows, times and peak RSS."""
+    db, built = source_db(copies)
     return {
         "table_rows": copies * BASE_ROWS,
         "db": db.name,
         "db_mib": mib(db.stat().st_size / 1024),
         "built": built,
-        **child,
-        "process_seconds": run.seconds,
-        "peak_rss_kib": run.max_rss_kib,
-        "peak_rss_mib": mib(run.max_rss_kib),
+        **_extract_in_child("sqlite", str(db), chunk_rows=chunk_rows),
     }
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+# The demo's flights table as `python -m mlpipe demo seed` makes it (time_hour as UTC text).
+PG_TABLE = """CREATE TABLE flights (
+    id integer PRIMARY KEY, year integer, month integer, day integer, dep_time double precision,
+    sched_dep_time integer, dep_delay double precision, arr_time double precision, sched_arr_time integer,
+    arr_delay double precision, carrier text, flight integer, tailnum text, origin text, dest text,
+    air_time double precision, distance integer, hour integer, minute integer, time_hour text)"""
+
+
+@contextmanager
+def _pg_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server (``MLPIPE_BENCH_PG_URL``), dropped after."""
+    import sqlalchemy as sa
+
+    admin_url = os.environ.get("MLPIPE_BENCH_PG_URL", PG_ADMIN_URL)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"mlpipe_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _pg_load_base(url: str) -> dict[str, Any]:
+    """The 336,776 flights of the cached SQLite base, copied in with COPY in 50,000-row batches."""
+    import csv
+    import io
+
+    import sqlalchemy as sa
+
+    started = time.perf_counter()
+    base, _ = source_db(1)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(PG_TABLE))
+        raw = engine.raw_connection()
+        try:
+            with closing(sqlite3.connect(f"file:{base}?mode=ro", uri=True)) as lite:
+                columns = [row[1] for row in lite.execute("PRAGMA table_info(flights)")]
+                rows = lite.execute(f"SELECT {', '.join(columns)} FROM flights ORDER BY id")
+                with raw.cursor() as cur:
+                    while batch := rows.fetchmany(50_000):
+                        buf = io.StringIO()
+                        csv.writer(buf).writerows(batch)  # None is an empty unquoted field: NULL to COPY
+                        buf.seek(0)
+                        cur.copy_expert(f"COPY flights ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)
+            raw.commit()
+        finally:
+            raw.close()
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE flights"))
+    finally:
+        engine.dispose()
+    return {"seconds": round(time.perf_counter() - started, 3)}
+
+
+def _pg_enlarge(url: str, copies: int) -> dict[str, Any]:
+    """The same ten-fold replay as SQLite's, inside PostgreSQL: copy k shifted k years (one INSERT ... SELECT)."""
+    import sqlalchemy as sa
+
+    started = time.perf_counter()
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            columns = [
+                r[0]
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name = 'flights' "
+                        "ORDER BY ordinal_position"
+                    )
+                )
+            ]
+            shifted = {
+                "id": "id + k * :n",
+                "year": "year + k",
+                "time_hour": "to_char(time_hour::timestamp + make_interval(years => k), 'YYYY-MM-DD HH24:MI:SS')",
+            }
+            select = ", ".join(shifted.get(c, c) for c in columns)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO flights ({', '.join(columns)}) SELECT {select} "
+                    "FROM flights CROSS JOIN generate_series(1, :last) AS k WHERE id <= :n"
+                ),
+                {"n": BASE_ROWS, "last": copies - 1},
+            )
+            conn.execute(sa.text("ANALYZE flights"))
+            rows = conn.execute(sa.text("SELECT count(*) FROM flights")).scalar_one()
+    finally:
+        engine.dispose()
+    if rows != copies * BASE_ROWS:
+        raise RuntimeError(f"enlarging the PostgreSQL table went wrong: {rows} rows")
+    return {"seconds": round(time.perf_counter() - started, 3)}
+
+
+def measure_postgresql(copies: int = COPIES) -> dict[str, dict[str, Any]]:
+    """The base table and the ``copies`` x table, each extracted from a fresh PostgreSQL database."""
+    with _pg_database() as url:
+        loaded = _pg_load_base(url)
+        small = {"table_rows": BASE_ROWS, "built": {"copy": loaded}, **_extract_in_child("postgresql", url)}
+        enlarged = _pg_enlarge(url, copies)
+        large = {
+            "table_rows": copies * BASE_ROWS,
+            "built": {"enlarge": enlarged},
+            **_extract_in_child("postgresql", url),
+        }
+    return {"336k": small, "3.4M": large}
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+
+S3_SPEC = REPO / "docs" / "examples" / "flights_delay_s3.yaml"
+S3_BUCKET = "mlpipe-bench"
+S3_PREFIX = "sources/flights/"
+
+
+def _s3_client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
+    )
+
+
+def _shift_years(frame: Any, k: int) -> Any:
+    """Copy k of the base year: ids after the earlier copies', ``year`` and ``time_hour`` k years on."""
+    years = (frame["time_hour"].str[:4].astype(int) + k).astype(str)
+    return frame.assign(
+        id=frame["id"] + k * BASE_ROWS, year=frame["year"] + k, time_hour=years + frame["time_hour"].str[4:]
+    )
+
+
+def _s3_put_years(client: Any, frame: Any, copies: range) -> dict[str, Any]:
+    """The demo layout for copies ``copies`` of the base year: one Parquet object per UTC day.
+
+    The late flights of 31 December (New York) fall on 1 January UTC of the next year: in the object
+    of that day, which copy k + 1's first day completes (its object is written again with both).
+    """
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    started = time.perf_counter()
+    overflow = frame[frame["time_hour"] >= "2014-01-01"]
+    objects: dict[str, Any] = {}
+    for k in copies:
+        shifted = _shift_years(frame, k)
+        parts = {day: part for day, part in shifted.groupby(shifted["time_hour"].str[:10])}
+        if k > 0:
+            first = f"{2013 + k}-01-01"
+            parts[first] = pd.concat([_shift_years(overflow, k - 1), parts[first]], ignore_index=True)
+        if k < copies[-1]:
+            parts.pop(f"{2014 + k}-01-01")  # the next copy's first day writes it whole
+        objects.update(parts)
+
+    def put(day: str) -> int:
+        out = io.BytesIO()
+        objects[day].to_parquet(out, index=False)
+        client.put_object(Bucket=S3_BUCKET, Key=f"{S3_PREFIX}date={day}/flights.parquet", Body=out.getvalue())
+        return out.tell()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sizes = list(pool.map(put, sorted(objects)))
+    return {"objects": len(sizes), "mib": mib(sum(sizes) / 1024), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def measure_s3(copies: int = COPIES) -> dict[str, dict[str, Any]]:
+    """One year of daily objects, then ``copies`` years, each extracted from moto's server over HTTP."""
+    import logging
+
+    import pandas as pd
+    from moto.server import ThreadedMotoServer
+
+    base, _ = source_db(1)
+    with closing(sqlite3.connect(f"file:{base}?mode=ro", uri=True)) as lite:
+        frame = pd.read_sql("SELECT * FROM flights ORDER BY id", lite)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = _s3_client(endpoint)
+        client.create_bucket(Bucket=S3_BUCKET)
+        location = json.dumps({"endpoint": endpoint, "bucket": S3_BUCKET, "prefix": S3_PREFIX})
+        put_first = _s3_put_years(client, frame, range(1))
+        small = {"table_rows": BASE_ROWS, "built": {"put": put_first}, **_extract_in_child("s3", location)}
+        put_rest = _s3_put_years(client, frame, range(1, copies))
+        large = {"table_rows": copies * BASE_ROWS, "built": {"put": put_rest}, **_extract_in_child("s3", location)}
+    finally:
+        server.stop()
+    return {"336k": small, "3.4M": large}
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+def _requirements(label: str, runs: dict[str, dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+    small, large = runs["336k"], runs["3.4M"]
+    growth = round(large["peak_rss_kib"] / small["peak_rss_kib"], 2)
+    return growth, [
+        requirement(
+            f"{label}: peak RSS extracting {large['rows']:,} rows", large["peak_rss_mib"], mib(PEAK_LIMIT_KIB), " MiB"
+        ),
+        requirement(f"{label}: rows extracted == {COPIES} x {BASE_ROWS:,}", abs(large["rows"] - COPIES * BASE_ROWS), 1),
+        requirement(f"{label}: peak RSS at 3.4 M rows / peak at 336,776 rows", growth, GROWTH_LIMIT, "x"),
+    ]
 
 
 def run(*, control: bool = False) -> dict[str, Any]:
     log_path().write_text("")
-    small = measure(1)
-    large = measure(COPIES)
-    growth = round(large["peak_rss_kib"] / small["peak_rss_kib"], 2)
-    runs = {"336k": small, "3.4M": large}
-    if control:
-        runs["3.4M-unstreamed"] = measure(COPIES, chunk_rows=UNSTREAMED_CHUNK_ROWS)
-    return {
-        "spec": PIPELINE,
-        "as_of": AS_OF,
-        "runs": runs,
-        "peak_growth": growth,
-        "requirements": [
-            requirement(
-                f"peak RSS extracting {large['rows']:,} rows", large["peak_rss_mib"], mib(PEAK_LIMIT_KIB), " MiB"
-            ),
-            requirement(f"rows extracted == {COPIES} x {BASE_ROWS:,}", abs(large["rows"] - COPIES * BASE_ROWS), 1),
-            requirement("peak RSS at 3.4 M rows / peak at 336,776 rows", growth, GROWTH_LIMIT, "x"),
-        ],
+    sources = {
+        "sqlite": {"336k": measure(1), "3.4M": measure(COPIES)},
+        "postgresql": measure_postgresql(),
+        "s3": measure_s3(),
     }
+    runs = {f"{kind} {size}": r for kind, sized in sources.items() for size, r in sized.items()}
+    if control:
+        runs["sqlite 3.4M-unstreamed"] = measure(COPIES, chunk_rows=UNSTREAMED_CHUNK_ROWS)
+    growth, requirements = {}, []
+    for kind, sized in sources.items():
+        growth[kind], reqs = _requirements(kind, sized)
+        requirements += reqs
+    return {"spec": PIPELINE, "as_of": AS_OF, "runs": runs, "peak_growth": growth, "requirements": requirements}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -197,6 +442,7 @@ def table(result: dict[str, Any]) -> str:
             (
                 label,
                 f"{r['rows']:,}",
+                r.get("objects", ""),
                 f"{r['chunk_rows']:,}",
                 r["row_groups"],
                 r["extract_seconds"],
@@ -208,8 +454,9 @@ def table(result: dict[str, Any]) -> str:
             )
         )
     head = (
-        "table",
+        "source",
         "rows",
+        "objects",
         "chunk_rows",
         "row groups",
         "extract s",
@@ -225,7 +472,7 @@ def table(result: dict[str, Any]) -> str:
 # -- the child: one extraction in a fresh interpreter ---------------------------------------------
 
 
-def _child(db: Path, result_file: Path, chunk_rows: int | None) -> None:
+def _child(kind: str, source: str, result_file: Path, chunk_rows: int | None) -> None:
     from datetime import datetime
 
     # What the extraction needs anyway; imported first so "RSS after imports" is the fixed cost.
@@ -234,28 +481,39 @@ def _child(db: Path, result_file: Path, chunk_rows: int | None) -> None:
     import sqlalchemy as sa
 
     from mlpipe import config
-    from mlpipe.spec import find_spec
+    from mlpipe.spec import find_spec, load_spec
     from mlpipe.stages.extract import extract_snapshot
     from mlpipe.storage import LocalStore
 
+    if kind == "s3":
+        location = json.loads(source)
+        loaded = load_spec(S3_SPEC, REPO / "include")
+        update = {"bucket": location["bucket"], "prefix": location["prefix"], "connection_id": "bench"}
+        reader: Any = _s3_client(location["endpoint"])
+    else:
+        loaded = find_spec(PIPELINE)
+        update = {}
+        reader = sa.create_engine(source if kind == "postgresql" else f"sqlite:///{source}")
+    if chunk_rows is not None:
+        update["chunk_rows"] = chunk_rows
+    if update:
+        spec_source = loaded.spec.source.model_copy(update=update)
+        loaded = loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"source": spec_source})})
     baseline = self_rss_kib()
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-home-") as tmp:
         os.environ["MLPIPE_HOME"] = tmp
-        (Path(tmp) / "source.db").symlink_to(db)
-        loaded = find_spec(PIPELINE)
-        if chunk_rows is not None:
-            source = loaded.spec.source.model_copy(update={"chunk_rows": chunk_rows})
-            loaded = loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"source": source})})
-        engine = sa.create_engine(config.default_source_url())
         store = LocalStore(config.default_store_root())
         started = time.perf_counter()
-        snap = extract_snapshot(loaded, engine, store, run_key="bench", as_of=datetime.fromisoformat(AS_OF))
+        snap = extract_snapshot(loaded, reader, store, run_key="bench", as_of=datetime.fromisoformat(AS_OF))
         seconds = time.perf_counter() - started
-        engine.dispose()
+        if kind != "s3":
+            reader.dispose()
         path = store.path(snap.key)
         meta = pq.read_metadata(path)
+        manifest = json.loads(path.with_name("snapshot.json").read_text())
         out = {
             "rows": snap.rows,
+            "objects": len(manifest["source"]["objects"]) if "source" in manifest else None,
             "chunk_rows": loaded.spec.source.chunk_rows,
             "row_groups": meta.num_row_groups,
             "extract_seconds": round(seconds, 3),
@@ -263,7 +521,7 @@ def _child(db: Path, result_file: Path, chunk_rows: int | None) -> None:
             "rows_per_second": round(snap.rows / seconds) if seconds else None,
             "snapshot_mib": mib(path.stat().st_size / 1024),
             "baseline_rss_mib": mib(baseline),
-            "child_vmhwm_mib": mib(self_peak_rss_kib()),
+            "peak_rss_kib": self_peak_rss_kib(),
         }
     result_file.write_text(json.dumps(out))
 
@@ -272,14 +530,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.extract_memory")
     parser.add_argument(
         "--child",
-        nargs=2,
-        metavar=("DB", "RESULT_JSON"),
+        nargs=3,
+        metavar=("KIND", "SOURCE", "RESULT_JSON"),
         required=True,
-        help="internal: run one extraction of DB and write its figures to RESULT_JSON",
+        help="internal: run one extraction (KIND sqlite|postgresql|s3) of SOURCE and write its figures to RESULT_JSON",
     )
     parser.add_argument("--chunk-rows", type=int)
     args = parser.parse_args(argv)
-    _child(Path(args.child[0]), Path(args.child[1]), args.chunk_rows)
+    kind, source, result = args.child
+    _child(kind, source, Path(result), args.chunk_rows)
     return 0
 
 
