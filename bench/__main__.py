@@ -23,7 +23,7 @@ def _modules() -> dict[str, ModuleType]:
 
 
 TITLES = {
-    "extract": "Extraction streams (peak RSS of extract_snapshot in its own process)",
+    "extract": "Extraction streams from SQLite, PostgreSQL and S3 (peak RSS of extract_snapshot in its own process)",
     "parse": "DAG parsing (per file of dags/)",
     "demo": "Per-stage wall times of `airflow dags test flights_delay_train` (make demo)",
     "monitor": "Drift monitor (drift_report on 1,000,000 current rows, in its own process)",

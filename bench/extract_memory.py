@@ -11,10 +11,11 @@ PostgreSQL: a fresh database (dropped after) on the server at ``MLPIPE_BENCH_PG_
 local one), its ``flights`` table loaded from the cached SQLite base with COPY, extracted, then
 enlarged ten times the same way inside PostgreSQL and extracted again.
 
-S3: moto's server on loopback (a real endpoint over HTTP), the demo's layout of one Parquet object
-per day (``date=YYYY-MM-DD/flights.parquet``, every column of the flights table), one year (365
-objects) extracted, then the nine replayed years added (3,650 objects) and extracted again, with the
-S3 variant of the demo spec (docs/examples/flights_delay_s3.yaml: its derive and columns).
+S3: moto's server on loopback, in a process of its own (a real endpoint over HTTP), the demo's
+layout of one Parquet object per UTC day (``date=YYYY-MM-DD/flights.parquet``, every column of the
+flights table), uploaded by a child: one year (366 objects) extracted, then the nine replayed years
+added (3,651 objects) and extracted again, with the S3 variant of the demo spec
+(docs/examples/flights_delay_s3.yaml: its derive and columns).
 
 Each extraction runs in a fresh child process, so the peak RSS reported, the child's own VmHWM
 (its high-water mark after exec), is the extraction's alone: interpreter, pandas/pyarrow/SQLAlchemy/
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -375,31 +377,93 @@ def _s3_put_years(client: Any, frame: Any, copies: range) -> dict[str, Any]:
     return {"objects": len(sizes), "mib": mib(sum(sizes) / 1024), "seconds": round(time.perf_counter() - started, 3)}
 
 
-def measure_s3(copies: int = COPIES) -> dict[str, dict[str, Any]]:
-    """One year of daily objects, then ``copies`` years, each extracted from moto's server over HTTP."""
-    import logging
+@contextmanager
+def _moto_server() -> Iterator[str]:
+    """moto's S3 server in a process of its own, on a free loopback port; stopped on exit.
 
-    import pandas as pd
+    Neither the server nor the objects live in this process: the children measured here are forked
+    from it, and this process stays as small as it was.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-moto-") as tmp, open(log_path(), "ab") as log:
+        port_file = Path(tmp) / "port"
+        cmd = [sys.executable, "-m", "bench.extract_memory", "--moto-server", str(port_file)]
+        proc = subprocess.Popen(cmd, env=child_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not port_file.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"moto's server exited with {proc.returncode} (log: {log_path()})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"moto's server did not start within 60 s (log: {log_path()})")
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port_file.read_text()}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _serve_moto(port_file: Path) -> None:
+    """The server process: moto on a free port, written to ``port_file``, until SIGTERM."""
+    import logging
+    import signal
+    import threading
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tmp = port_file.with_name("port.tmp")
+    tmp.write_text(str(server.get_host_and_port()[1]))
+    os.replace(tmp, port_file)
+    stop.wait()
+    server.stop()
+
+
+def _put_in_child(endpoint: str, copies: range) -> dict[str, Any]:
+    """Upload copies ``copies`` of the year in a child process (the frames never enter this one)."""
+    log = log_path()
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-put-") as tmp:
+        result = Path(tmp) / "put.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.extract_memory",
+            "--put-s3",
+            endpoint,
+            str(copies.start),
+            str(copies.stop),
+            str(result),
+        ]
+        check_child(run_child(cmd, env=child_env(), log=log, timeout=1200), "uploading the S3 layout", log)
+        return json.loads(result.read_text())
+
+
+def _put_s3(endpoint: str, copies: range, result: Path) -> None:
+    import pandas as pd
 
     base, _ = source_db(1)
     with closing(sqlite3.connect(f"file:{base}?mode=ro", uri=True)) as lite:
         frame = pd.read_sql("SELECT * FROM flights ORDER BY id", lite)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        client = _s3_client(endpoint)
-        client.create_bucket(Bucket=S3_BUCKET)
+    result.write_text(json.dumps(_s3_put_years(_s3_client(endpoint), frame, copies)))
+
+
+def measure_s3(copies: int = COPIES) -> dict[str, dict[str, Any]]:
+    """One year of daily objects, then ``copies`` years, each extracted from moto's server over HTTP."""
+    source_db(1)  # the base the uploads read, built first if missing
+    with _moto_server() as endpoint:
+        _s3_client(endpoint).create_bucket(Bucket=S3_BUCKET)
         location = json.dumps({"endpoint": endpoint, "bucket": S3_BUCKET, "prefix": S3_PREFIX})
-        put_first = _s3_put_years(client, frame, range(1))
+        put_first = _put_in_child(endpoint, range(1))
         small = {"table_rows": BASE_ROWS, "built": {"put": put_first}, **_extract_in_child("s3", location)}
-        put_rest = _s3_put_years(client, frame, range(1, copies))
+        put_rest = _put_in_child(endpoint, range(1, copies))
         large = {"table_rows": copies * BASE_ROWS, "built": {"put": put_rest}, **_extract_in_child("s3", location)}
-    finally:
-        server.stop()
     return {"336k": small, "3.4M": large}
 
 
@@ -527,18 +591,30 @@ def _child(kind: str, source: str, result_file: Path, chunk_rows: int | None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.extract_memory")
-    parser.add_argument(
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.extract_memory", description="internal: the benchmark's children"
+    )
+    jobs = parser.add_mutually_exclusive_group(required=True)
+    jobs.add_argument(
         "--child",
         nargs=3,
         metavar=("KIND", "SOURCE", "RESULT_JSON"),
-        required=True,
-        help="internal: run one extraction (KIND sqlite|postgresql|s3) of SOURCE and write its figures to RESULT_JSON",
+        help="run one extraction (KIND sqlite|postgresql|s3) of SOURCE and write its figures to RESULT_JSON",
+    )
+    jobs.add_argument("--moto-server", metavar="PORT_FILE", help="serve moto's S3 on a free port until SIGTERM")
+    jobs.add_argument(
+        "--put-s3", nargs=4, metavar=("ENDPOINT", "FIRST", "STOP", "RESULT_JSON"), help="upload copies FIRST..STOP-1"
     )
     parser.add_argument("--chunk-rows", type=int)
     args = parser.parse_args(argv)
-    kind, source, result = args.child
-    _child(kind, source, Path(result), args.chunk_rows)
+    if args.moto_server:
+        _serve_moto(Path(args.moto_server))
+    elif args.put_s3:
+        endpoint, first, stop, result = args.put_s3
+        _put_s3(endpoint, range(int(first), int(stop)), Path(result))
+    else:
+        kind, source, result = args.child
+        _child(kind, source, Path(result), args.chunk_rows)
     return 0
 
 
