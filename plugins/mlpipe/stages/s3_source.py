@@ -185,7 +185,8 @@ def list_objects(client: Any, source: S3SourceSpec, *, partitions: bool = True) 
                 below = key[len(source.prefix) :]
                 if not below or key.endswith("/"):
                     continue
-                if matcher.fullmatch(below) is None if matcher is not None else source.format_of(key) is None:
+                wanted = matcher.fullmatch(below) if matcher is not None else source.format_of(key)
+                if not wanted:
                     continue
                 found.append(
                     SourceObject(
