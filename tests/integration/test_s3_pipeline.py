@@ -1,5 +1,10 @@
 """The S3 variant of the demo under ``dag.test()``: daily Parquet objects on moto's server over HTTP, read through
-an Airflow AWS Connection by the watch (deferred: its trigger runs inline), the training and the monitor DAGs."""
+an Airflow AWS Connection by the watch (deferred: its trigger runs inline), the training and the monitor DAGs.
+
+The Connection is kept in Airflow's metadata database, not in the environment, so tasks and the
+trigger can only get it the way a deployment's workers and triggerer do: through the supervisor
+and the execution API, by its id.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import s3_connection_uri
 from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
 
 pytestmark = pytest.mark.slow
@@ -31,7 +35,27 @@ def put_days(client, bucket: str, frame) -> list[str]:
 
 
 @pytest.fixture
-def s3_demo(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint, bucket):
+def s3_connection(airflow_db, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """The AWS Connection ``mlpipe_s3`` in the metadata database (and not in the environment)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("AIRFLOW_CONN_MLPIPE_S3", raising=False)
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "mlpipe_s3").delete()
+        session.add(
+            Connection(
+                conn_id="mlpipe_s3", conn_type="aws", login="testing", password="testing", extra=json.dumps(extra)
+            )
+        )
+    yield "mlpipe_s3"
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "mlpipe_s3").delete()
+
+
+@pytest.fixture
+def s3_demo(s3_connection, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket):
     """docs/examples/flights_delay_s3.yaml installed in a copy of include/, on a fresh bucket."""
     include = tmp_path / "include"
     shutil.copytree(REPO / "include", include)
@@ -40,7 +64,6 @@ def s3_demo(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest.M
     spec["watch"].update(poke_interval=5, timeout=10)
     (include / "pipelines" / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
-    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3", s3_connection_uri(s3_endpoint))
     for name in ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE"):
         monkeypatch.delenv(name, raising=False)
     return {"bucket": bucket, "home": mlpipe_home}
