@@ -151,6 +151,39 @@ def bucket(s3_client: Any) -> str:
     return name
 
 
+@pytest.fixture
+def s3_demo_include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket: str) -> Path:
+    """A copy of include/ with docs/examples/flights_delay_s3.yaml installed on a fresh bucket (watch checks
+    every 5 s, gives up after 10 s), as MLPIPE_INCLUDE; no mlpipe Connections from the shell."""
+    import shutil
+
+    import yaml
+
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    spec = yaml.safe_load((REPO / "docs" / "examples" / "flights_delay_s3.yaml").read_text())
+    spec["source"]["bucket"] = bucket
+    spec["watch"].update(poke_interval=5, timeout=10)
+    (include / "pipelines" / "flights_delay_s3.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
+    for name in ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    return include
+
+
+def put_daily_flights(client: Any, bucket: str, frame: Any, prefix: str = "sources/flights/") -> list[str]:
+    """Flights in the demo's S3 layout: one Parquet object per UTC day, ``<prefix>date=YYYY-MM-DD/flights.parquet``."""
+    import io
+
+    keys = []
+    for day, part in frame.groupby(frame["time_hour"].str[:10]):
+        out = io.BytesIO()
+        part.to_parquet(out, index=False)
+        keys.append(f"{prefix}date={day}/flights.parquet")
+        client.put_object(Bucket=bucket, Key=keys[-1], Body=out.getvalue())
+    return keys
+
+
 def s3_connection_uri(endpoint: str, **extra: str) -> str:
     """``AIRFLOW_CONN_*`` value of an AWS Connection to ``endpoint`` (moto's dummy credentials)."""
     from urllib.parse import urlencode

@@ -8,30 +8,16 @@ and the execution API, by its id.
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
+from conftest import put_daily_flights
+from dagruns import asset_events, load_dag, open_registry, state, task_states
 
 pytestmark = pytest.mark.slow
 
 PIPELINE = "flights_delay_s3"
-PREFIX = "sources/flights/"
-
-
-def put_days(client, bucket: str, frame) -> list[str]:
-    """The demo layout: one Parquet object per UTC day, ``date=YYYY-MM-DD/flights.parquet``."""
-    keys = []
-    for day, part in frame.groupby(frame["time_hour"].str[:10]):
-        out = io.BytesIO()
-        part.to_parquet(out, index=False)
-        keys.append(f"{PREFIX}date={day}/flights.parquet")
-        client.put_object(Bucket=bucket, Key=keys[-1], Body=out.getvalue())
-    return keys
 
 
 @pytest.fixture
@@ -55,24 +41,15 @@ def s3_connection(airflow_db, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def s3_demo(s3_connection, mlpipe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket):
+def s3_demo(s3_connection, s3_demo_include: Path, mlpipe_home: Path, bucket: str):
     """docs/examples/flights_delay_s3.yaml installed in a copy of include/, on a fresh bucket."""
-    include = tmp_path / "include"
-    shutil.copytree(REPO / "include", include)
-    spec = yaml.safe_load((REPO / "docs" / "examples" / f"{PIPELINE}.yaml").read_text())
-    spec["source"]["bucket"] = bucket
-    spec["watch"].update(poke_interval=5, timeout=10)
-    (include / "pipelines" / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
-    monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
-    for name in ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE"):
-        monkeypatch.delenv(name, raising=False)
     return {"bucket": bucket, "home": mlpipe_home}
 
 
 def test_watch_train_and_monitor_an_s3_source(s3_demo, s3_client, flights_frame) -> None:
     bucket = s3_demo["bucket"]
     first = flights_frame[flights_frame["time_hour"] < "2013-01-25"]
-    keys = put_days(s3_client, bucket, first)
+    keys = put_daily_flights(s3_client, bucket, first)
     watch = load_dag(f"{PIPELINE}_watch")
     assert watch.get_task("wait_for_new_data").deferrable is True
 
@@ -103,7 +80,9 @@ def test_watch_train_and_monitor_an_s3_source(s3_demo, s3_client, flights_frame)
     assert check["verdict"] in {"ok", "warn"}, check
 
     # A new day arrives: one object announced, the watermark moves past it.
-    (day,) = put_days(s3_client, bucket, flights_frame[flights_frame["time_hour"].str.startswith("2013-01-25")])
+    (day,) = put_daily_flights(
+        s3_client, bucket, flights_frame[flights_frame["time_hour"].str.startswith("2013-01-25")]
+    )
     later = watch.test()
     (event,) = asset_events(f"{PIPELINE}.new_data", later.run_id)
     assert event["objects"] == 1 and event["newest_object"] == f"s3://{bucket}/{day}"

@@ -4,9 +4,7 @@ moto's server over HTTP, the trigger's ``run()`` on an event loop as the trigger
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import shutil
 import socket
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -16,10 +14,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from conftest import s3_connection_uri
+from conftest import put_daily_flights, s3_connection_uri
 
 from mlpipe.errors import SourceUnavailableError
 from mlpipe.operators.training import SnapshotExtractOperator, SnapshotValidateOperator
@@ -48,30 +45,12 @@ def make_context(run_id: str = "manual__s3", as_of: datetime = datetime(2013, 1,
     }
 
 
-def put_days(client: Any, bucket: str, frame: pd.DataFrame) -> list[str]:
-    """The demo layout: one Parquet object per UTC day, ``date=YYYY-MM-DD/flights.parquet``."""
-    keys = []
-    for day, part in frame.groupby(frame["time_hour"].str[:10]):
-        out = io.BytesIO()
-        part.to_parquet(out, index=False)
-        keys.append(f"{PREFIX}date={day}/flights.parquet")
-        client.put_object(Bucket=bucket, Key=keys[-1], Body=out.getvalue())
-    return keys
-
-
 @pytest.fixture
-def s3_pipeline(tmp_path: Path, mlpipe_home: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, bucket: str):
+def s3_pipeline(
+    s3_demo_include: Path, mlpipe_home: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, bucket: str
+):
     """The documented S3 variant of the demo spec, on a fresh bucket, read through the Connection mlpipe_s3."""
-    include = tmp_path / "include"
-    shutil.copytree(REPO / "include", include)
-    spec = yaml.safe_load((REPO / "docs" / "examples" / f"{PIPELINE}.yaml").read_text())
-    spec["source"]["bucket"] = bucket
-    spec["watch"].update(poke_interval=5, timeout=10)
-    (include / "pipelines" / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec))
-    monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
     monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_S3", s3_connection_uri(s3_endpoint))
-    for name in CONN_ENVS:
-        monkeypatch.delenv(name, raising=False)
     return SimpleNamespace(bucket=bucket, home=mlpipe_home)
 
 
@@ -83,7 +62,7 @@ class TestSnapshotExtractOperator:
     def test_extracts_the_run_s_objects_and_the_demo_suite_passes(
         self, s3_pipeline, s3_client, flights_frame: pd.DataFrame
     ) -> None:
-        keys = put_days(s3_client, s3_pipeline.bucket, january(flights_frame))
+        keys = put_daily_flights(s3_client, s3_pipeline.bucket, january(flights_frame))
         context = make_context()
 
         snap = SnapshotExtractOperator(task_id="extract_snapshot", pipeline=PIPELINE).execute(context)
@@ -98,7 +77,7 @@ class TestSnapshotExtractOperator:
         assert report["success"] is True
 
     def test_a_malformed_object_fails_at_once_naming_it(self, s3_pipeline, s3_client, flights_frame) -> None:
-        put_days(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-04"))
+        put_daily_flights(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-04"))
         bad = f"{PREFIX}date=2013-01-02/flights.parquet"
         s3_client.put_object(Bucket=s3_pipeline.bucket, Key=bad, Body=b"not parquet at all")
 
@@ -121,7 +100,7 @@ class TestSnapshotExtractOperator:
 
 class TestNewDataWatch:
     def test_poke_then_publish_moves_the_watermark_by_objects(self, s3_pipeline, s3_client, flights_frame) -> None:
-        keys = put_days(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-04"))
+        keys = put_daily_flights(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-04"))
         sensor = NewDataSensor(task_id="wait_for_new_data", pipeline=PIPELINE, deferrable=False)
 
         poked = sensor.poke(make_context())
@@ -157,7 +136,7 @@ class TestNewDataWatch:
         classpath, kwargs = trigger.serialize()
         assert classpath == "mlpipe.triggers.new_data.NewObjectsTrigger"
         assert kwargs["source"]["connection_id"] == "mlpipe_s3" and "testing" not in json.dumps(kwargs)
-        put_days(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-03"))
+        put_daily_flights(s3_client, s3_pipeline.bucket, january(flights_frame, "2013-01-03"))
 
         event = asyncio.run(anext(NewObjectsTrigger(**kwargs).run()))
 
