@@ -25,10 +25,8 @@ from mlpipe.registry import Registry
 from mlpipe.sensors.new_data import NewDataSensor
 from mlpipe.triggers.new_data import NewObjectsTrigger
 
-REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "flights_delay_s3"
 PREFIX = "sources/flights/"
-CONN_ENVS = ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE")
 
 
 def make_context(run_id: str = "manual__s3", as_of: datetime = datetime(2013, 1, 21, tzinfo=UTC)) -> dict[str, Any]:
