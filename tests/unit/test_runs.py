@@ -53,7 +53,15 @@ DRIFT_EVENT = {
         "verdict": "drift",
         "window_start": "2013-06-01 00:00:00",
         "window_end": "2013-06-08 00:00:00",
+        "window_rows": 6_734,
         "drifted_share": 0.5,
+        "performance": {
+            "metric": "roc_auc",
+            "value": 0.5939,
+            "promoted": 0.6647,
+            "drop": 0.0708,
+            "verdict": "degraded",
+        },
         "score_psi": 0.31234,
         "champion_version": 1,
         "reasons": [f"reason {i}" for i in range(8)],
@@ -85,9 +93,12 @@ def test_describe_trigger_names_each_event_with_its_figures() -> None:
     )
     both = describe_trigger({"trigger": "drift", "asset_events": [NEW_DATA_EVENT, DRIFT_EVENT]})
     assert both == (
-        "drift (15,000 new rows up to 2013-01-21 10:00:00; drift in 2013-06-01 00:00:00 .. 2013-06-08 00:00:00 "
-        "(50% of features drifted, score PSI 0.312, vs champion v1))"
+        "drift (15,000 new rows up to 2013-01-21 10:00:00; window 2013-06-01 00:00:00 .. 2013-06-08 00:00:00, "
+        "6,734 rows; features drift (50% at act, score PSI 0.312); roc_auc 0.594, 0.071 below its 0.665; "
+        "champion v1)"
     )
+    quiet = {"asset": "t.drift", "extra": {"verdict": "warn", "window_start": "a", "window_end": "b"}}
+    assert describe_event(quiet) == "window a .. b; features warn"
     timestamp = {"asset": "t.new_data", "extra": {"rows": 3, "watermark": '{"datetime": "2013-01-01T05:00:00+00:00"}'}}
     assert describe_event(timestamp) == "3 new rows up to 2013-01-01 05:00:00+00:00"
 
@@ -104,7 +115,7 @@ def test_trigger_notes_say_what_started_the_run() -> None:
     )
     drift = trigger_note({"trigger": "drift", "asset_events": [DRIFT_EVENT]}).splitlines()
     assert drift[0] == "**Started by drift**"
-    assert drift[1].startswith("- `tiny.drift`: drift in 2013-06-01") and drift[1].endswith("(run `scheduled__m1`)")
+    assert drift[1].startswith("- `tiny.drift`: window 2013-06-01") and drift[1].endswith("(run `scheduled__m1`)")
     assert drift[2:7] == [f"  - reason {i}" for i in range(5)], "at most five reasons"
     assert drift[7] == "  - report: file:///store/tiny/monitor/r/report/index.html"
 

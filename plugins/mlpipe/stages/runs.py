@@ -65,16 +65,25 @@ def describe_event(event: dict[str, Any]) -> str:
     if "watermark" in extra:
         return f"{extra.get('rows', 0):,} new rows up to {_watermark_text(extra['watermark'])}"
     if "verdict" in extra:
-        text = f"{extra['verdict']} in {extra.get('window_start')} .. {extra.get('window_end')}"
-        figures = []
-        if extra.get("drifted_share") is not None:
-            figures.append(f"{extra['drifted_share']:.0%} of features drifted")
-        if extra.get("score_psi") is not None:
-            figures.append(f"score PSI {extra['score_psi']:.3f}")
-        if extra.get("champion_version") is not None:
-            figures.append(f"vs champion v{extra['champion_version']}")
-        return f"{text} ({', '.join(figures)})" if figures else text
+        return _describe_drift(extra)
     return str(event.get("asset"))
+
+
+def _describe_drift(extra: dict[str, Any]) -> str:
+    """A drift event: the window, the features' verdict, and the champion's metric drop if that breached."""
+    rows = f", {extra['window_rows']:,} rows" if extra.get("window_rows") is not None else ""
+    parts = [f"window {extra.get('window_start')} .. {extra.get('window_end')}{rows}"]
+    features = f"features {extra['verdict']}"
+    if extra.get("drifted_share") is not None:
+        features += f" ({extra['drifted_share']:.0%} at act"
+        features += f", score PSI {extra['score_psi']:.3f})" if extra.get("score_psi") is not None else ")"
+    parts.append(features)
+    perf = extra.get("performance") or {}
+    if perf.get("verdict") == "degraded":
+        parts.append(f"{perf['metric']} {perf['value']:.3f}, {perf['drop']:.3f} below its {perf['promoted']:.3f}")
+    if extra.get("champion_version") is not None:
+        parts.append(f"champion v{extra['champion_version']}")
+    return "; ".join(parts)
 
 
 def describe_trigger(info: dict[str, Any]) -> str:
