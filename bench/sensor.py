@@ -1,7 +1,7 @@
 """The new-data watch's idle cost: statements and time per check when nothing is new.
 
 The source is the SQLite ``flights`` table of the 336,776 real flights of 2013, as ``python -m
-mlpipe demo seed`` writes it (with its index ``ix_flights_time_hour``; the file bench/extract_memory.py
+mlpipe demo seed --all`` writes it (with its index ``ix_flights_time_hour``; the file bench/extract_memory.py
 caches in bench/out/), and a copy of it without that index. The watermark is the newest
 ``time_hour`` with every row at it already announced, so every check finds 0 new rows: what the
 watch pays while it waits.
@@ -50,7 +50,7 @@ def log_path() -> Path:
 
 
 def source_db() -> Path:
-    """The cached 336,776-row demo source (seeded by ``python -m mlpipe demo seed`` on first use)."""
+    """The cached 336,776-row demo source (seeded by ``python -m mlpipe demo seed --all`` on first use)."""
     from bench.extract_memory import source_db as cached
 
     return cached(1)[0]
