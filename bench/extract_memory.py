@@ -1,7 +1,8 @@
 """Extraction streams: peak RSS and throughput of ``extract_snapshot`` on 336,776 and ~3.4 M flights,
 from SQLite, from PostgreSQL and from daily Parquet objects in S3.
 
-SQLite: the 336,776 real flights of 2013 (``python -m mlpipe demo seed`` in a temporary MLPIPE_HOME),
+SQLite: the 336,776 real flights of 2013 (``python -m mlpipe demo seed --all`` in a
+temporary MLPIPE_HOME),
 and that table enlarged ten times inside SQLite (``INSERT ... SELECT``, so building it needs no
 Python memory): copy k gets ids shifted by k x 336,776 and its ``year`` and ``time_hour`` moved k
 whole years on (the 2013 schedule replayed in 2014..2022). Both files are cached in bench/out/
@@ -103,9 +104,12 @@ def _seed_base(dest: Path) -> dict[str, Any]:
         home = Path(tmp)
         log = log_path()
         run = run_child(
-            [sys.executable, "-m", "mlpipe", "demo", "seed"], env=child_env(mlpipe_home=home), log=log, timeout=600
+            [sys.executable, "-m", "mlpipe", "demo", "seed", "--all"],
+            env=child_env(mlpipe_home=home),
+            log=log,
+            timeout=600,
         )
-        check_child(run, "python -m mlpipe demo seed", log)
+        check_child(run, "python -m mlpipe demo seed --all", log)
         os.replace(home / "source.db", dest)
     return {"seconds": run.seconds, "peak_rss_mib": mib(run.max_rss_kib)}
 

@@ -1,10 +1,12 @@
-"""The mlpipe Airflow plugin: the Models view in the Airflow UI (a FastAPI app and its nav entry).
+"""The mlpipe Airflow plugin: the Models view in the Airflow UI (a FastAPI app and its nav entry),
+and the listener that notes on each training run what started it.
 
 Airflow's plugins manager imports this module in every Airflow process (scheduler, workers,
-triggerer, dag-processor, API server), so it imports nothing but the plugin API and the view's
-paths: the FastAPI app (and the registry, the store, Jinja2 ...) is built on the first request
-the API server routes to it. The operators' extra links need no registration here: in Airflow 3
-each task stores its links' URLs in XCom when it finishes, and the UI reads them from there.
+triggerer, dag-processor, API server), so it imports nothing but the plugin API, the listener
+module (as light) and the view's paths: the FastAPI app (and the registry, the store, Jinja2 ...)
+is built on the first request the API server routes to it. The operators' extra links need no
+registration here: in Airflow 3 each task stores its links' URLs in XCom when it finishes, and the
+UI reads them from there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+import mlpipe.listeners as run_notes
 from mlpipe.ui import paths
 
 
@@ -45,3 +48,5 @@ class MlpipePlugin(AirflowPlugin):
             "nav_top_level": True,
         }
     ]
+    # Each training run's note says what started it (see mlpipe.listeners).
+    listeners = [run_notes]

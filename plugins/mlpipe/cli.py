@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from mlpipe import config
+from mlpipe.demo import SEED_UNTIL
 from mlpipe.errors import MlpipeError
 
 
@@ -123,10 +124,15 @@ def cmd_registry_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
-    from mlpipe.demo import seed_flights
+    from mlpipe.demo import seed_flights, source_summary
 
-    db, rows, created = seed_flights(config.mlpipe_home(), force=args.force, until=args.until)
-    print(f"{'seeded' if created else 'already seeded'}: {db} (table flights, {rows:,} rows)")
+    home = config.mlpipe_home()
+    db, _, created = seed_flights(home, force=args.force, until=None if args.all else args.until)
+    rows, first, newest = source_summary(home)
+    print(
+        f"{'seeded' if created else 'already seeded'}: {db} (table flights, {rows:,} rows, {first} .. {newest})"
+        + ("" if args.all else "\nappend the next days as new data with: python -m mlpipe demo feed --days N")
+    )
     return 0
 
 
@@ -173,10 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registry_upgrade)
 
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
-    p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db")
+    p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db (January-February)")
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
-    p.add_argument("--force", action="store_true", help="rewrite the table even if complete")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="only flights before this day (then `demo feed`)")
+    p.add_argument("--force", action="store_true", help="rewrite the table even if it exists (drops fed rows)")
+    first = p.add_mutually_exclusive_group()
+    first.add_argument(
+        "--until", metavar="YYYY-MM-DD", default=SEED_UNTIL, help=f"flights before this day (default {SEED_UNTIL})"
+    )
+    first.add_argument("--all", action="store_true", help="the whole year, all 336,776 flights")
     p.set_defaults(func=cmd_demo_seed)
     p = demo.add_parser("feed", help="append the next days of flights, as new data would arrive")
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])

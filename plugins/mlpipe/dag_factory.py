@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = timedelta(seconds=30)
 MAX_RETRY_DELAY = timedelta(minutes=10)
+# The watch's and the monitor's tasks are short checks that decide whether training starts: when
+# executor slots are scarce they go before queued training tasks (whose "downstream" weights are at
+# most one per task of the DAG). A deferrable watch then takes a slot only for its first check, and a
+# drift verdict is drawn against the champion of the moment rather than after a retraining lands.
+CHECK_PRIORITY = {"priority_weight": 100, "weight_rule": "absolute"}
 
 
 ROLE_TITLES = {
@@ -298,9 +303,14 @@ extra), which starts `{spec.name}_train`. The same data never announces twice.
             mode="reschedule",
             soft_fail=True,
             **sensor_args,
+            **CHECK_PRIORITY,
         )
         NewDataPublishOperator(
-            task_id="publish_new_data", pipeline=spec.name, found=found.output, outlets=[new_data_asset(spec.name)]
+            task_id="publish_new_data",
+            pipeline=spec.name,
+            found=found.output,
+            outlets=[new_data_asset(spec.name)],
+            **CHECK_PRIORITY,
         )
     return dag
 
@@ -333,9 +343,13 @@ when ≥ {monitor.drifted_share:.0%} of the features or the score act, or the me
 """,
         schedule=_cron(monitor.schedule),
     ) as dag:
-        check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name)
+        check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name, **CHECK_PRIORITY)
         DriftAnnounceOperator(
-            task_id="announce_drift", pipeline=spec.name, check=check.output, outlets=[drift_asset(spec.name)]
+            task_id="announce_drift",
+            pipeline=spec.name,
+            check=check.output,
+            outlets=[drift_asset(spec.name)],
+            **CHECK_PRIORITY,
         )
     return dag
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -62,11 +62,15 @@ champion_log = sa.Table(
 )
 
 # How far each pipeline's watch has seen its source; moved only with the new_data event it causes.
+# The watermark column need not be unique, so the watermark is its value plus the rows at that value
+# already announced (rows_at_value): rows arriving late with exactly that value are still new. NULL
+# (a watermark written before the count was kept) counts every row at the value as announced.
 watermarks = sa.Table(
     "mlpipe_watermarks",
     metadata,
     sa.Column("pipeline", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+    sa.Column("rows_at_value", sa.BigInteger, nullable=True),
     sa.Column("rows_seen", sa.BigInteger, nullable=False),
     sa.Column("run_id", sa.String(250), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -109,6 +113,14 @@ def decode_watermark(text: str | None) -> Any:
     if isinstance(value, dict):
         return datetime.fromisoformat(value["datetime"])
     return value
+
+
+class Watermark(NamedTuple):
+    """How far a pipeline's watch has announced its source."""
+
+    value: Any  # None before the first new_data event
+    rows_at_value: int | None  # rows with exactly ``value`` already announced; None: all of them
+    rows_seen: int  # every row announced so far
 
 
 @dataclass(frozen=True)
@@ -263,28 +275,50 @@ class Registry:
             ).all()
         return [_event(r) for r in rows]
 
-    def watermark(self, pipeline: str) -> tuple[Any, int]:
-        """The pipeline's watermark (None before the first event) and the rows seen up to it."""
+    def watermark(self, pipeline: str) -> Watermark:
+        """The pipeline's watermark (value None and no rows before the first event)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(watermarks.c.value, watermarks.c.rows_seen).where(watermarks.c.pipeline == pipeline)
+                sa.select(watermarks.c.value, watermarks.c.rows_at_value, watermarks.c.rows_seen).where(
+                    watermarks.c.pipeline == pipeline
+                )
             ).first()
-        return (decode_watermark(row.value), int(row.rows_seen)) if row else (None, 0)
+        if row is None:
+            return Watermark(None, 0, 0)
+        at_value = None if row.rows_at_value is None else int(row.rows_at_value)
+        return Watermark(decode_watermark(row.value), at_value, int(row.rows_seen))
 
     def advance_watermark(
-        self, pipeline: str, *, expected: Any, new: Any, rows: int, run_id: str, at: datetime | None = None
+        self,
+        pipeline: str,
+        *,
+        expected: Any,
+        expected_at_value: int | None,
+        new: Any,
+        new_at_value: int | None,
+        rows: int,
+        run_id: str,
+        at: datetime | None = None,
     ) -> bool:
-        """Move the watermark from ``expected`` to ``new`` (compare-and-swap); False if it had moved."""
+        """Move the watermark from (``expected``, ``expected_at_value``) to (``new``, ``new_at_value``).
+
+        A compare-and-swap on both parts: False, and nothing written, if another run moved it first.
+        """
         at = at or datetime.now(UTC)
-        values = {"value": encode_watermark(new), "run_id": run_id, "updated_at": at}
+        values = {"value": encode_watermark(new), "rows_at_value": new_at_value, "run_id": run_id, "updated_at": at}
         try:
             with self.engine.begin() as conn:
                 if expected is None:
                     conn.execute(watermarks.insert().values(pipeline=pipeline, rows_seen=rows, **values))
                     return True
+                at_value = watermarks.c.rows_at_value
                 result = conn.execute(
                     watermarks.update()
-                    .where(watermarks.c.pipeline == pipeline, watermarks.c.value == encode_watermark(expected))
+                    .where(
+                        watermarks.c.pipeline == pipeline,
+                        watermarks.c.value == encode_watermark(expected),
+                        at_value.is_(None) if expected_at_value is None else at_value == expected_at_value,
+                    )
                     .values(rows_seen=watermarks.c.rows_seen + rows, **values)
                 )
                 return result.rowcount == 1

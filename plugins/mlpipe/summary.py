@@ -6,7 +6,7 @@ from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import Registry
-from mlpipe.stages.runs import list_runs, read_json, run_prefix
+from mlpipe.stages.runs import describe_trigger, list_runs, read_json, run_prefix
 from mlpipe.storage import ArtifactStore, run_key
 
 
@@ -29,16 +29,7 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     promotion = read_json(store, f"{prefix}/promote/result.json")
 
     lines = [f"== {pipeline}: run {run.get('run_id')} =="]
-    trigger = run.get("trigger") or run.get("run_type") or "?"
-    for event in run.get("asset_events", []):
-        extra = event.get("extra", {})
-        if "objects" in extra:
-            trigger += f" ({extra['objects']:,} new objects, newest {extra.get('newest_object')})"
-        elif "watermark" in extra:
-            trigger += f" ({extra['rows']:,} new rows up to {extra.get('watermark')})"
-        elif "verdict" in extra:
-            trigger += f" ({extra['verdict']} in {extra.get('window_start')} .. {extra.get('window_end')})"
-    lines.append(f"trigger     {trigger}; data as of {run.get('as_of')}")
+    lines.append(f"trigger     {describe_trigger(run)}; data as of {run.get('as_of')}")
     if snap:
         lines.append(f"data        {snap['rows']:,} rows, sha256 {snap['sha256'][:16]}…")
     if validation:

@@ -57,3 +57,12 @@ def open_registry() -> Any:
     from mlpipe.registry import Registry
 
     return Registry.from_url(config.default_registry_url())
+
+
+def run_note(run: Any) -> str | None:
+    """The note of a DagRun as the Airflow UI shows it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.query(DagRun).filter(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id).one().note

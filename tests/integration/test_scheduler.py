@@ -1,10 +1,19 @@
 """Retraining starts by itself: the real scheduler, dag-processor, triggerer and api-server on loopback.
 
-A fresh PostgreSQL database is Airflow's metadata DB and LocalExecutor runs the tasks. The source
-starts empty, so the first watch run defers into the triggerer; rows then arrive, the trigger
-fires, ``publish_new_data`` emits ``flights_delay.new_data`` and the scheduler starts
-``flights_delay_train`` from that asset event, which promotes v1. A watch run with nothing new
-times out (skipped, no event, no training), and a later batch starts a second training run.
+A fresh PostgreSQL database is Airflow's metadata DB and LocalExecutor runs the tasks with a single
+worker slot (``parallelism`` 1). One stack serves both scenarios, in order:
+
+* **New data.** The source starts empty, so the first watch run defers into the triggerer. Rows
+  arrive, the trigger fires, ``publish_new_data`` emits ``flights_delay.new_data`` and the scheduler
+  starts ``flights_delay_train`` from that asset event, which promotes v1. A watch run with nothing
+  new defers while that training runs, whose tasks meanwhile start and run in the only worker slot
+  (the deferred sensor holds none), then times out: skipped, no event, no second training run.
+* **Drift.** A week of August flights lands; the monitor finds the champion (trained on January)
+  well below its promoted ROC AUC on them, emits ``flights_delay.drift`` and training starts by itself
+  and promotes v2, whose lineage says ``drift``. A second monitor run of the same window draws the
+  same verdict against the same champion, emits nothing and starts nothing.
+
+Every training run's note (the DagRun note the UI shows) says what started it.
 
 In Airflow 3 the LocalExecutor's task supervisor talks to the Execution API
 (``[core] execution_api_server_url``, served by ``airflow api-server``), so all four components run.
@@ -37,8 +46,8 @@ from servers import descendants, free_port, send_signal
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "flights_delay"
-TRAIN, WATCH = f"{PIPELINE}_train", f"{PIPELINE}_watch"
-NEW_DATA = f"{PIPELINE}.new_data"
+TRAIN, WATCH, MONITOR = f"{PIPELINE}_train", f"{PIPELINE}_watch", f"{PIPELINE}_monitor"
+NEW_DATA, DRIFT = f"{PIPELINE}.new_data", f"{PIPELINE}.drift"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 # The order they start in; they stop in reverse (the scheduler first, so nothing new is launched).
 COMPONENTS = {
@@ -49,6 +58,11 @@ COMPONENTS = {
 }
 FIRST_ROWS = 15_000  # the GX suite wants >= 10,000; training on them takes ~30 s
 MIN_NEW_ROWS = 200
+# Real seasonal drift: on these flights the champion trained on January scores ROC AUC 0.591, 0.058
+# below the 0.650 it was promoted with (tolerance 0.03); retrained with them, logreg reaches 0.628 on
+# the new holdout where the champion scores 0.579, so the gate promotes it. Training is seeded, so the
+# figures repeat run after run.
+DRIFTED_WEEK = ("2013-08-02", "2013-08-09")
 WATCH_TIMEOUT = 30  # seconds an idle watch run waits (in the triggerer) before it gives up
 RUN_TIMEOUT = 240  # seconds any one wait below may take
 
@@ -183,16 +197,26 @@ class Stack:
         rows = self.query("SELECT task_id, state FROM task_instance WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
         return dict(rows)
 
-    def new_data_events(self) -> list[dict[str, Any]]:
+    def asset_events(self, name: str = NEW_DATA) -> list[dict[str, Any]]:
         rows = self.query(
             "SELECT e.extra, e.source_dag_id, e.source_run_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
             "WHERE a.name = %s ORDER BY e.id",
-            NEW_DATA,
+            name,
         )
         return [
             {"extra": extra if isinstance(extra, dict) else json.loads(extra), "dag_id": dag_id, "run_id": run_id}
             for extra, dag_id, run_id in rows
         ]
+
+    def note(self, dag_id: str, run_id: str) -> str | None:
+        """The DagRun's note, as the UI shows it."""
+        rows = self.query(
+            "SELECT n.content FROM dag_run_note n JOIN dag_run r ON r.id = n.dag_run_id "
+            "WHERE r.dag_id = %s AND r.run_id = %s",
+            dag_id,
+            run_id,
+        )
+        return rows[0][0] if rows else None
 
     def deferred_trigger(self, run_id: str) -> str | None:
         """The trigger's classpath while ``wait_for_new_data`` of ``run_id`` is deferred, else None."""
@@ -210,21 +234,39 @@ class Stack:
             tis = self.query(
                 "SELECT dag_id, run_id, task_id, map_index, state, try_number FROM task_instance ORDER BY start_date"
             )
-            events = self.new_data_events()
+            events = self.asset_events(NEW_DATA) + self.asset_events(DRIFT)
         except Exception as exc:  # the DB itself may be the problem
             return f"(cannot read the metadata DB: {exc})"
         return "\n".join([*(f"run {r}" for r in runs), *(f"ti  {t}" for t in tis), *(f"event {e}" for e in events)])
 
-    def trigger_watch(self) -> str:
-        """Trigger ``flights_delay_watch`` through the REST API; its run id."""
+    def trigger(self, dag_id: str) -> str:
+        """Trigger ``dag_id`` through the REST API; its run id."""
         request = urllib.request.Request(
-            f"{self.api_url}/api/v2/dags/{WATCH}/dagRuns",
+            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns",
             data=json.dumps({"logical_date": None}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["dag_run_id"]
+
+    def champion(self) -> Any:
+        registry = self.registry()
+        try:
+            return registry.champion(PIPELINE)
+        finally:
+            registry.dispose()
+
+    def registry(self) -> Any:
+        from mlpipe.registry import Registry
+
+        return Registry.from_url(f"sqlite:///{self.home / 'registry.db'}", create=False)
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The training run's run.json."""
+        from mlpipe.storage import run_key
+
+        return json.loads((self.home / "artifacts" / PIPELINE / "runs" / run_key(run_id) / "run.json").read_text())
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = RUN_TIMEOUT, every: float = 1) -> Any:
         """Poll ``check`` until it returns something truthy, failing (with the DB state) after ``timeout`` s."""
@@ -245,8 +287,16 @@ class Stack:
             lambda: (state := self.run_state(dag_id, run_id)) in ("success", "failed") and state,
         )
 
+    def wait_new_run(self, dag_id: str, count: int) -> tuple[str, str, str]:
+        """Wait for the ``count``-th run of ``dag_id`` (1-based); its (run_id, run_type, state)."""
+        runs = self.wait_for(f"run #{count} of {dag_id}", lambda: len(r := self.runs(dag_id)) >= count and r)
+        return runs[count - 1]
 
-@pytest.fixture
+    def print_timings(self) -> None:
+        print("\n".join(f"{t:6.1f} s  {what}" for what, t in self.timings))
+
+
+@pytest.fixture(scope="module")
 def metadata_db() -> Iterator[str]:
     """A new, empty PostgreSQL database for Airflow's metadata, dropped afterwards."""
     psycopg2 = pytest.importorskip("psycopg2")
@@ -269,7 +319,7 @@ def metadata_db() -> Iterator[str]:
 def _test_spec(include: Path, now: datetime) -> None:
     """flights_delay.yaml tuned for a test of minutes: a quick deferrable watch, no clock-driven runs.
 
-    The watch runs only when the test triggers it (``schedule: null``). The training DAG keeps its
+    The watch and the monitor run only when the test triggers them (``schedule: null``). The training DAG keeps its
     cron-or-asset schedule, but starts now with its cron half a day away: with ``catchup=False``
     Airflow otherwise starts a run for the latest past cron tick as soon as the DAG is unpaused.
     """
@@ -280,17 +330,19 @@ def _test_spec(include: Path, now: datetime) -> None:
     spec["watch"].update(
         schedule=None, poke_interval=5, timeout=WATCH_TIMEOUT, min_new_rows=MIN_NEW_ROWS, deferrable=True
     )
+    spec["monitor"]["schedule"] = None
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-@pytest.fixture
-def stack(metadata_db: str, tmp_path: Path, flights_frame) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def stack(metadata_db: str, tmp_path_factory: pytest.TempPathFactory, flights_frame) -> Iterator[Stack]:
     """Airflow's four components running on ``metadata_db``, with an empty flights source."""
     import psycopg2
     from cryptography.fernet import Fernet
 
     from mlpipe.demo import write_flights_sqlite
 
+    tmp_path = tmp_path_factory.mktemp("scheduler")
     airflow_home, mlpipe_home, logs = tmp_path / "airflow", tmp_path / "mlpipe", tmp_path / "logs"
     for path in (airflow_home, mlpipe_home, logs):
         path.mkdir()
@@ -308,7 +360,8 @@ def stack(metadata_db: str, tmp_path: Path, flights_frame) -> Iterator[Stack]:
             "AIRFLOW_HOME": str(airflow_home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            # One worker slot: a deferred sensor must leave it free for other tasks.
+            "AIRFLOW__CORE__PARALLELISM": "1",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -350,16 +403,26 @@ def stack(metadata_db: str, tmp_path: Path, flights_frame) -> Iterator[Stack]:
                 stack.start(name, args)
             stack.wait_for("the API server", lambda: _healthy(api_url), timeout=120)
             stack.wait_for(
-                "both DAGs serialized by the dag-processor",
+                "the three DAGs serialized by the dag-processor",
                 lambda: (
-                    len(stack.query("SELECT dag_id FROM serialized_dag WHERE dag_id IN (%s, %s)", TRAIN, WATCH)) == 2
+                    len(
+                        stack.query(
+                            "SELECT dag_id FROM serialized_dag WHERE dag_id IN (%s, %s, %s)", TRAIN, WATCH, MONITOR
+                        )
+                    )
+                    == 3
                 ),
                 timeout=120,
             )
+            stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({TRAIN}|{WATCH}|{MONITOR})$")
+            paused = dict(stack.query("SELECT dag_id, is_paused FROM dag WHERE dag_id LIKE %s", f"{PIPELINE}_%"))
+            assert paused == {TRAIN: False, WATCH: False, MONITOR: False}
+            stack.mark("unpaused")
         yield stack
     finally:
         stack.stop()
         db_conn.close()
+        stack.print_timings()
 
 
 def _healthy(api_url: str) -> bool:
@@ -370,35 +433,15 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def _champion() -> Any:
-    from mlpipe import config
-    from mlpipe.registry import Registry
-
-    registry = Registry.from_url(config.default_registry_url(), create=False)
-    try:
-        return registry.champion(PIPELINE)
-    finally:
-        registry.dispose()
-
-
-def test_new_data_starts_training_by_itself(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLPIPE_HOME", str(stack.home))
+def test_new_data_starts_training_by_itself(stack: Stack) -> None:
     flights = stack.flights
     th = flights["time_hour"]
-    # Batches end on an hour boundary: the watermark is "time_hour > last seen", so an hour split
-    # across two batches would lose its second half.
-    first = flights[th < th.iloc[FIRST_ROWS]]
-    later = flights[(th >= th.iloc[FIRST_ROWS]) & (th < th.iloc[FIRST_ROWS + 2 * MIN_NEW_ROWS])]
-    assert len(first) >= 10_000 and len(later) >= MIN_NEW_ROWS
+    first = flights[th < th.iloc[FIRST_ROWS]]  # whole hours: up to the hour of the 15,000th flight
+    assert len(first) >= 10_000
 
     with stack.dump_on_failure():
-        stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({TRAIN}|{WATCH})$")
-        paused = dict(stack.query("SELECT dag_id, is_paused FROM dag WHERE dag_id IN (%s, %s)", TRAIN, WATCH))
-        assert paused == {TRAIN: False, WATCH: False}
-        stack.mark("unpaused")
-
         # 1. The source is empty: the sensor defers, and the triggerer polls it.
-        watch1 = stack.trigger_watch()
+        watch1 = stack.trigger(WATCH)
         classpath = stack.wait_for("the first watch run to defer", lambda: stack.deferred_trigger(watch1))
         assert classpath == "mlpipe.triggers.new_data.NewRowsTrigger"
         # The triggerer writes the trigger's own log lines beside the task's log.
@@ -412,47 +455,114 @@ def test_new_data_starts_training_by_itself(stack: Stack, monkeypatch: pytest.Mo
         assert stack.task_states(WATCH, watch1) == {"wait_for_new_data": "success", "publish_new_data": "success"}
         fired = [line for line in stack.trigger_log(watch1).splitlines() if "Trigger fired event" in line]
         assert len(fired) == 1 and "'status': 'found'" in fired[0]
-        (event,) = stack.new_data_events()
+        (event,) = stack.asset_events(NEW_DATA)
         assert event["run_id"] == watch1 and event["extra"]["rows"] == len(first)
 
         # ... and the scheduler starts training from the asset event, nobody triggers it.
-        (train1, run_type, _), *_ = stack.wait_for("an asset-triggered training run", lambda: stack.runs(TRAIN))
+        train1, run_type, _ = stack.wait_new_run(TRAIN, 1)
         assert run_type == "asset_triggered"
-        assert stack.wait_run_done(TRAIN, train1) == "success"
-        champion = _champion()
-        assert champion is not None and champion.version == 1 and champion.run_id == train1
-        trigger = champion.lineage["trigger"]
-        assert trigger["trigger"] == "new_data" and trigger["run_type"] == "asset_triggered"
-        assert [e["extra"]["rows"] for e in trigger["asset_events"]] == [len(first)]
 
-        # 2. Nothing new: the watch defers, times out in the triggerer and skips; nothing announced.
-        watch2 = stack.trigger_watch()
-        stack.wait_for("the idle watch run to defer", lambda: stack.deferred_trigger(watch2))
+        # 2. Nothing new: a watch run defers (taking the slot for its first check only, between
+        # training tasks), times out in the triggerer and skips; nothing is announced. Meanwhile the
+        # deferred sensor holds no worker slot: training tasks start and run in the only one there is.
+        watch2 = stack.trigger(WATCH)
+        deferred_at = stack.wait_for(
+            "the idle watch run to defer", lambda: stack.deferred_trigger(watch2) and stack.query("SELECT now()")[0][0]
+        )
+        ran_meanwhile: set[tuple[str, int]] = set()
+
+        def training_while_deferred() -> bool:
+            """Training tasks running (started after the watch deferred) while it is still deferred."""
+            if not stack.deferred_trigger(watch2):
+                return True
+            running = stack.query(
+                "SELECT task_id, map_index FROM task_instance WHERE dag_id = %s AND run_id = %s "
+                "AND state = 'running' AND start_date > %s",
+                TRAIN,
+                train1,
+                deferred_at,
+            )
+            if stack.deferred_trigger(watch2):
+                ran_meanwhile.update(running)
+            return False
+
+        stack.wait_for("the idle watch's deferral to end", training_while_deferred, timeout=WATCH_TIMEOUT + 120)
+        assert ran_meanwhile, "no training task ran while the watch was deferred: does the sensor hold the slot?"
+        stack.mark(f"training tasks ran in the only slot while the watch was deferred: {sorted(ran_meanwhile)}")
         assert stack.wait_run_done(WATCH, watch2) == "success"
         assert stack.task_states(WATCH, watch2) == {"wait_for_new_data": "skipped", "publish_new_data": "skipped"}
         # The trigger gave up by its own deadline ('status': 'timeout'), or the scheduler's check of
         # the deferral timeout (the same instant, give or take a loop) got there first: skipped either way.
         assert "mlpipe.triggers.new_data.NewRowsTrigger" in stack.trigger_log(watch2)
-        assert len(stack.new_data_events()) == 1
+
+        assert stack.wait_run_done(TRAIN, train1) == "success"
+        champion = stack.champion()
+        assert champion is not None and champion.version == 1 and champion.run_id == train1
+        trigger = champion.lineage["trigger"]
+        assert trigger["trigger"] == "new_data" and trigger["run_type"] == "asset_triggered"
+        assert [e["extra"]["rows"] for e in trigger["asset_events"]] == [len(first)]
+        note = stack.note(TRAIN, train1)
+        assert note is not None and note.startswith("**Started by new data**\n"), note
+        assert f"{len(first):,} new rows up to {first['time_hour'].iloc[-1]}" in note and watch1 in note
+        assert len(stack.asset_events(NEW_DATA)) == 1
         time.sleep(5)  # a few scheduler loops: long enough for a (wrongly) queued asset run to appear
         assert [r[0] for r in stack.runs(TRAIN)] == [train1]
 
-        # 3. A later batch: the watch finds it on its first check, and a second training run follows.
-        append_flights(stack.home / "source.db", later)
-        watch3 = stack.trigger_watch()
-        assert stack.wait_run_done(WATCH, watch3) == "success"
-        events = stack.new_data_events()
-        assert len(events) == 2 and events[1]["run_id"] == watch3
-        assert events[1]["extra"]["rows"] == len(later)
-        assert events[1]["extra"]["previous_watermark"] == event["extra"]["watermark"]
-        runs = stack.wait_for("a second training run", lambda: len(r := stack.runs(TRAIN)) >= 2 and r)
-        train2, run_type, _ = runs[1]
+        record = stack.run_record(train1)
+        assert record["trigger"] == "new_data" and record["asset_events"] == trigger["asset_events"]
+        stack.mark("new-data scenario done")
+
+
+def test_drift_starts_training_by_itself(stack: Stack) -> None:
+    champion = stack.champion()
+    assert champion is not None, "needs the champion test_new_data_starts_training_by_itself trains first"
+    trained = len(stack.runs(TRAIN))
+    th = stack.flights["time_hour"]
+    week = stack.flights[(th >= DRIFTED_WEEK[0]) & (th < DRIFTED_WEEK[1])]
+
+    with stack.dump_on_failure():
+        append_flights(stack.home / "source.db", week)  # late-summer flights: delays the winter never showed
+        check1 = stack.trigger(MONITOR)
+        check2 = stack.trigger(MONITOR)  # queued behind the first (one run at a time): the same window
+        assert stack.wait_run_done(MONITOR, check1) == "success"
+        assert stack.task_states(MONITOR, check1) == {"check_drift": "success", "announce_drift": "success"}
+        (event,) = stack.asset_events(DRIFT)
+        extra = event["extra"]
+        assert event["run_id"] == check1 and extra["champion_version"] == champion.version
+        assert extra["window_end"].startswith("2013-08-08") and extra["window_rows"] == len(week)
+        performance = extra["performance"]
+        assert performance["verdict"] == "degraded" and performance["drop"] > performance["tolerance"], performance
+        assert any("labelled new rows" in reason for reason in extra["reasons"]), extra["reasons"]
+
+        # The drift event starts training by itself.
+        train3, run_type, _ = stack.wait_new_run(TRAIN, trained + 1)
         assert run_type == "asset_triggered"
-        assert stack.wait_run_done(TRAIN, train2) == "success"
-        from mlpipe.storage import run_key
 
-        record = json.loads((stack.home / "artifacts" / PIPELINE / "runs" / run_key(train2) / "run.json").read_text())
-        assert record["trigger"] == "new_data" and record["run_type"] == "asset_triggered"
-        assert [e["extra"]["rows"] for e in record["asset_events"]] == [len(later)]
+        # The second check of the same window runs before that training can promote (checks go
+        # first for the one slot): the same breach against the same champion, announced no more.
+        assert stack.wait_run_done(MONITOR, check2) == "success"
+        assert stack.task_states(MONITOR, check2) == {"check_drift": "success", "announce_drift": "skipped"}
+        registry = stack.registry()
+        try:
+            same_window = [c for c in registry.drift_checks(PIPELINE) if c["window_end"] == extra["window_end"]]
+        finally:
+            registry.dispose()
+        assert [(c["run_id"], c["breach"], c["emitted"], c["champion_version"]) for c in same_window] == [
+            (check1, True, True, champion.version),
+            (check2, True, False, champion.version),
+        ]
 
-    print("\n".join(f"{t:6.1f} s  {what}" for what, t in stack.timings))
+        assert stack.wait_run_done(TRAIN, train3) == "success"
+        new = stack.champion()
+        assert new.version == champion.version + 1 and new.run_id == train3, "retraining on the drift passes the gate"
+        for record in (new.lineage["trigger"], stack.run_record(train3)):
+            assert record["trigger"] == "drift" and record["run_type"] == "asset_triggered"
+            (drift,) = record["asset_events"]
+            assert drift["asset"] == DRIFT and drift["extra"] == extra
+        note = stack.note(TRAIN, train3)
+        assert note is not None and note.startswith("**Started by drift**\n"), note
+        assert f"roc_auc {performance['value']:.3f}" in note and check1 in note
+
+        time.sleep(5)  # a few scheduler loops: no second training run for the same window
+        assert len(stack.runs(TRAIN)) == trained + 1 and len(stack.asset_events(DRIFT)) == 1
+        stack.mark("drift scenario done")

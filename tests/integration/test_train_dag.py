@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from dagruns import REPO, load_dag, open_registry, state, task_states
+from dagruns import REPO, load_dag, open_registry, run_note, state, task_states
 
 from mlpipe.storage import run_key
 
@@ -84,6 +84,20 @@ def test_first_champion_registered_with_lineage(trained_home) -> None:
     assert store.exists(store.key_for_uri(champion.artifact_uri))
 
 
+def test_the_run_note_says_what_started_it(trained_home) -> None:
+    # Written by mlpipe's DagRun listener as the run finished (`dags test` starts no scheduler).
+    assert run_note(trained_home["run"]) == "**Started manually** by dag_test via airflow dags test"
+    record = json.loads(
+        (
+            Path(trained_home["home"])
+            / "artifacts/flights_delay/runs"
+            / run_key(trained_home["run"].run_id)
+            / "run.json"
+        ).read_text()
+    )
+    assert record["trigger"] == "manual" and record["triggering_user"] == "dag_test"
+
+
 def test_champion_artifact_is_a_whole_pipeline_that_scores_raw_rows(trained_home, flights_frame) -> None:
     from mlpipe.stages.train import load_model
 
@@ -118,6 +132,7 @@ def test_rerun_of_the_same_run_registers_nothing_new(trained_home) -> None:
     assert state(run) == "success"
     assert [v.version for v in registry.list_versions("flights_delay")] == before
     assert len(registry.champion_history("flights_delay")) == 1
+    assert run_note(run) == "**Started manually** by dag_test via airflow dags test", "the note is written once"
     run_dir = Path(trained_home["home"]) / "artifacts/flights_delay/runs" / run_key(run.run_id)
     result = json.loads((run_dir / "promote/result.json").read_text())
     assert result["promoted"] is True and result["version"] == 1, "the first result record is kept"

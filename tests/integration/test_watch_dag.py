@@ -44,7 +44,7 @@ def new_data(run_id: str | None = None) -> list[dict]:
 
 
 def watermark() -> tuple:
-    return open_registry().watermark("flights_delay")
+    return tuple(open_registry().watermark("flights_delay"))
 
 
 def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
@@ -61,30 +61,35 @@ def test_new_rows_announce_once_and_a_trickle_waits(watch_env) -> None:
     assert len(events) == 1
     assert events[0]["rows"] == watch_env["first_rows"]
     assert '"2013-01-15 ' in events[0]["watermark"] and events[0]["previous_watermark"] is None
-    value, seen = watermark()
+    value, at_value, seen = watermark()
     assert value.startswith("2013-01-15 ") and seen == watch_env["first_rows"]
+    assert at_value == (frame["time_hour"] == value).sum() > 1, "the newest hour's flights are all counted"
 
     # Nothing new: the sensor gives up (soft fail), no event, the watermark stays.
     idle = dag.test()
     assert task_states(idle) == {"wait_for_new_data": "skipped", "publish_new_data": "skipped"}
     assert new_data(idle.run_id) == []
-    assert watermark() == (value, seen)
+    assert watermark() == (value, at_value, seen)
 
     # A trickle below min_new_rows (500) is not enough either.
     later = frame[frame["time_hour"] >= "2013-01-16"]
     append_flights(watch_env["db"], later.head(100))
     trickle = dag.test()
-    assert new_data(trickle.run_id) == [] and watermark() == (value, seen)
+    assert new_data(trickle.run_id) == [] and watermark() == (value, at_value, seen)
 
-    # A day's flights are: one event covering the trickle too, watermark moves past them.
+    # A day's flights are, with two flights that arrive late carrying the watermark's own hour:
+    # one event covering the trickle and the late ones too; the watermark moves past them.
     day = later[later["time_hour"] < "2013-01-17"]
+    late = frame[frame["time_hour"] == value].head(2).assign(id=lambda f: f["id"] + 1_000_000)
     append_flights(watch_env["db"], day.iloc[100:])
+    append_flights(watch_env["db"], late)
     batch = dag.test()
     (event,) = new_data(batch.run_id)
-    assert event["rows"] == len(day)
+    assert event["rows"] == len(day) + len(late)
     assert event["previous_watermark"] == events[0]["watermark"]
+    assert event["previous_rows_at_watermark"] == at_value
     assert '"2013-01-16 ' in event["watermark"]
-    assert watermark()[1] == watch_env["first_rows"] + len(day)
+    assert watermark()[2] == watch_env["first_rows"] + len(day) + len(late)
     assert len(new_data()) == 2
 
 

@@ -28,12 +28,11 @@ def main() -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from mlpipe.demo import feed_flights, load_flights, write_flights_sqlite
+    from mlpipe.demo import feed_flights, seed_flights
 
     started = time.perf_counter()
     home = Path(os.environ["MLPIPE_HOME"])
-    flights = load_flights()
-    write_flights_sqlite(home / "source.db", flights[flights["time_hour"] < args.until])
+    seed_flights(home, until=args.until)
     bag = DagBag(dag_folder=str(REPO / "dags"))
     if bag.import_errors:
         print(json.dumps({"import_errors": {k: str(v) for k, v in bag.import_errors.items()}}))

@@ -1,8 +1,12 @@
-"""Tests of mlpipe.demo on a few hand-made flights, and of the demo spec's SQL against them."""
+"""Tests of mlpipe.demo: seeding and feeding the real flights, and the demo spec's SQL on a few hand-made ones."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +15,17 @@ import pytest
 import sqlalchemy as sa
 
 from mlpipe import config
-from mlpipe.demo import FLIGHTS_COLUMNS, _table_rows, seed_flights, write_flights_sqlite
+from mlpipe.demo import (
+    FLIGHTS_COLUMNS,
+    FLIGHTS_ROWS,
+    SHIPPED_DB,
+    _table_rows,
+    feed_flights,
+    seed_flights,
+    shipped_flights,
+    write_flights_sqlite,
+)
+from mlpipe.errors import MlpipeError
 from mlpipe.spec import load_spec
 from mlpipe.stages.extract import extract_snapshot, read_snapshot
 from mlpipe.storage import LocalStore
@@ -61,36 +75,88 @@ def test_seed_keeps_an_existing_table(tmp_path: Path) -> None:
     assert seed_flights(tmp_path) == (tmp_path / "source.db", 6, False)
 
 
-def test_seed_until_then_feed_days_in_order_without_duplicates(tmp_path: Path) -> None:
-    import sqlite3
-    from contextlib import closing
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole year as ``shipped_flights`` builds it, once for the module (the pandas step)."""
+    home = tmp_path_factory.mktemp("shipped")
+    path = shipped_flights(home)
+    assert _table_rows(path, "flights") == FLIGHTS_ROWS
+    return path
 
-    from mlpipe.demo import FLIGHTS_ROWS, feed_flights, load_flights
 
-    all_flights = load_flights()
-    db, rows, created = seed_flights(tmp_path, until="2013-03-01")
-    assert created and rows == int((all_flights["time_hour"] < "2013-03-01").sum())
+@pytest.fixture
+def home(tmp_path: Path, shipped: Path) -> Path:
+    shutil.copyfile(shipped, tmp_path / SHIPPED_DB)
+    return tmp_path
 
-    added, newest = feed_flights(tmp_path, days=2)
-    window = all_flights[(all_flights["time_hour"] >= "2013-03-01") & (all_flights["time_hour"] < "2013-03-03")]
-    assert added == len(window) and newest == window["time_hour"].max()
 
+def flights_in(db: Path) -> tuple[int, int, str | None, str | None]:
     with closing(sqlite3.connect(db)) as conn:
-        count, distinct, top = conn.execute(
-            "SELECT count(*), count(DISTINCT id), max(time_hour) FROM flights"
+        return conn.execute(
+            "SELECT count(*), count(DISTINCT id), min(time_hour), max(time_hour) FROM flights"
         ).fetchone()
-    assert count == distinct == rows + added and top == newest
 
-    assert seed_flights(tmp_path, until="2013-03-01")[2] is False, "seeding again must not reset fed data"
-    added_all, _ = feed_flights(tmp_path, days=400)
+
+def test_seed_starts_with_january_and_february(home: Path, flights_frame: pd.DataFrame) -> None:
+    db, rows, created = seed_flights(home)
+    early = flights_frame[flights_frame["time_hour"] < "2013-03-01"]
+    assert created and rows == len(early) == 51_801
+    assert flights_in(db) == (len(early), len(early), early["time_hour"].min(), early["time_hour"].max())
+    with closing(sqlite3.connect(db)) as conn:
+        assert "ix_flights_time_hour" in [r[1] for r in conn.execute("PRAGMA index_list('flights')")]
+        copied = pd.read_sql("SELECT * FROM flights ORDER BY id", conn)
+    expected = early.sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(copied, expected, check_dtype=False)
+    assert sorted(p.name for p in home.iterdir()) == [SHIPPED_DB, "source.db"], "no temp file left"
+
+
+def test_seed_all_is_the_whole_year(home: Path) -> None:
+    db, rows, created = seed_flights(home, until=None)
+    assert created and rows == FLIGHTS_ROWS and flights_in(db)[:2] == (FLIGHTS_ROWS, FLIGHTS_ROWS)
+
+
+def test_feed_appends_the_next_days_in_order_without_duplicates(home: Path, flights_frame: pd.DataFrame) -> None:
+    db, rows, _ = seed_flights(home)
+    th = flights_frame["time_hour"]
+
+    added, newest = feed_flights(home, days=2)
+    window = flights_frame[(th >= "2013-03-01") & (th < "2013-03-03")]
+    assert added == len(window) and newest == window["time_hour"].max()
+    assert flights_in(db) == (rows + added, rows + added, th.min(), newest)
+
+    assert seed_flights(home)[2] is False, "seeding again must not reset fed data"
+    assert flights_in(db)[0] == rows + added
+    added_all, _ = feed_flights(home, days=400)
     assert rows + added + added_all == FLIGHTS_ROWS
-    assert feed_flights(tmp_path, days=1) == (0, all_flights["time_hour"].max())
+    assert feed_flights(home, days=1) == (0, th.max())
+    assert seed_flights(home, force=True)[1:] == (rows, True), "--force starts over"
+
+
+def test_feed_needs_no_pandas_once_the_year_is_shipped(home: Path) -> None:
+    """Feeding is a SQL copy between two SQLite files: cheap enough to run by the day."""
+    seed_flights(home)
+    probe = (
+        "import sys; from pathlib import Path; from mlpipe.demo import feed_flights; "
+        "added, newest = feed_flights(Path(sys.argv[1]), days=3); "
+        "print(added, newest, 'pandas' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(home)], capture_output=True, text=True, check=True, timeout=120
+    )
+    added, day, _hour, pandas_loaded = done.stdout.split()
+    assert int(added) > 2_000 and day == "2013-03-03" and pandas_loaded == "False", done.stdout
+
+
+def test_a_missing_or_partial_shipped_year_is_rebuilt(tmp_path: Path, shipped: Path) -> None:
+    partial = tmp_path / SHIPPED_DB
+    shutil.copyfile(shipped, partial)
+    with closing(sqlite3.connect(partial)) as conn, conn:
+        conn.execute("DELETE FROM flights WHERE time_hour >= '2013-12-01'")
+    seed_flights(tmp_path)
+    assert _table_rows(partial, "flights") == FLIGHTS_ROWS
 
 
 def test_feed_refuses_bad_input(tmp_path: Path) -> None:
-    from mlpipe.demo import feed_flights
-    from mlpipe.errors import MlpipeError
-
     with pytest.raises(MlpipeError, match="demo seed"):
         feed_flights(tmp_path, days=1)
     with pytest.raises(MlpipeError, match="--days"):

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 
 from mlpipe import migrations
 from mlpipe.cli import main as cli_main
-from mlpipe.registry import ModelVersion, Registry, metadata
+from mlpipe.registry import ModelVersion, Registry, Watermark, encode_watermark, metadata
 
 from .conftest import new_pg_database
 
@@ -92,11 +92,10 @@ def test_downgrade_to_nothing_and_back(empty_url: str) -> None:
 
 def test_registry_made_before_migrations_is_stamped_and_keeps_its_rows(empty_url: str) -> None:
     engine = sa.create_engine(empty_url)
-    # A registry as the first release made it: metadata.create_all, no version table.
-    legacy = sa.MetaData()
-    for name in ("mlpipe_model_versions", "mlpipe_champion_log", "mlpipe_watermarks", "mlpipe_drift_history"):
-        metadata.tables[name].to_metadata(legacy)
-    legacy.create_all(engine)
+    # A registry as the first release made it: the baseline's tables, no version table.
+    migrations.upgrade(engine, migrations.BASELINE)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {migrations.VERSION_TABLE}"))
     legacy_registry = Registry(engine)
     legacy_registry.register_and_promote(version(1), expected_seq=0, action="first", reason="r", actor="t")
     engine.dispose()
@@ -108,6 +107,37 @@ def test_registry_made_before_migrations_is_stamped_and_keeps_its_rows(empty_url
         champion = registry.champion("p")
         assert champion is not None and champion.version == 1
         assert schema_diff(registry.engine) == []
+    finally:
+        registry.dispose()
+
+
+def test_watermarks_kept_before_rows_at_value_count_every_row_at_their_value_as_announced(empty_url: str) -> None:
+    engine = sa.create_engine(empty_url)
+    migrations.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO mlpipe_watermarks (pipeline, value, rows_seen, run_id, updated_at) "
+                "VALUES ('p', :value, 120, 'w1', :at)"
+            ),
+            {"value": encode_watermark("2013-01-05 03:00:00"), "at": datetime(2026, 11, 1, tzinfo=UTC)},
+        )
+    engine.dispose()
+
+    registry = Registry.from_url(empty_url)  # upgrades to head
+    try:
+        assert registry.watermark("p") == Watermark("2013-01-05 03:00:00", None, 120)
+        # The watch's compare-and-swap matches the legacy watermark, and from then on counts.
+        assert registry.advance_watermark(
+            "p",
+            expected="2013-01-05 03:00:00",
+            expected_at_value=None,
+            new="2013-01-06 00:00:00",
+            new_at_value=3,
+            rows=10,
+            run_id="w2",
+        )
+        assert registry.watermark("p") == Watermark("2013-01-06 00:00:00", 3, 130)
     finally:
         registry.dispose()
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlpipe.errors import ChampionChangedError, RegistryError
-from mlpipe.registry import ChampionEvent, ModelVersion, Registry, champion_log, model_versions
+from mlpipe.registry import ChampionEvent, ModelVersion, Registry, Watermark, champion_log, model_versions
 
 RACERS = 8
 # Each spawned process imports SQLAlchemy and the registry (~0.5 s of CPU): fewer keep the suite fast.
@@ -306,7 +306,7 @@ def test_processes_one_winner_postgresql(pg_url: str) -> None:
 
 class TestWatermarks:
     def test_none_before_the_first_event(self, registry: Registry, pipeline: str) -> None:
-        assert registry.watermark(pipeline) == (None, 0)
+        assert registry.watermark(pipeline) == Watermark(None, 0, 0)
 
     @pytest.mark.parametrize(
         "first, second",
@@ -319,38 +319,60 @@ class TestWatermarks:
     def test_advance_is_a_compare_and_swap_that_keeps_the_type(
         self, registry: Registry, pipeline: str, first: Any, second: Any
     ) -> None:
-        assert registry.advance_watermark(pipeline, expected=None, new=first, rows=10, run_id="w1")
-        assert registry.watermark(pipeline) == (first, 10)
+        def advance(expected: Any, expected_at: int, new: Any, new_at: int, rows: int, run_id: str) -> bool:
+            return registry.advance_watermark(
+                pipeline,
+                expected=expected,
+                expected_at_value=expected_at,
+                new=new,
+                new_at_value=new_at,
+                rows=rows,
+                run_id=run_id,
+            )
+
+        assert advance(None, 0, first, 3, 10, "w1")
+        assert registry.watermark(pipeline) == Watermark(first, 3, 10)
         # A second "first" event for the same pipeline loses: the row exists.
-        assert not registry.advance_watermark(pipeline, expected=None, new=second, rows=5, run_id="w2")
-        assert registry.advance_watermark(pipeline, expected=first, new=second, rows=5, run_id="w3")
-        assert registry.watermark(pipeline) == (second, 15)
+        assert not advance(None, 0, second, 1, 5, "w2")
+        assert advance(first, 3, second, 2, 5, "w3")
+        assert registry.watermark(pipeline) == Watermark(second, 2, 15)
         # A watcher that saw the old watermark cannot move it again: the same rows never announce twice.
-        assert not registry.advance_watermark(pipeline, expected=first, new=second, rows=5, run_id="w4")
-        assert registry.watermark(pipeline) == (second, 15)
+        assert not advance(first, 3, second, 2, 5, "w4")
+        # Late rows at the watermark's value move only its row count; the swap checks that count too.
+        assert advance(second, 2, second, 4, 2, "w5")
+        assert not advance(second, 2, second, 5, 3, "w6"), "a watcher that saw 2 rows at the value lost"
+        assert registry.watermark(pipeline) == Watermark(second, 4, 17)
 
     def test_threads_racing_from_one_watermark_have_one_winner(self, registry_url: str, pipeline: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         setup = Registry.from_url(registry_url)
-        setup.advance_watermark(pipeline, expected=None, new=0, rows=0, run_id="seed")
+        setup.advance_watermark(
+            pipeline, expected=None, expected_at_value=0, new=0, new_at_value=1, rows=0, run_id="seed"
+        )
 
         def race(i: int) -> bool:
             reg = Registry.from_url(registry_url, create=False)
             try:
-                return reg.advance_watermark(pipeline, expected=0, new=100 + i, rows=1, run_id=f"r{i}")
+                # Half the racers saw late rows at the same value, half saw rows past it.
+                new = 0 if i % 2 else 100 + i
+                return reg.advance_watermark(
+                    pipeline, expected=0, expected_at_value=1, new=new, new_at_value=2, rows=1, run_id=f"r{i}"
+                )
             finally:
                 reg.dispose()
 
         with ThreadPoolExecutor(8) as pool:
             wins = list(pool.map(race, range(8)))
         assert wins.count(True) == 1
-        value, rows = setup.watermark(pipeline)
-        assert value == 100 + wins.index(True) and rows == 1
+        winner = wins.index(True)
+        assert setup.watermark(pipeline) == Watermark(0 if winner % 2 else 100 + winner, 2, 1)
         setup.dispose()
 
     def test_unsupported_watermark_type_is_refused(self, registry: Registry, pipeline: str) -> None:
         from mlpipe.errors import RegistryError
 
         with pytest.raises(RegistryError, match="watermark of type"):
-            registry.advance_watermark(pipeline, expected=None, new=b"bytes", rows=1, run_id="x")
+            registry.advance_watermark(
+                pipeline, expected=None, expected_at_value=0, new=b"bytes", new_at_value=1, rows=1, run_id="x"
+            )

@@ -1,52 +1,157 @@
-"""New-row counting for the watch: correct figures, one query per check, clear errors."""
+"""New-row counting for the watch on SQLite and PostgreSQL: correct figures, late rows at the watermark
+counted once, one query per check, clear errors."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError
-from mlpipe.registry import decode_watermark
-from mlpipe.stages.watch import count_new_rows
+from mlpipe.registry import Registry, decode_watermark
+from mlpipe.stages.watch import NewRows, count_new_rows
+
+START = datetime(2013, 1, 1)
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'src.db'}")
-    with eng.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT)"))
-        conn.execute(
-            sa.text("INSERT INTO events (id, at) VALUES (:id, :at)"),
-            [{"id": i, "at": f"2013-01-{1 + i // 24:02d} {i % 24:02d}:00:00"} for i in range(100)],
+class Source:
+    """A table ``events`` whose ``at`` column repeats (like ``time_hour``): one value per hour, 100 hours."""
+
+    def __init__(self, engine: sa.Engine, table: str, timestamps: bool) -> None:
+        self.engine = engine
+        self.table = table
+        self.timestamps = timestamps  # PostgreSQL: TIMESTAMP column; SQLite: ISO text, as the demo stores it
+
+    def at(self, hour: int) -> Any:
+        value = START + timedelta(hours=hour)
+        return value if self.timestamps else value.isoformat(sep=" ")
+
+    def insert(self, hours: list[int]) -> None:
+        with self.engine.begin() as conn:
+            first = conn.execute(sa.text(f"SELECT coalesce(max(id), 0) FROM {self.table}")).scalar()
+            conn.execute(
+                sa.text(f"INSERT INTO {self.table} (id, at) VALUES (:id, :at)"),
+                [{"id": first + 1 + i, "at": self.at(h)} for i, h in enumerate(hours)],
+            )
+
+    def count(self, watermark: Any, at_watermark: int = 0) -> NewRows:
+        return count_new_rows(
+            self.engine, table=self.table, column="at", watermark=watermark, at_watermark=at_watermark
         )
-    yield eng
-    eng.dispose()
 
 
-def test_counts_rows_past_the_watermark(engine: sa.Engine) -> None:
-    everything = count_new_rows(engine, table="events", column="at", watermark=None)
-    assert (everything.rows, everything.watermark_to) == (100, "2013-01-05 03:00:00")
-    later = count_new_rows(engine, table="events", column="at", watermark="2013-01-04 23:00:00")
-    assert (later.rows, later.watermark_from, later.watermark_to) == (4, "2013-01-04 23:00:00", "2013-01-05 03:00:00")
-    none = count_new_rows(engine, table="events", column="id", watermark=99)
-    assert (none.rows, none.watermark_to) == (0, 99), "no new rows keeps the watermark"
-    as_dict = later.as_dict()
-    assert decode_watermark(as_dict["watermark_to"]) == "2013-01-05 03:00:00"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def source(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Source]:
+    if request.param == "sqlite":
+        engine, column = sa.create_engine(f"sqlite:///{tmp_path / 'src.db'}"), "TEXT"
+    else:
+        engine, column = sa.create_engine(request.getfixturevalue("pg_url")), "TIMESTAMP"
+    table = f"events_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, at {column})"))
+        conn.execute(sa.text(f"CREATE INDEX ix_{table}_at ON {table} (at)"))
+    src = Source(engine, table, timestamps=request.param == "postgresql")
+    # Hours 0..24 hold 4 rows each: 100 rows, the newest value (hour 24) shared by 4 of them.
+    src.insert([h for h in range(25) for _ in range(4)])
+    yield src
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {table}"))
+    engine.dispose()
 
 
-def test_one_query_per_check(engine: sa.Engine) -> None:
+def test_counts_rows_past_the_watermark(source: Source) -> None:
+    everything = source.count(None)
+    assert everything == NewRows(100, None, 0, source.at(24), 4)
+    later = source.count(source.at(22), at_watermark=4)
+    assert later == NewRows(8, source.at(22), 4, source.at(24), 4)
+    none = source.count(source.at(24), at_watermark=4)
+    assert none == NewRows(0, source.at(24), 4, source.at(24), 4), "nothing new keeps the watermark"
+    assert decode_watermark(later.as_dict()["watermark_to"]) == source.at(24)
+
+
+def test_late_rows_at_the_watermark_value_are_new_once(source: Source) -> None:
+    source.insert([24, 24])  # two rows of the newest hour arrive after it was announced
+    late = source.count(source.at(24), at_watermark=4)
+    assert late == NewRows(2, source.at(24), 4, source.at(24), 6)
+    # Once announced (the watermark now counts 6 rows at hour 24) they are not new again.
+    assert source.count(source.at(24), at_watermark=6).rows == 0
+    # Late rows at the watermark value and rows past it, together.
+    source.insert([24, 25, 25, 26])
+    both = source.count(source.at(24), at_watermark=6)
+    assert both == NewRows(4, source.at(24), 6, source.at(26), 1)
+
+
+def test_a_watermark_without_its_row_count_takes_every_row_at_its_value_as_announced(source: Source) -> None:
+    """Watermarks kept before rows at their value were counted (rows_at_value NULL)."""
+    assert source.count(source.at(24), at_watermark=None) == NewRows(0, source.at(24), None, source.at(24), None)
+    source.insert([24, 25])  # the late row at the value is behind such a watermark; the new one is not
+    assert source.count(source.at(24), at_watermark=None) == NewRows(1, source.at(24), None, source.at(25), 1)
+
+
+def test_rows_below_the_watermark_and_deleted_rows_announce_nothing(source: Source) -> None:
+    source.insert([3, 3])  # older than the watermark: behind it for good
+    assert source.count(source.at(24), at_watermark=4).rows == 0
+    with source.engine.begin() as conn:  # rows at the watermark value removed from the source
+        conn.execute(
+            sa.text(f"DELETE FROM {source.table} WHERE id IN (SELECT id FROM {source.table} WHERE at = :at LIMIT 2)"),
+            {"at": source.at(24)},
+        )
+    assert source.count(source.at(24), at_watermark=4) == NewRows(0, source.at(24), 4, source.at(24), 4)
+
+
+def test_the_watch_never_announces_a_row_twice_through_the_registry(source: Source, tmp_path: Path) -> None:
+    """Check, announce (compare-and-swap), repeat, with rows arriving in between: every row once."""
+    registry = Registry.from_url(f"sqlite:///{tmp_path / 'registry.db'}")
+    announced: list[int] = []
+
+    def watch() -> int:
+        mark = registry.watermark("p")
+        found = source.count(mark.value, mark.rows_at_value)
+        if found.rows:
+            assert registry.advance_watermark(
+                "p",
+                expected=found.watermark_from,
+                expected_at_value=found.at_watermark_from,
+                new=found.watermark_to,
+                new_at_value=found.at_watermark_to,
+                rows=found.rows,
+                run_id=f"w{len(announced)}",
+            )
+            announced.append(found.rows)
+        return found.rows
+
+    try:
+        assert watch() == 100
+        assert watch() == 0
+        source.insert([24])  # late, at the watermark's value
+        assert watch() == 1
+        source.insert([24, 25, 3])  # one late at the value, one new, one older than the watermark
+        assert watch() == 2
+        assert watch() == 0
+        mark = registry.watermark("p")
+        assert (mark.value, mark.rows_at_value, mark.rows_seen) == (source.at(25), 1, 103)
+        assert sum(announced) == 103  # the 104 rows minus the one behind the watermark
+    finally:
+        registry.dispose()
+
+
+def test_one_query_per_check(source: Source) -> None:
     statements: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    count_new_rows(engine, table="events", column="at", watermark="2013-01-02 00:00:00")
-    assert len(statements) == 1
-    assert "count(" in statements[0].lower() and "max(" in statements[0].lower()
+    sa.event.listen(source.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    source.count(source.at(2), at_watermark=4)
+    source.count(None)
+    assert len(statements) == 2
+    assert all("count(" in s.lower() and "max(" in s.lower() for s in statements)
 
 
-def test_a_bad_column_names_table_and_column(engine: sa.Engine) -> None:
-    with pytest.raises(ExtractError, match=r"events\.missing"):
-        count_new_rows(engine, table="events", column="missing", watermark=None)
+def test_a_bad_column_names_table_and_column(source: Source) -> None:
+    with pytest.raises(ExtractError, match=rf"{source.table}\.missing"):
+        count_new_rows(source.engine, table=source.table, column="missing", watermark=None)
 
 
 def test_an_unreachable_database_stays_retryable() -> None:

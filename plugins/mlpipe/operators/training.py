@@ -42,26 +42,24 @@ def fail_fast_on_user_errors() -> Iterator[None]:
 
 def run_info(context: Context) -> dict[str, Any]:
     """What started this run and when it is 'as of', from the Airflow context."""
+    from mlpipe.stages.runs import trigger_of
+
     dag_run = context["dag_run"]
     run_type = getattr(dag_run, "run_type", None)
+    run_type = getattr(run_type, "value", run_type)
     as_of = getattr(dag_run, "logical_date", None) or dag_run.run_after
     events = []
     for asset, asset_events in (context.get("triggering_asset_events") or {}).items():
         for event in asset_events:
             name = getattr(asset, "name", None) or getattr(getattr(event, "asset", None), "name", str(asset))
             events.append({"asset": name, "extra": dict(getattr(event, "extra", None) or {})})
-    kind = getattr(run_type, "value", run_type)
-    if events:
-        names = {e["asset"].rsplit(".", 1)[-1] for e in events}
-        kind = "drift" if "drift" in names else "new_data" if "new_data" in names else "asset"
-    elif kind == "scheduled":
-        kind = "schedule"
     return {
-        "trigger": kind,
+        "trigger": trigger_of(run_type, [e["asset"] for e in events]),
         "asset_events": events,
         "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
-        "run_type": getattr(run_type, "value", run_type),
+        "run_type": run_type,
+        "triggering_user": getattr(dag_run, "triggering_user_name", None),
         "conf": dict(getattr(dag_run, "conf", None) or {}),
         "as_of": as_of.isoformat(),
     }

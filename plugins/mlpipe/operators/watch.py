@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 class NewDataPublishOperator(PipelineOperator):
     """Advance the watermark to what the sensor found (compare-and-swap) and emit ``new_data``.
 
-    The event's extra carries the new watermark and the row count (for an S3 source, the object
-    count and the newest object's URI). If another watch run moved the
-    watermark first, this one skips: no event, so the same rows never start training twice. A
-    retry after a crash that had already moved the watermark emits the event it owes.
+    The event's extra carries the new watermark and the count: for a SQL source the rows (and the
+    rows at the watermark's value), for an S3 source the objects and the newest object's URI. If
+    another watch run moved the watermark first, this one skips: no event, so the same data never
+    starts training twice. A retry after a crash that had already moved the watermark emits the
+    event it owes.
     """
 
     template_fields: Sequence[str] = ("pipeline", "found")
@@ -32,29 +33,50 @@ class NewDataPublishOperator(PipelineOperator):
         from mlpipe.registry import decode_watermark
 
         pipeline = self.loaded.spec.name
-        expected = decode_watermark(self.found["watermark_from"])
-        new = decode_watermark(self.found["watermark_to"])
-        current, _ = self.registry.watermark(pipeline)
-        moved = current == new and current != expected  # an earlier attempt of this run moved it
-        # An S3 source counts objects; the registry's running total counts them then.
-        count = int(self.found["objects"] if "objects" in self.found else self.found["rows"])
+        found = self.found
+        # An S3 watermark holds the keys at its instant in its value, so it keeps no count at the value.
+        objects = "objects" in found
+        count = int(found["objects"] if objects else found["rows"])
+        expected = (decode_watermark(found["watermark_from"]), None if objects else found["at_watermark_from"])
+        new = (decode_watermark(found["watermark_to"]), None if objects else int(found["at_watermark_to"]))
+        current = self.registry.watermark(pipeline)
+        moved = current[:2] == new and current[:2] != expected  # an earlier attempt of this run moved it
         if not moved and not self.registry.advance_watermark(
-            pipeline, expected=expected, new=new, rows=count, run_id=context["run_id"]
+            pipeline,
+            expected=expected[0],
+            expected_at_value=expected[1],
+            new=new[0],
+            new_at_value=new[1],
+            rows=count,
+            run_id=context["run_id"],
         ):
             raise AirflowSkipException(
-                f"watermark of {pipeline} moved past {expected!r} meanwhile; these rows were already announced"
+                f"watermark of {pipeline} moved past {expected!r} meanwhile; these were already announced"
             )
-        extra = {
+        extra: dict[str, Any] = {
             "pipeline": pipeline,
-            "watermark": self.found["watermark_to"],
-            "previous_watermark": self.found["watermark_from"],
+            "watermark": found["watermark_to"],
+            "previous_watermark": found["watermark_from"],
             "watch_run_id": context["run_id"],
         }
-        if "objects" in self.found:
-            extra.update(objects=count, newest_object=self.found.get("newest_key"))
+        if objects:
+            extra.update(objects=count, newest_object=found.get("newest_key"))
         else:
-            extra["rows"] = count
+            extra.update(
+                rows=count,
+                rows_at_watermark=new[1],
+                previous_rows_at_watermark=expected[1],
+            )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
-        self.log.info("New data for %s: %d new, watermark %s -> %s", pipeline, count, expected, new)
+        self.log.info(
+            "New data for %s: %d %s, watermark %s (%s at it) -> %s (%s)",
+            pipeline,
+            count,
+            "object(s)" if objects else "row(s)",
+            expected[0],
+            expected[1],
+            new[0],
+            new[1],
+        )
         return extra

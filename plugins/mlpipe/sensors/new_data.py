@@ -15,13 +15,13 @@ from mlpipe import config
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.registry import Watermark
     from mlpipe.spec import LoadedSpec
 
 
 class NewDataSensor(BaseSensorOperator):
-    """Done when ``min_new_rows`` rows have ``watermark_column > watermark`` (SQL sources), or when
-    ``min_new_objects`` objects under the prefix are past the watermark (S3 sources); returns their
-    count and the new watermark.
+    """Done when ``min_new_rows`` rows lie past the watermark (SQL sources), or when ``min_new_objects``
+    objects under the prefix are past it (S3 sources); returns their count and the watermark to set.
 
     Deferrable (the wait runs in the triggerer and holds no worker slot) or, with
     ``deferrable=False``, poking on its own schedule. Either way one aggregate query, or one LIST
@@ -55,12 +55,12 @@ class NewDataSensor(BaseSensorOperator):
 
         return database_url(self.loaded.spec.source.connection_id, config.default_source_url())
 
-    def _watermark(self) -> Any:
+    def _watermark(self) -> Watermark:
         from mlpipe.operators.resources import open_registry
 
         registry = open_registry(self.registry_conn_id)
         try:
-            return registry.watermark(self.loaded.spec.name)[0]
+            return registry.watermark(self.loaded.spec.name)
         finally:
             registry.dispose()
 
@@ -76,7 +76,7 @@ class NewDataSensor(BaseSensorOperator):
         from mlpipe.stages.s3_source import count_new_objects
 
         source = self.loaded.spec.source
-        return count_new_objects(s3_client(source.connection_id), source, watermark=self._watermark()).as_dict()
+        return count_new_objects(s3_client(source.connection_id), source, watermark=self._watermark().value).as_dict()
 
     def _check(self) -> dict[str, Any]:
         if self.loaded.spec.source.kind == "s3":
@@ -86,10 +86,15 @@ class NewDataSensor(BaseSensorOperator):
         from mlpipe.stages.watch import count_new_rows
 
         source = self.loaded.spec.source
+        mark = self._watermark()
         engine = sa.create_engine(self._database_url())
         try:
             found = count_new_rows(
-                engine, table=source.table, column=source.watermark_column, watermark=self._watermark()
+                engine,
+                table=source.table,
+                column=source.watermark_column,
+                watermark=mark.value,
+                at_watermark=mark.rows_at_value,
             )
         finally:
             engine.dispose()
@@ -105,7 +110,7 @@ class NewDataSensor(BaseSensorOperator):
         from mlpipe.registry import encode_watermark
         from mlpipe.triggers.new_data import NewObjectsTrigger
 
-        watermark = self._watermark()
+        watermark = self._watermark().value
         return NewObjectsTrigger(
             source=self.loaded.spec.source.model_dump(mode="json"),
             watermark=None if watermark is None else encode_watermark(watermark),
@@ -130,13 +135,14 @@ class NewDataSensor(BaseSensorOperator):
         from mlpipe.triggers.new_data import NewRowsTrigger
 
         source = self.loaded.spec.source
-        watermark = self._watermark()
+        mark = self._watermark()
         self.defer(
             trigger=NewRowsTrigger(
                 database_url=self._database_url(),
                 table=source.table,
                 column=source.watermark_column,
-                watermark=None if watermark is None else encode_watermark(watermark),
+                watermark=None if mark.value is None else encode_watermark(mark.value),
+                at_watermark=mark.rows_at_value,
                 min_rows=self.loaded.spec.watch.min_new_rows,
                 poll_interval=self.poke_interval,
                 end_time=(datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat(),

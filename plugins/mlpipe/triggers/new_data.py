@@ -53,7 +53,10 @@ class SourcePollTrigger(BaseTrigger):
 
 
 class NewRowsTrigger(SourcePollTrigger):
-    """Fires one event once ``min_rows`` rows of ``table`` have ``column > watermark``.
+    """Fires one event once ``min_rows`` rows of ``table`` lie past the watermark.
+
+    The watermark is ``column``'s value ``watermark`` (typed encoding, see ``encode_watermark``) with
+    ``at_watermark`` rows at that value already announced (see ``mlpipe.stages.watch``).
 
     The database URL comes from the deferring sensor, which resolved the Connection; Airflow keeps
     trigger arguments encrypted. The query runs in a thread so the triggerer's loop never blocks.
@@ -66,6 +69,7 @@ class NewRowsTrigger(SourcePollTrigger):
         table: str,
         column: str,
         watermark: str | None,
+        at_watermark: int | None,
         min_rows: int,
         poll_interval: float,
         end_time: str,
@@ -75,6 +79,7 @@ class NewRowsTrigger(SourcePollTrigger):
         self.table = table
         self.column = column
         self.watermark = watermark
+        self.at_watermark = at_watermark
         self.min_rows = min_rows
         self.poll_interval = poll_interval
         self.end_time = end_time
@@ -87,6 +92,7 @@ class NewRowsTrigger(SourcePollTrigger):
                 "table": self.table,
                 "column": self.column,
                 "watermark": self.watermark,
+                "at_watermark": self.at_watermark,
                 "min_rows": self.min_rows,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
@@ -109,7 +115,11 @@ class NewRowsTrigger(SourcePollTrigger):
         engine = sa.create_engine(self.database_url)
         try:
             found = count_new_rows(
-                engine, table=self.table, column=self.column, watermark=decode_watermark(self.watermark)
+                engine,
+                table=self.table,
+                column=self.column,
+                watermark=decode_watermark(self.watermark),
+                at_watermark=self.at_watermark,
             )
         finally:
             engine.dispose()
