@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Keep stdout for the answer (``--json`` is parsed by scripts): no info logs from lookups.
-    logging.getLogger("mlpipe").setLevel(logging.WARNING)
+    for name in ("mlpipe", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except MlpipeError as exc:

@@ -56,11 +56,16 @@ def head_revision() -> str:
 
 
 def current_revision(connection: sa.Connection) -> str | None:
-    """The revision the database is at; None for an empty database (or one made before migrations)."""
-    from alembic.runtime.migration import MigrationContext
+    """The revision the database is at; None for an empty database (or one made before migrations).
 
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    Read straight from the version table: every registry open in every task asks this.
+    """
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revisions = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(revisions) > 1:
+        raise RuntimeError(f"registry version table {VERSION_TABLE} holds several revisions {revisions}")
+    return revisions[0] if revisions else None
 
 
 @contextmanager
