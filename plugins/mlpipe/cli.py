@@ -124,16 +124,65 @@ def cmd_registry_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
-    from mlpipe.demo import seed_flights, source_summary
+    from mlpipe import demo
 
-    home = config.mlpipe_home()
-    db, _, created = seed_flights(home, force=args.force, until=None if args.all else args.until)
-    rows, first, newest = source_summary(home)
-    print(
-        f"{'seeded' if created else 'already seeded'}: {db} (table flights, {rows:,} rows, {first} .. {newest})"
-        + ("" if args.all else "\nappend the next days as new data with: python -m mlpipe demo feed --days N")
-    )
+    until = None if args.all else args.until
+    if args.target == "postgres":
+        engine = _seed_engine(args.conn_id or config.SOURCE_CONN_ID)
+        try:
+            rows, created = demo.seed_flights_postgres(engine, force=args.force, until=until)
+        finally:
+            engine.dispose()
+        where = f"{engine.url.render_as_string(hide_password=True)} (table flights, {rows:,} rows)"
+    elif args.target == "s3":
+        store = _seed_bucket(args.conn_id or config.STORE_CONN_ID, args.bucket)
+        rows, days, kept = demo.seed_flights_s3(store, args.prefix, force=args.force, until=until)
+        created = days > 0
+        where = f"{store.uri(args.prefix)}/ ({rows:,} rows in {days} daily objects; {kept} days already there)"
+    else:
+        home = config.mlpipe_home()
+        db, _, created = demo.seed_flights(home, force=args.force, until=until)
+        rows, first, newest = demo.source_summary(home)
+        where = f"{db} (table flights, {rows:,} rows, {first} .. {newest})"
+        if not args.all:
+            where += "\nappend the next days as new data with: python -m mlpipe demo feed --days N"
+    print(f"{'seeded' if created else 'already seeded'}: {where}")
     return 0
+
+
+def _required_connection(conn_id: str, example: str) -> Any:
+    from mlpipe.operators.resources import get_connection
+
+    conn = get_connection(conn_id)
+    if conn is None:
+        raise MlpipeError(f"connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()}='{example}'")
+    return conn
+
+
+def _seed_engine(conn_id: str) -> Any:
+    """The PostgreSQL database of ``conn_id``; never the embedded SQLite default."""
+    import sqlalchemy as sa
+
+    from mlpipe.operators.resources import sqlalchemy_url
+
+    conn = _required_connection(conn_id, "postgresql://user:password@host:5432/database")
+    try:
+        return sa.create_engine(sqlalchemy_url(conn))
+    except ValueError as exc:
+        raise MlpipeError(str(exc)) from None
+
+
+def _seed_bucket(conn_id: str, bucket: str | None) -> Any:
+    """The whole bucket (no prefix) of the AWS connection ``conn_id``, as an S3Store."""
+    from mlpipe.operators.resources import s3_client
+    from mlpipe.storage import S3Store
+
+    conn = _required_connection(conn_id, "aws://KEY:SECRET@/?bucket=mlpipe&endpoint_url=http://minio:9000")
+    extra = conn.extra_dejson or {}
+    bucket = bucket or extra.get("bucket")
+    if not bucket:
+        raise MlpipeError(f"no bucket: pass --bucket, or set extra 'bucket' in connection {conn_id!r}")
+    return S3Store(str(bucket), "", s3_client(extra.get("aws_conn_id") or conn_id))
 
 
 def cmd_demo_feed(args: argparse.Namespace) -> int:
@@ -179,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registry_upgrade)
 
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
-    p = demo.add_parser("seed", help="load the 2013 NYC flights into MLPIPE_HOME/source.db (January-February)")
+    p = demo.add_parser(
+        "seed", help="load the 2013 NYC flights (January-February) into the source: MLPIPE_HOME/source.db by default"
+    )
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
     p.add_argument("--force", action="store_true", help="rewrite the table even if it exists (drops fed rows)")
     first = p.add_mutually_exclusive_group()
@@ -187,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", metavar="YYYY-MM-DD", default=SEED_UNTIL, help=f"flights before this day (default {SEED_UNTIL})"
     )
     first.add_argument("--all", action="store_true", help="the whole year, all 336,776 flights")
+    p.add_argument(
+        "--target",
+        choices=["sqlite", "postgres", "s3"],
+        default="sqlite",
+        help="sqlite: MLPIPE_HOME/source.db; postgres: table flights through the source connection; "
+        "s3: one Parquet object per day, <prefix>/date=YYYY-MM-DD/flights.parquet, through an AWS connection",
+    )
+    p.add_argument(
+        "--conn-id",
+        help=f"the Connection to write through (default: {config.SOURCE_CONN_ID} for postgres, "
+        f"{config.STORE_CONN_ID} for s3)",
+    )
+    p.add_argument("--bucket", help="s3: the bucket (default: the connection's extra 'bucket')")
+    p.add_argument("--prefix", default="sources/flights", help="s3: key prefix of the daily objects")
     p.set_defaults(func=cmd_demo_seed)
     p = demo.add_parser("feed", help="append the next days of flights, as new data would arrive")
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])

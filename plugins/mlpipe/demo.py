@@ -9,13 +9,19 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipe.errors import MlpipeError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from mlpipe.storage import ArtifactStore
 
 FLIGHTS_ROWS = 336_776
 # The demo source starts with January and February (UTC days): 51,801 flights, well above the suite's
@@ -45,6 +51,32 @@ FLIGHTS_COLUMNS = (
     "minute",
     "time_hour",
 )
+# Column types; the rest are integers. time_hour stays 'YYYY-MM-DD HH:MM:SS' UTC text on every target.
+_REAL_COLUMNS = frozenset({"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"})
+_TEXT_COLUMNS = frozenset({"carrier", "tailnum", "origin", "dest", "time_hour"})
+# One Parquet object per day of flights under the S3 seed's prefix.
+S3_DAY_OBJECT = "date={day}/flights.parquet"
+
+
+def _create_flights_sql(table: str, *, real: str = "REAL") -> str:
+    """CREATE TABLE for the flights columns (SQLite's REAL is 8 bytes: PostgreSQL wants DOUBLE PRECISION)."""
+
+    def sql_type(name: str) -> str:
+        if name == "id":
+            return "INTEGER PRIMARY KEY"
+        return real if name in _REAL_COLUMNS else "TEXT" if name in _TEXT_COLUMNS else "INTEGER"
+
+    return f"CREATE TABLE {table} ({', '.join(f'{name} {sql_type(name)}' for name in FLIGHTS_COLUMNS)})"
+
+
+def _arrow_schema() -> Any:
+    """The daily objects' schema, fixed so that every day has the same types (even a day of NULLs)."""
+    import pyarrow as pa
+
+    def arrow_type(name: str) -> Any:
+        return pa.float64() if name in _REAL_COLUMNS else pa.string() if name in _TEXT_COLUMNS else pa.int64()
+
+    return pa.schema([pa.field(name, arrow_type(name)) for name in FLIGHTS_COLUMNS])
 
 
 def load_flights() -> Any:
@@ -68,13 +100,7 @@ def _table_rows(db: Path, table: str) -> int | None:
 
 
 def _create_flights_table(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        """CREATE TABLE flights (
-            id INTEGER PRIMARY KEY, year INTEGER, month INTEGER, day INTEGER, dep_time REAL,
-            sched_dep_time INTEGER, dep_delay REAL, arr_time REAL, sched_arr_time INTEGER,
-            arr_delay REAL, carrier TEXT, flight INTEGER, tailnum TEXT, origin TEXT, dest TEXT,
-            air_time REAL, distance INTEGER, hour INTEGER, minute INTEGER, time_hour TEXT)"""
-    )
+    conn.execute(_create_flights_sql("flights"))
 
 
 @contextmanager
@@ -142,6 +168,113 @@ def seed_flights(home: Path, *, force: bool = False, until: str | None = SEED_UN
             "INSERT INTO flights SELECT * FROM shipped.flights WHERE time_hour < ? ORDER BY time_hour, id", (end,)
         ).rowcount
     return db, copied, True
+
+
+def seed_frame(until: str | None) -> Any:
+    """The flights a seed loads into PostgreSQL or S3: those before ``until`` ('YYYY-MM-DD'), all with None."""
+    frame = load_flights()
+    if until is not None:
+        frame = frame[frame["time_hour"] < _day(until)]
+    return frame
+
+
+def _postgres_rows(conn: sa.Connection, table: str) -> int | None:
+    import sqlalchemy as sa
+
+    if not sa.inspect(conn).has_table(table):
+        return None
+    return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def write_flights_postgres(engine: sa.Engine, frame: Any) -> None:
+    """Replace table ``flights`` with ``frame`` in one transaction: readers see the old table or the new one.
+
+    The rows go into a staging table first (COPY where the driver has it), are indexed, and only then
+    swapped in; a failure anywhere rolls everything back, leaving no half-loaded table behind.
+    """
+    import sqlalchemy as sa
+
+    staging = f"flights_seed_{uuid.uuid4().hex[:12]}"
+    try:
+        _load_and_swap(engine, frame, staging)
+    except (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise MlpipeError(f"seeding table flights in {where} failed; nothing was changed: {exc}") from exc
+
+
+def _load_and_swap(engine: sa.Engine, frame: Any, staging: str) -> None:
+    import io
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(_create_flights_sql(staging, real="DOUBLE PRECISION"))
+        cursor = conn.connection.driver_connection.cursor()
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            buffer = io.StringIO()
+            frame.to_csv(buffer, index=False, header=False)
+            buffer.seek(0)
+            cursor.copy_expert(f"COPY {staging} ({', '.join(FLIGHTS_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
+        else:
+            frame.to_sql(staging, conn, if_exists="append", index=False, chunksize=10_000, method="multi")
+        cursor.close()
+        conn.exec_driver_sql(f"CREATE INDEX ix_{staging}_time_hour ON {staging} (time_hour)")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS flights")
+        conn.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO flights")
+        conn.exec_driver_sql(f"ALTER INDEX {staging}_pkey RENAME TO flights_pkey")
+        conn.exec_driver_sql(f"ALTER INDEX ix_{staging}_time_hour RENAME TO ix_flights_time_hour")
+
+
+def seed_flights_postgres(
+    engine: sa.Engine, *, force: bool = False, until: str | None = SEED_UNTIL
+) -> tuple[int, bool]:
+    """Table ``flights`` in a PostgreSQL database, as :func:`seed_flights` makes it in SQLite.
+
+    Same columns, index and ``until`` semantics; an existing table is kept unless ``force``.
+    Returns the rows in the table and whether this call wrote them.
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    if engine.dialect.name != "postgresql":
+        raise MlpipeError(f"--target postgres needs a PostgreSQL connection, got {where}")
+    with engine.connect() as conn:
+        rows = _postgres_rows(conn, "flights")
+    if rows and not force:
+        return rows, False
+    frame = seed_frame(until)
+    write_flights_postgres(engine, frame)
+    return len(frame), True
+
+
+def seed_flights_s3(
+    store: ArtifactStore, prefix: str, *, force: bool = False, until: str | None = SEED_UNTIL
+) -> tuple[int, int, int]:
+    """One Parquet object per day of flights, ``<prefix>/date=YYYY-MM-DD/flights.parquet`` in ``store``.
+
+    Columns are :data:`FLIGHTS_COLUMNS` with fixed types (time_hour as UTC text); a day is its
+    flights' UTC date. A day already there is kept unless ``force``, so seeding again only adds the
+    missing days. Returns (rows written, days written, days kept).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlpipe.storage import check_key
+
+    prefix = check_key(prefix.strip("/"))
+    frame = seed_frame(until)
+    schema = _arrow_schema()
+    present = set(store.list(prefix))
+    rows = days = kept = 0
+    with tempfile.TemporaryDirectory(prefix="mlpipe-seed-") as tmp:
+        path = Path(tmp) / "flights.parquet"
+        for day, part in frame.groupby(frame["time_hour"].str[:10], sort=True):
+            key = f"{prefix}/{S3_DAY_OBJECT.format(day=day)}"
+            if key in present and not force:
+                kept += 1
+                continue
+            table = pa.Table.from_pandas(part[list(FLIGHTS_COLUMNS)], schema=schema, preserve_index=False)
+            pq.write_table(table, path, compression="zstd")
+            store.put_file(key, path)
+            rows += len(part)
+            days += 1
+    return rows, days, kept
 
 
 def feed_flights(home: Path, *, days: int) -> tuple[int, str | None]:
