@@ -11,8 +11,10 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
  && uv pip install --no-cache --python "$(command -v python)" -r /tmp/requirements.lock \
  && rm /tmp/requirements.lock
 
-# A named volume mounted here inherits this directory's owner (airflow), so tasks can write to it.
-RUN mkdir -p /opt/airflow/mlpipe
+# Named volumes mounted here inherit these directories' owner (airflow, group 0, group-writable), so
+# containers running as another AIRFLOW_UID in group 0 can write to them too: the MLPIPE_HOME of
+# the embedded default and the UI password file airflow-init writes.
+RUN mkdir -p /opt/airflow/mlpipe /opt/airflow/auth && chmod 0775 /opt/airflow/mlpipe /opt/airflow/auth
 
 ENV PYTHONPATH=/opt/airflow/plugins \
     MLPIPE_HOME=/opt/airflow/mlpipe \

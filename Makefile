@@ -159,10 +159,10 @@ compose-tool:
 			echo "docker-compose is missing: sudo apt-get install docker-compose" >&2; exit 1; \
 		fi; }
 
-# .env when there is one, else the committed example, both for ${...} and for the services' env_file.
+# .env when there is one, else the committed example, for the ${...} of the compose file.
 compose-config: compose-tool
 	@env_file=$$([ -f .env ] && echo .env || echo .env.example); \
-	ENV_FILE_PATH="$$env_file" docker-compose --env-file "$$env_file" -f docker-compose.yaml config -q && \
+	docker-compose --env-file "$$env_file" -f docker-compose.yaml config -q && \
 	echo "docker-compose.yaml is valid (env: $$env_file)"
 
 # Debian's chromium, which the browser tests drive headless through Playwright (no browser download).
