@@ -23,39 +23,24 @@ Nothing else listens: the scheduler and triggerer skip their log servers.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from airflow_stack import COMPONENTS, REPO, airflow_env, pg_database, unreachable, write_test_spec
+from airflow_stack import Stack as AirflowStack
 from conftest import service_unavailable
-from servers import descendants, free_port, send_signal
+from servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "flights_delay"
 TRAIN, WATCH, MONITOR = f"{PIPELINE}_train", f"{PIPELINE}_watch", f"{PIPELINE}_monitor"
 NEW_DATA, DRIFT = f"{PIPELINE}.new_data", f"{PIPELINE}.drift"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-# The order they start in; they stop in reverse (the scheduler first, so nothing new is launched).
-COMPONENTS = {
-    "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
-    "triggerer": ["triggerer", "--skip-serve-logs"],
-    "dag-processor": ["dag-processor"],
-    "scheduler": ["scheduler", "--skip-serve-logs"],
-}
 FIRST_ROWS = 15_000  # the GX suite wants >= 10,000; training on them takes ~30 s
 MIN_NEW_ROWS = 200
 # Real seasonal drift: on these flights the champion trained on January scores ROC AUC 0.591, 0.058
@@ -64,7 +49,6 @@ MIN_NEW_ROWS = 200
 # figures repeat run after run.
 DRIFTED_WEEK = ("2013-08-02", "2013-08-09")
 WATCH_TIMEOUT = 30  # seconds an idle watch run waits (in the triggerer) before it gives up
-RUN_TIMEOUT = 240  # seconds any one wait below may take
 
 pytestmark = pytest.mark.scheduler
 
@@ -74,128 +58,20 @@ def append_flights(db: Path, frame: Any) -> None:
         frame.to_sql("flights", conn, if_exists="append", index=False)
 
 
-class Stack:
-    """The running components, their logs and the metadata DB, with the waits the test needs."""
+class Stack(AirflowStack):
+    """The shared :class:`airflow_stack.Stack` plus what these scenarios read: trigger logs, asset
+    events, run notes, the champion and the run records."""
 
-    def __init__(
-        self, *, env: dict[str, str], home: Path, logs: Path, db_conn: Any, api_url: str, flights: Any
-    ) -> None:
-        self.env = env
+    def __init__(self, *, home: Path, flights: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.home = home  # MLPIPE_HOME
         self.flights = flights  # every flight, in arrival order
-        self.logs = logs
-        self.db = db_conn
-        self.api_url = api_url
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.started = time.monotonic()
-        self.timings: list[tuple[str, float]] = []
-
-    # -- processes ------------------------------------------------------------------------------
-
-    def airflow(self, *args: str, timeout: float = 120) -> str:
-        """Run one ``airflow`` CLI command to completion; its output on failure."""
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.logs,
-        )
-        if done.returncode != 0:
-            pytest.fail(
-                f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-            )
-        return done.stdout
-
-    def start(self, name: str, args: list[str]) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.logs,
-            start_new_session=True,  # its own process group, so stop() reaches its workers too
-        )
-        log.close()
-
-    def assert_alive(self) -> None:
-        dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
-        if dead:
-            pytest.fail(f"Airflow component(s) exited early: {dead}")
-
-    def stop(self, grace: float = 20) -> None:
-        """SIGTERM every component's process group, then SIGKILL whatever is left, descendants included."""
-        procs = list(reversed(self.procs.items()))
-        tree = {name: descendants(proc.pid) for name, proc in procs}
-        for _, proc in procs:
-            send_signal(proc.pid, signal.SIGTERM, group=True)
-        deadline = time.monotonic() + grace
-        for _, proc in procs:
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for name, proc in procs:
-            send_signal(proc.pid, signal.SIGKILL, group=True)
-            for pid in tree[name]:
-                send_signal(pid, signal.SIGKILL, group=False)
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-
-    def log_text(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
     def trigger_log(self, run_id: str) -> str:
         """What the triggerer logged for ``wait_for_new_data`` of a watch run (its first try)."""
         task_dir = self.env_path("AIRFLOW_HOME") / "logs" / f"dag_id={WATCH}" / f"run_id={run_id}"
         files = sorted((task_dir / "task_id=wait_for_new_data").glob("attempt=1.log.trigger.*.log"))
         return "".join(f.read_text(errors="replace") for f in files)
-
-    def dump_logs(self, lines: int = 60) -> None:
-        print(f"\n===== metadata DB state =====\n{self.describe()}")
-        for name in self.procs:
-            tail = "\n".join(self.log_text(name).splitlines()[-lines:])
-            print(f"\n===== tail of {name}.log ({self.logs / (name + '.log')}) =====\n{tail}")
-        for task_log in sorted((self.env_path("AIRFLOW_HOME") / "logs").glob("dag_id=*/**/*.log")):
-            text = task_log.read_text(errors="replace")
-            if "error" in text.lower():
-                tail = "\n".join(text.splitlines()[-25:])
-                print(f"\n===== tail of task log {task_log} =====\n{tail}")
-
-    @contextmanager
-    def dump_on_failure(self) -> Iterator[None]:
-        try:
-            yield
-        except BaseException:
-            self.dump_logs()
-            raise
-
-    def env_path(self, key: str) -> Path:
-        return Path(self.env[key])
-
-    def mark(self, what: str) -> None:
-        self.timings.append((what, time.monotonic() - self.started))
-
-    # -- metadata DB and REST API ---------------------------------------------------------------
-
-    def query(self, sql: str, *params: Any) -> list[tuple]:
-        with self.db.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-
-    def runs(self, dag_id: str) -> list[tuple[str, str, str]]:
-        """(run_id, run_type, state) of every run of ``dag_id``, oldest first."""
-        return self.query("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = %s ORDER BY id", dag_id)
-
-    def run_state(self, dag_id: str, run_id: str) -> str | None:
-        rows = self.query("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
-        return rows[0][0] if rows else None
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        rows = self.query("SELECT task_id, state FROM task_instance WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
-        return dict(rows)
 
     def asset_events(self, name: str = NEW_DATA) -> list[dict[str, Any]]:
         rows = self.query(
@@ -230,25 +106,10 @@ class Stack:
 
     def describe(self) -> str:
         try:
-            runs = self.query("SELECT dag_id, run_id, run_type, state FROM dag_run ORDER BY id")
-            tis = self.query(
-                "SELECT dag_id, run_id, task_id, map_index, state, try_number FROM task_instance ORDER BY start_date"
-            )
             events = self.asset_events(NEW_DATA) + self.asset_events(DRIFT)
         except Exception as exc:  # the DB itself may be the problem
             return f"(cannot read the metadata DB: {exc})"
-        return "\n".join([*(f"run {r}" for r in runs), *(f"ti  {t}" for t in tis), *(f"event {e}" for e in events)])
-
-    def trigger(self, dag_id: str) -> str:
-        """Trigger ``dag_id`` through the REST API; its run id."""
-        request = urllib.request.Request(
-            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns",
-            data=json.dumps({"logical_date": None}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)["dag_run_id"]
+        return "\n".join([super().describe(), *(f"event {e}" for e in events)])
 
     def champion(self) -> Any:
         registry = self.registry()
@@ -268,25 +129,6 @@ class Stack:
 
         return json.loads((self.home / "artifacts" / PIPELINE / "runs" / run_key(run_id) / "run.json").read_text())
 
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = RUN_TIMEOUT, every: float = 1) -> Any:
-        """Poll ``check`` until it returns something truthy, failing (with the DB state) after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.assert_alive()
-            result = check()
-            if result:
-                self.mark(what)
-                return result
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{self.describe()}")
-            time.sleep(every)
-
-    def wait_run_done(self, dag_id: str, run_id: str) -> str:
-        return self.wait_for(
-            f"{dag_id} run {run_id} to finish",
-            lambda: (state := self.run_state(dag_id, run_id)) in ("success", "failed") and state,
-        )
-
     def wait_new_run(self, dag_id: str, count: int) -> tuple[str, str, str]:
         """Wait for the ``count``-th run of ``dag_id`` (1-based); its (run_id, run_type, state)."""
         runs = self.wait_for(f"run #{count} of {dag_id}", lambda: len(r := self.runs(dag_id)) >= count and r)
@@ -299,46 +141,23 @@ class Stack:
 @pytest.fixture(scope="module")
 def metadata_db() -> Iterator[str]:
     """A new, empty PostgreSQL database for Airflow's metadata, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    name = f"mlpipe_sched_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as exc:
-        service_unavailable(f"PostgreSQL at {PG['host']}:{PG['port']} (user {PG['user']}): {exc}".strip())
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    if reason := unreachable():
+        service_unavailable(reason)
+    with pg_database("mlpipe_sched") as url:
+        yield url
 
 
 def _test_spec(include: Path, now: datetime) -> None:
-    """flights_delay.yaml tuned for a test of minutes: a quick deferrable watch, no clock-driven runs.
-
-    The watch and the monitor run only when the test triggers them (``schedule: null``). The training DAG keeps its
-    cron-or-asset schedule, but starts now with its cron half a day away: with ``catchup=False``
-    Airflow otherwise starts a run for the latest past cron tick as soon as the DAG is unpaused.
-    """
-    path = include / "pipelines" / f"{PIPELINE}.yaml"
-    spec = yaml.safe_load(path.read_text())
-    spec["start_date"] = now.isoformat()
-    spec["schedule"] = f"{now.minute} {(now.hour + 12) % 24} * * *"
-    spec["watch"].update(
-        schedule=None, poke_interval=5, timeout=WATCH_TIMEOUT, min_new_rows=MIN_NEW_ROWS, deferrable=True
-    )
-    spec["monitor"]["schedule"] = None
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    """flights_delay.yaml with a quick deferrable watch; the watch and the monitor run only when the
+    test triggers them (``schedule: null``)."""
+    watch = {"schedule": None, "poke_interval": 5, "timeout": WATCH_TIMEOUT, "min_new_rows": MIN_NEW_ROWS}
+    write_test_spec(include, now, watch={**watch, "deferrable": True}, monitor={"schedule": None})
 
 
 @pytest.fixture(scope="module")
 def stack(metadata_db: str, tmp_path_factory: pytest.TempPathFactory, flights_frame) -> Iterator[Stack]:
     """Airflow's four components running on ``metadata_db``, with an empty flights source."""
     import psycopg2
-    from cryptography.fernet import Fernet
 
     from mlpipe.demo import write_flights_sqlite
 
@@ -352,85 +171,33 @@ def stack(metadata_db: str, tmp_path_factory: pytest.TempPathFactory, flights_fr
     ordered = flights_frame.sort_values(["time_hour", "id"]).reset_index(drop=True)
     write_flights_sqlite(mlpipe_home / "source.db", ordered.head(0))
 
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLPIPE_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(airflow_home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            # One worker slot: a deferred sensor must leave it free for other tasks.
-            "AIRFLOW__CORE__PARALLELISM": "1",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            # Every component must agree on these two: trigger kwargs are encrypted, task tokens signed.
-            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            # Task supervisors (LocalExecutor workers) start, heartbeat and finish tasks through this API.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__API__BASE_URL": api_url,
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            # The REST calls below need no login; nothing but loopback can reach this server.
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), os.environ.get("PYTHONPATH")) if p),
-            "MLPIPE_HOME": str(mlpipe_home),
-            "MLPIPE_INCLUDE": str(include),
-            # Recorded as the model's code version; spares every task a `git status` of the repo.
-            "MLPIPE_CODE_VERSION": "scheduler-test",
-            "GX_ANALYTICS_ENABLED": "False",
-        }
+    env = airflow_env(
+        airflow_home=airflow_home,
+        metadata_db=metadata_db,
+        api_port=free_port(),
+        mlpipe_home=mlpipe_home,
+        include=include,
+        # One worker slot: a deferred sensor must leave it free for other tasks.
+        AIRFLOW__CORE__PARALLELISM="1",
+        MLPIPE_CODE_VERSION="scheduler-test",
     )
     db_conn = psycopg2.connect(metadata_db.replace("postgresql+psycopg2", "postgresql"), connect_timeout=5)
     db_conn.autocommit = True
-    stack = Stack(env=env, home=mlpipe_home, logs=logs, db_conn=db_conn, api_url=api_url, flights=ordered)
+    stack = Stack(env=env, home=mlpipe_home, logs=logs, db_conn=db_conn, flights=ordered)
     try:
         with stack.dump_on_failure():
             stack.airflow("db", "migrate", timeout=300)
             stack.mark("airflow db migrate")
             for name, args in COMPONENTS.items():
                 stack.start(name, args)
-            stack.wait_for("the API server", lambda: _healthy(api_url), timeout=120)
-            stack.wait_for(
-                "the three DAGs serialized by the dag-processor",
-                lambda: (
-                    len(
-                        stack.query(
-                            "SELECT dag_id FROM serialized_dag WHERE dag_id IN (%s, %s, %s)", TRAIN, WATCH, MONITOR
-                        )
-                    )
-                    == 3
-                ),
-                timeout=120,
-            )
-            stack.airflow("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({TRAIN}|{WATCH}|{MONITOR})$")
-            paused = dict(stack.query("SELECT dag_id, is_paused FROM dag WHERE dag_id LIKE %s", f"{PIPELINE}_%"))
-            assert paused == {TRAIN: False, WATCH: False, MONITOR: False}
+            stack.wait_ready(TRAIN, WATCH, MONITOR)
+            stack.unpause(TRAIN, WATCH, MONITOR)
             stack.mark("unpaused")
         yield stack
     finally:
         stack.stop()
         db_conn.close()
         stack.print_timings()
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/api/v2/monitor/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_new_data_starts_training_by_itself(stack: Stack) -> None:
