@@ -1,7 +1,7 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor ...]``: run benchmarks (default: all), save, print them.
+"""``python -m bench [extract|parse|demo|monitor|sensor|stack ...]``: run benchmarks (default: all), save, print them.
 
 Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
-benchmark fails to run or a stated requirement is not met (the demo timing is a report, no bound).
+benchmark fails to run or a stated requirement is not met (the demo and stack timings are reports, no bound).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, monitor, sensor
+    from bench import dag_parse, demo_stages, extract_memory, monitor, sensor, stack
 
-    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor)}
+    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack)}
 
 
 TITLES = {
@@ -28,6 +28,7 @@ TITLES = {
     "demo": "Per-stage wall times of `airflow dags test flights_delay_train` (make demo)",
     "monitor": "Drift monitor (drift_report on 1,000,000 current rows, in its own process)",
     "sensor": "New-data watch, idle (count_new_rows with nothing new, per check)",
+    "stack": "The distributed run (CeleryExecutor, PostgreSQL, Redis, S3) next to `airflow dags test`",
 }
 
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if not all(r["ok"] for r in result.get("requirements", [])):
             failed.append(name)
         if name == "demo" and (result.get("exit_code") != 0 or result.get("run_state") != "success"):
+            failed.append(name)
+        if name == "stack" and {result["distributed"]["state"], result["dags_test"]["state"]} != {"success"}:
             failed.append(name)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
