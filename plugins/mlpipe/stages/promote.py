@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import ModelVersion, Registry
-from mlpipe.stages.train import MODEL_FILE
 from mlpipe.storage import ArtifactStore, run_key
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def promote_model(
     with store.local_copy(chosen["model_key"], expected_sha256=chosen["model_sha256"]) as path:
         # A copy left by a crashed earlier attempt of this run is replaced; it was never
         # registered, so no reader can have seen it.
-        artifact = store.put_file(f"{prefix}/{MODEL_FILE}", path)
+        artifact = store.put_file(f"{prefix}/{PurePosixPath(chosen['model_key']).name}", path)
     new = ModelVersion(
         pipeline=pipeline,
         version=version,
