@@ -101,10 +101,10 @@ def _run_bounds(stack: Any, run_id: str) -> tuple[float, float, str]:
 
 
 def _airflow_stack() -> Any:
-    """tests/integration/airflow_stack.py, as the stack tests import it (tests/ is no package)."""
-    folder = str(REPO / "tests" / "integration")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    """tests/integration/airflow_stack.py, imported as pytest imports it (tests/ is no package)."""
+    for folder in (str(REPO / "tests"), str(REPO / "tests" / "integration")):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     import airflow_stack
 
     return airflow_stack
