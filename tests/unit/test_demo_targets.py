@@ -6,7 +6,6 @@ PostgreSQL table) or under the object layout the S3 source reads (one object per
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from conftest import make_s3_client, s3_connection_uri
+from conftest import s3_connection_uri
 
 from mlpipe import config
 from mlpipe.cli import main
@@ -123,19 +122,9 @@ class TestPostgres:
             seed_flights_postgres(sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}"))
 
 
-@pytest.fixture
-def bucket(s3_endpoint: str):
-    client = make_s3_client(s3_endpoint)
-    name = f"seed-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    yield name
-    S3Store(name, "", client).delete_prefix("sources")
-    client.delete_bucket(Bucket=name)
-
-
 class TestS3:
-    def test_one_parquet_object_per_day_then_only_missing_days(self, s3_endpoint: str, bucket: str, flights_frame):
-        store = S3Store(bucket, "", make_s3_client(s3_endpoint))
+    def test_one_parquet_object_per_day_then_only_missing_days(self, s3_client, bucket: str, flights_frame) -> None:
+        store = S3Store(bucket, "", s3_client)
         expected = flights_frame[flights_frame["time_hour"] < UNTIL]
 
         rows, days, kept = seed_flights_s3(store, "sources/flights/", until=UNTIL)
@@ -159,6 +148,21 @@ class TestS3:
         assert seed_flights_s3(store, "sources/flights", until="2013-01-05") == (added, 1, 3)
         assert seed_flights_s3(store, "sources/flights", until="2013-01-05", force=True)[1:] == (4, 0)
 
+    def test_the_s3_demo_spec_reads_what_the_seed_writes(
+        self, s3_client, bucket: str, s3_demo_include: Path, tmp_path: Path, flights_frame
+    ) -> None:
+        """The layout is a contract with the S3 source: docs/examples/flights_delay_s3.yaml extracts the seed."""
+        seed_flights_s3(S3Store(bucket, "", s3_client), "sources/flights", until=UNTIL)
+        loaded = find_spec("flights_delay_s3")
+        store = LocalStore(tmp_path / "artifacts")
+
+        snap = extract_snapshot(loaded, s3_client, store, run_key="r1", as_of=datetime(2013, 1, 4, tzinfo=UTC))
+
+        # Each day's object belongs to runs as of the end of that (UTC) day: all three days.
+        assert snap.rows == int((flights_frame["time_hour"] < UNTIL).sum())
+        frame = pq.read_table(tmp_path / "artifacts" / snap.key).to_pandas()
+        assert frame["time_hour"].min() == "2013-01-01 10:00:00" and frame["time_hour"].max() < UNTIL
+
 
 class TestCommandLine:
     def test_postgres_target_goes_through_the_source_connection(
@@ -178,6 +182,7 @@ class TestCommandLine:
     def test_s3_target_uses_the_connection_bucket(
         self,
         s3_endpoint: str,
+        s3_client,
         bucket: str,
         flights_frame,
         monkeypatch: pytest.MonkeyPatch,
@@ -189,7 +194,7 @@ class TestCommandLine:
         assert capsys.readouterr().out == (
             f"seeded: s3://{bucket}/sources/flights/ ({rows:,} rows in 2 daily objects; 0 days already there)\n"
         )
-        store = S3Store(bucket, "", make_s3_client(s3_endpoint))
+        store = S3Store(bucket, "", s3_client)
         assert len(store.list("sources/flights")) == 2
 
     @pytest.mark.parametrize(("target", "variable"), [("postgres", "MLPIPE_SOURCE"), ("s3", "MLPIPE_STORE")])
