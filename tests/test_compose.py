@@ -44,7 +44,12 @@ OWN_ENV = {
     "airflow-cli": {"CONNECTION_CHECK_MAX_COUNT"},
 }
 MOUNTS = {"dags": "/opt/airflow/dags", "plugins": "/opt/airflow/plugins", "include": "/opt/airflow/include"}
-CONNECTIONS = ("AIRFLOW_CONN_MLPIPE_SOURCE", "AIRFLOW_CONN_MLPIPE_REGISTRY", "AIRFLOW_CONN_MLPIPE_STORE")
+CONNECTIONS = (
+    "AIRFLOW_CONN_MLPIPE_SOURCE",
+    "AIRFLOW_CONN_MLPIPE_REGISTRY",
+    "AIRFLOW_CONN_MLPIPE_STORE",
+    "AIRFLOW_CONN_MLPIPE_S3",
+)
 
 
 def _env_example() -> dict[str, str]:
@@ -169,7 +174,7 @@ def test_one_image_built_from_the_lock(compose: dict[str, Any]) -> None:
 
 def test_connections_resolve_to_the_stack(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """mlpipe's own resolution of the rendered Connections: the stack's databases and its MinIO bucket."""
-    from mlpipe.operators.resources import get_connection, open_store, sqlalchemy_url
+    from mlpipe.operators.resources import get_connection, open_store, s3_client, sqlalchemy_url
     from mlpipe.storage import S3Store
 
     environment = compose["services"]["airflow-worker"]["environment"]
@@ -183,13 +188,18 @@ def test_connections_resolve_to_the_stack(compose: dict[str, Any], monkeypatch: 
     store = open_store()
     assert isinstance(store, S3Store)
     assert (store.bucket, store.prefix) == (values["MLPIPE_BUCKET"], "artifacts")
-    assert store.client.meta.endpoint_url == "http://minio:9000"
-    assert store.client.meta.config.s3 == {"addressing_style": "path"}
-    credentials = store.client._request_signer._credentials
-    assert (credentials.access_key, credentials.secret_key) == (
-        values["MLPIPE_S3_ACCESS_KEY"],
-        values["MLPIPE_S3_SECRET_KEY"],
-    )
+    # The S3 demo spec's source connection reaches the same MinIO with the same key.
+    example = yaml.safe_load((REPO / "docs" / "examples" / "flights_delay_s3.yaml").read_text())["source"]
+    assert example["bucket"] == values["MLPIPE_BUCKET"]
+    source_client = s3_client(example["connection_id"])
+    for client in (store.client, source_client):
+        assert client.meta.endpoint_url == "http://minio:9000"
+        assert client.meta.config.s3 == {"addressing_style": "path"}
+        credentials = client._request_signer._credentials
+        assert (credentials.access_key, credentials.secret_key) == (
+            values["MLPIPE_S3_ACCESS_KEY"],
+            values["MLPIPE_S3_SECRET_KEY"],
+        )
 
 
 def test_bucket_is_created_before_airflow_starts(compose: dict[str, Any]) -> None:
