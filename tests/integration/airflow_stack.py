@@ -586,7 +586,7 @@ def celery_stack(
 
     Airflow's metadata DB (also Celery's result backend), the registry and the source are three new
     PostgreSQL databases; the source is seeded with ``python -m mlpipe demo seed --target postgres``
-    (flights before ``seed_until``, all of them for None). The broker is Redis with a key prefix
+    (flights before ``seed_until``, the whole year for None). The broker is Redis with a key prefix
     and a queue of this stack's own; the artifact store a bucket on moto's S3 server (a process of
     its own). ``spec_changes`` go to :func:`write_test_spec`, ``settings`` to the components' environment.
     """
@@ -640,7 +640,7 @@ def celery_stack(
         with stack.dump_on_failure():
             # What the compose stack's init container does (for Airflow, then for mlpipe), then the demo data.
             seed = [sys.executable, "-m", "mlpipe", "demo", "seed", "--target", "postgres"]
-            seed += ["--until", seed_until] if seed_until else []
+            seed += ["--until", seed_until] if seed_until else ["--all"]
             with ThreadPoolExecutor(1) as pool:
                 migrated = pool.submit(stack.airflow, "db", "migrate", timeout=300)
                 stack.run(sys.executable, "-m", "mlpipe", "registry", "upgrade")
