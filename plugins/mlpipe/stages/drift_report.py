@@ -13,10 +13,7 @@ counted with numpy / pandas, so matplotlib only ever draws a few dozen bars, wha
 
 from __future__ import annotations
 
-import html
 import math
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +33,29 @@ from mlpipe.stages.drift import (
     _numeric_column,
     reference_edges,
 )
+from mlpipe.stages.html_page import (
+    badge,
+    e,
+    fmt,
+    img,
+    new_figure,
+    page,
+    save_figure,
+    slug,
+    unique_slug,
+    write_index,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-INDEX_FILE = "index.html"
 SCORE_PLOT = "score.png"
 DEFAULT_TOP_CATEGORIES = 10
-FIGSIZE = (6.0, 3.0)
-DPI = 90
 LABEL_CHARS = 18
 
 REFERENCE_COLOUR = "#4c72b0"
 CURRENT_COLOUR = "#dd8452"
 UNSEEN_COLOUR = "#c44e52"
-STATUS_CLASSES = {"ok": "ok", "warn": "warn", "act": "act", "n/a": "na", "drift": "act", "insufficient_data": "na"}
 
 # What each threshold means, in the order the page lists them.
 THRESHOLD_NOTES = {
@@ -63,24 +68,6 @@ THRESHOLD_NOTES = {
     "drifted_share_act": "share of features at 'act' from which the verdict is drift",
     "min_sample": "fewer rows than this in either sample: no status, no verdict",
 }
-
-CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1100px; margin: 2em auto; padding: 0 1em; }
-h1 { margin-bottom: 0.1em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-.subtitle { color: #555; margin-top: 0; }
-.badge { display: inline-block; padding: 0.15em 0.6em; border-radius: 0.3em; font-weight: 600; }
-.verdict { font-size: 1.3em; }
-.ok { background: #d4edda; color: #155724; } .warn { background: #fff3cd; color: #856404; }
-.act { background: #f8d7da; color: #721c24; } .na { background: #e2e3e5; color: #383d41; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.score td { border-top: 2px solid #999; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { color: #555; font-size: 0.9em; max-width: 540px; }
-.muted { color: #777; }
-"""
 
 
 @dataclass(frozen=True)
@@ -143,7 +130,7 @@ def render_drift_report(
     taken: set[str] = set()
     plots: dict[int, _Plot] = {}
     for row in report.features:
-        stem = _unique_slug(f"feature-{_slug(row.feature)}", taken)
+        stem = unique_slug(f"feature-{slug(row.feature)}", taken)
         plot = _Plot(row, f"{stem}.png", f"plot-{stem}")
         if row.kind == "numeric":
             figure = _numeric_figure(
@@ -154,65 +141,18 @@ def render_drift_report(
             )
         else:
             figure = _categorical_figure(row, reference[row.feature], current[row.feature], top=top_categories)
-        _save(figure, out_dir / plot.file)
+        save_figure(figure, out_dir / plot.file)
         plots[id(row)] = plot
     if report.score is not None and score_reference is not None:
         plot = _Plot(report.score, SCORE_PLOT, "plot-score")
         figure = _numeric_figure(report.score, _float_array(score_reference), _float_array(score_current), bins=bins)
-        _save(figure, out_dir / plot.file)
+        save_figure(figure, out_dir / plot.file)
         plots[id(report.score)] = plot
 
-    index = out_dir / INDEX_FILE
-    tmp = out_dir / f".{INDEX_FILE}.tmp"
-    tmp.write_text(_page(report, plots, title=title, subtitle=subtitle), encoding="utf-8")
-    os.replace(tmp, index)
-    return index
-
-
-# --- file names -------------------------------------------------------------------------------
-
-
-def _slug(name: str) -> str:
-    """``name`` as a short, lower-case file-name part of ``[a-z0-9_-]`` ('feature' if nothing is left)."""
-    slug = re.sub(r"[^a-z0-9_-]+", "_", str(name).lower()).strip("_-")
-    return slug[:60] or "feature"
-
-
-def _unique_slug(stem: str, taken: set[str]) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``… if already taken (two names can share a slug); marks it taken."""
-    candidate, n = stem, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{stem}-{n}"
-    taken.add(candidate)
-    return candidate
+    return write_index(out_dir, _page(report, plots, title=title, subtitle=subtitle))
 
 
 # --- plots ------------------------------------------------------------------------------------
-
-
-def _figure() -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # A bare Figure on an Agg canvas: no pyplot, so no global figure registry to leak into and no
-    # GUI backend to pick, whatever backend the calling process (a notebook, say) has selected.
-    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: Path) -> None:
-    import matplotlib
-
-    # Feature and category names are data: a '$' in one must not be parsed as mathtext.
-    with matplotlib.rc_context({"text.parse_math": False}):
-        figure.savefig(path, format="png", dpi=DPI)
-    figure.clear()
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def _short(label: str) -> str:
@@ -241,7 +181,7 @@ def _numeric_figure(row: FeatureDrift, ref: np.ndarray, cur: np.ndarray, *, bins
         x[-1] += 0.5  # set the missing slot apart from the value bins
 
     with matplotlib.rc_context({"text.parse_math": False}):
-        figure = _figure()
+        figure = new_figure()
         ax = figure.add_subplot()
         ax.bar(x - 0.2, r, width=0.4, color=REFERENCE_COLOUR, label=f"reference (n={row.n_ref:,})")
         ax.bar(x + 0.2, c, width=0.4, color=CURRENT_COLOUR, label=f"current (n={row.n_cur:,})")
@@ -255,8 +195,8 @@ def _numeric_figure(row: FeatureDrift, ref: np.ndarray, cur: np.ndarray, *, bins
         finite = both[np.isfinite(both)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
         positions = np.arange(n_bins + 1) - 0.5
-        labels = [_fmt(low, ".3g") if finite.size and (edges.size == 0 or low < edges[0]) else "", *_edge_labels(edges)]
-        labels.append(_fmt(high, ".3g") if finite.size and (edges.size == 0 or high >= edges[-1]) else "")
+        labels = [fmt(low, ".3g") if finite.size and (edges.size == 0 or low < edges[0]) else "", *_edge_labels(edges)]
+        labels.append(fmt(high, ".3g") if finite.size and (edges.size == 0 or high >= edges[-1]) else "")
         if with_missing:
             positions = np.append(positions, x[-1])
             labels.append("missing")
@@ -264,7 +204,7 @@ def _numeric_figure(row: FeatureDrift, ref: np.ndarray, cur: np.ndarray, *, bins
         ax.set_xlim(-0.7, x[-1] + 0.7)
         _share_axis(ax, max(r.max(initial=0), c.max(initial=0)))
         ax.set_title(
-            f"{row.feature} — PSI {_fmt(row.psi, '.3f')} · KS D {_fmt(row.ks_statistic, '.3f')} · {row.status}",
+            f"{row.feature} — PSI {fmt(row.psi, '.3f')} · KS D {fmt(row.ks_statistic, '.3f')} · {row.status}",
             fontsize=9,
         )
         ax.legend(fontsize=7, frameon=False, loc="upper center", ncols=2)
@@ -316,7 +256,7 @@ def _categorical_figure(row: FeatureDrift, ref: pd.Series, cur: pd.Series, *, to
         flagged.append(False)
 
     with matplotlib.rc_context({"text.parse_math": False}):
-        figure = _figure()
+        figure = new_figure()
         ax = figure.add_subplot()
         x = np.arange(len(labels), dtype="float64")
         ax.bar(x - 0.2, ref_bars, width=0.4, color=REFERENCE_COLOUR)
@@ -334,8 +274,8 @@ def _categorical_figure(row: FeatureDrift, ref: pd.Series, cur: pd.Series, *, to
         _share_axis(ax, max([*ref_bars, *cur_bars], default=0.0))
         unseen_note = ""
         if row.unseen:
-            unseen_note = f" · unseen {row.unseen} ({_fmt(row.unseen_share, '.1%')} of current)"
-        ax.set_title(f"{row.feature} — JS {_fmt(row.js, '.3f')}{unseen_note} · {row.status}", fontsize=9)
+            unseen_note = f" · unseen {row.unseen} ({fmt(row.unseen_share, '.1%')} of current)"
+        ax.set_title(f"{row.feature} — JS {fmt(row.js, '.3f')}{unseen_note} · {row.status}", fontsize=9)
         ax.legend(handles, names, fontsize=7, frameon=False, loc="upper center", ncols=len(handles))
     return figure
 
@@ -356,37 +296,29 @@ def _share_axis(ax: Any, highest: float) -> None:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _badge(status: str, *, extra: str = "") -> str:
-    return f'<span class="badge {STATUS_CLASSES.get(status, "na")}{extra}">{_e(status)}</span>'
-
-
 def _row_cells(row: FeatureDrift, plot: _Plot | None) -> str:
-    name = _e(row.feature)
+    name = e(row.feature)
     if plot is not None:
-        name = f'<a href="#{_e(plot.anchor)}">{name}</a>'
+        name = f'<a href="#{e(plot.anchor)}">{name}</a>'
     if row.kind == "categorical":
-        distance = f"JS {_fmt(row.js, '.3f')}"
+        distance = f"JS {fmt(row.js, '.3f')}"
         ks_d = ks_p = "—"
         unseen = "—"
         if row.unseen is not None:
-            unseen = f"{row.unseen} ({_fmt(row.unseen_share, '.1%')})"
+            unseen = f"{row.unseen} ({fmt(row.unseen_share, '.1%')})"
             if row.unseen_examples:
-                unseen += f'<br><span class="muted">{_e(", ".join(row.unseen_examples))}</span>'
+                unseen += f'<br><span class="muted">{e(", ".join(row.unseen_examples))}</span>'
     else:
-        distance = f"PSI {_fmt(row.psi, '.3f')}"
-        ks_d, ks_p = _fmt(row.ks_statistic, ".3f"), _fmt(row.ks_pvalue, ".2g")
+        distance = f"PSI {fmt(row.psi, '.3f')}"
+        ks_d, ks_p = fmt(row.ks_statistic, ".3f"), fmt(row.ks_pvalue, ".2g")
         unseen = "—"
-    missing = f"{_fmt(row.missing_ref, '.1%')} → {_fmt(row.missing_cur, '.1%')}"
+    missing = f"{fmt(row.missing_ref, '.1%')} → {fmt(row.missing_cur, '.1%')}"
     numbers = [f"{row.n_ref:,}", f"{row.n_cur:,}", missing, distance, ks_d, ks_p]
     return (
-        f"<td>{name}<td>{_e(row.kind)}"
-        + "".join(f'<td class="num">{_e(n)}' for n in numbers)
-        + f"<td>{unseen}<td>{_badge(row.status)}<td>"
-        + "<br>".join(_e(r) for r in row.reasons)
+        f"<td>{name}<td>{e(row.kind)}"
+        + "".join(f'<td class="num">{e(n)}' for n in numbers)
+        + f"<td>{unseen}<td>{badge(row.status)}<td>"
+        + "<br>".join(e(r) for r in row.reasons)
     )
 
 
@@ -395,7 +327,7 @@ def _thresholds_table(t: DriftThresholds) -> str:
     for name, note in THRESHOLD_NOTES.items():
         value = getattr(t, name)
         shown = "none" if value is None else value
-        rows.append(f'<tr><td><code>{_e(name)}</code><td class="num">{_e(shown)}<td>{_e(note)}</tr>')
+        rows.append(f'<tr><td><code>{e(name)}</code><td class="num">{e(shown)}<td>{e(note)}</tr>')
     return f"<table><tr><th>threshold<th>value<th>meaning</tr>{''.join(rows)}</table>"
 
 
@@ -410,16 +342,12 @@ def _figures(plots: Sequence[_Plot]) -> str:
             if row.kind == "categorical"
             else "champion's predicted scores: share of rows per PSI bin"
         )
-        items.append(
-            f'<figure id="{_e(plot.anchor)}"><img src="{_e(plot.file)}" '
-            f'alt="{_e("distribution of " + row.feature)}" width="{int(FIGSIZE[0] * DPI)}" '
-            f'height="{int(FIGSIZE[1] * DPI)}"><figcaption>{_e(caption)}</figcaption></figure>'
-        )
+        items.append(img(plot.file, alt=f"distribution of {row.feature}", caption=caption, anchor=plot.anchor))
     return f'<div class="plots">{"".join(items)}</div>'
 
 
 def _page(report: DriftReport, plots: dict[int, _Plot], *, title: str, subtitle: str) -> str:
-    verdict = _badge(report.verdict, extra=" verdict")
+    verdict = badge(report.verdict, extra=" verdict")
     share = report.drifted_share
     summary = (
         f"{report.n_ref:,} reference rows, {report.n_cur:,} current rows"
@@ -427,7 +355,7 @@ def _page(report: DriftReport, plots: dict[int, _Plot], *, title: str, subtitle:
         + f"; {len(report.features)} feature(s)"
     )
     reasons = (
-        "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in report.reasons) + "</ul>"
+        "<ul>" + "".join(f"<li>{e(r)}</li>" for r in report.reasons) + "</ul>"
         if report.reasons
         else '<p class="muted">No threshold crossed.</p>'
     )
@@ -435,35 +363,23 @@ def _page(report: DriftReport, plots: dict[int, _Plot], *, title: str, subtitle:
         "<tr><th>feature<th>kind<th>n_ref<th>n_cur<th>missing ref → cur<th>PSI / JS"
         "<th>KS D<th>KS p-value<th>unseen categories (share)<th>status<th>reasons</tr>"
     )
-    body = "".join(f"<tr>{_row_cells(row, plots.get(id(row)))}</tr>" for row in report.features)
+    rows = "".join(f"<tr>{_row_cells(row, plots.get(id(row)))}</tr>" for row in report.features)
     if report.score is not None:
-        body += f'<tr class="score">{_row_cells(report.score, plots.get(id(report.score)))}</tr>'
+        rows += f'<tr class="score">{_row_cells(report.score, plots.get(id(report.score)))}</tr>'
     else:
-        body += '<tr class="score"><td>score<td colspan="10" class="muted">no score drift computed</tr>'
+        rows += '<tr class="score"><td>score<td colspan="10" class="muted">no score drift computed</tr>'
     ordered = [plots[id(row)] for row in report.features if id(row) in plots]
     if report.score is not None and id(report.score) in plots:
         ordered.append(plots[id(report.score)])
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>{_e(title)}</h1>
-{f'<p class="subtitle">{_e(subtitle)}</p>' if subtitle else ""}
-<h2>Verdict</h2>
+    body = f"""<h2>Verdict</h2>
 <p>{verdict}</p>
-<p>{_e(summary)}</p>
+<p>{e(summary)}</p>
 {reasons}
 <h2>Features</h2>
-<table>{header}{body}</table>
+<table>{header}{rows}</table>
 <h2>Thresholds</h2>
 {_thresholds_table(report.thresholds)}
 <h2>Distributions</h2>
 {_figures(ordered)}
-</body>
-</html>
 """
+    return page(title=title, subtitle=subtitle, body=body)
