@@ -26,6 +26,7 @@ from mlpipe.spec import LoadedSpec, PipelineSpec
 from mlpipe.stages.drift import DriftThresholds, drift_report
 from mlpipe.stages.evaluate import better, compute_metrics, json_safe
 from mlpipe.stages.extract import bind_time, read_snapshot, utc_session
+from mlpipe.stages.predict import predict
 from mlpipe.stages.train import load_model
 from mlpipe.stages.watch import count_new_rows
 from mlpipe.storage import ArtifactStore
@@ -107,15 +108,7 @@ def _read_sql_window(
 
 
 def _scores(spec: PipelineSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
-    X = frame[spec.features.columns]
-    if spec.target.task == "regression":
-        return np.asarray(model.predict(X), dtype=float)
-    proba = model.predict_proba(X)
-    if spec.target.task == "binary":
-        classes = list(model.classes_)
-        positive = spec.target.positive_class if spec.target.positive_class in classes else classes[-1]
-        return proba[:, classes.index(positive)]
-    return proba.max(axis=1)
+    return predict(spec, model, frame[spec.features.columns]).score
 
 
 def _performance(spec: PipelineSpec, model: Any, window: pd.DataFrame, champion: ModelVersion) -> dict[str, Any] | None:
