@@ -125,9 +125,13 @@ class ArtifactStore(ABC):
             return path.read_bytes()
 
     def put_tree(self, prefix: str, folder: Path) -> list[StoredArtifact]:
-        """Publish every file under ``folder`` below ``prefix`` (a report site, say)."""
+        """Publish every file under ``folder`` below ``prefix`` (a report site, say).
+
+        HTML pages go last, so a reader who finds a page also finds the plots and files it refers to.
+        """
         out = []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        for path in sorted(files, key=lambda p: p.suffix.lower() in {".html", ".htm"}):
             rel = path.relative_to(folder).as_posix()
             out.append(self.put_file(f"{check_key(prefix)}/{rel}", path))
         return out

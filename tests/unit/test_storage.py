@@ -68,10 +68,16 @@ class TestLocalStore:
         (site / "css").mkdir(parents=True)
         (site / "index.html").write_text("<html/>")
         (site / "css" / "a.css").write_text("p{}")
+        (site / "plot.png").write_bytes(b"png")
 
         arts = store.put_tree("p/runs/r1/report", site)
 
-        assert [a.key for a in arts] == ["p/runs/r1/report/css/a.css", "p/runs/r1/report/index.html"]
+        # The page goes last: whoever can read it can read what it refers to.
+        assert [a.key for a in arts] == [
+            "p/runs/r1/report/css/a.css",
+            "p/runs/r1/report/plot.png",
+            "p/runs/r1/report/index.html",
+        ]
 
     def test_publish_leaves_no_temp_files(self, store: LocalStore, tmp_path: Path) -> None:
         src = tmp_path / "big.bin"
