@@ -141,6 +141,18 @@ def test_each_task_type_end_to_end(make_pipe, task: str) -> None:
     primary = pipe.loaded.spec.primary_metric
     assert all(not math.isnan(m[primary]) for m in v.candidates.values())
     assert load_verdict(pipe.store, pipe.name, first.key)["blessed"] is True
+    # The evaluation report is kept with the run, where the verdict says, with its task's plots.
+    report = f"{pipe.name}/runs/{first.key}/evaluate/report"
+    assert (
+        v.report_uri
+        == pipe.store.uri(f"{report}/index.html")
+        == load_verdict(pipe.store, pipe.name, first.key)["report_uri"]
+    )
+    plots = {k.rsplit("/", 1)[1] for k in pipe.store.list(report) if k.endswith(".png")}
+    curves = (
+        {"predicted_actual.png", "residuals.png"} if task == "regression" else {"roc.png", "pr.png", "confusion.png"}
+    )
+    assert curves | {"importance.png"} <= plots
 
     result = pipe.promote(first)
 

@@ -120,6 +120,7 @@ class Verdict:
     reasons: list[str]
     holdout_rows: int
     seconds: float = 0.0
+    report_uri: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -291,17 +292,19 @@ def evaluate_candidates(
     missing = [c.name for c in spec.candidates if c.name not in by_name]
     if missing:
         raise ArtifactIntegrityError(f"no trained model for candidate(s) {missing} in this run")
-    scores = {}
+    scores, models = {}, {}
     for cand in spec.candidates:
         t = by_name[cand.name]
-        scores[cand.name] = compute_metrics(spec, load_model(store, t["model_key"], t["model_sha256"]), X, y)
-    champion_metrics, champion_error = None, None
+        models[cand.name] = load_model(store, t["model_key"], t["model_sha256"])
+        scores[cand.name] = compute_metrics(spec, models[cand.name], X, y)
+    champion_metrics, champion_error, champ_model = None, None, None
     if champion is not None:
         try:
             champ_model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
             champion_metrics = compute_metrics(spec, champ_model, X, y)
         except Exception as exc:  # any failure to load or score it means "cannot compare"
             champion_error = f"{type(exc).__name__}: {exc}"
+            champ_model = None
     verdict = judge(
         spec,
         run_id=run_id,
@@ -311,6 +314,11 @@ def evaluate_candidates(
         champion_metrics=champion_metrics,
         champion_error=champion_error,
         holdout_rows=len(holdout),
+    )
+    from mlpipe.stages.evaluation_report import report_prefix, save_evaluation_report
+
+    verdict.report_uri = save_evaluation_report(
+        store, spec, verdict, models, champ_model, X, y, prefix=report_prefix(spec.name, run_key)
     )
     verdict.seconds = round(time.perf_counter() - started, 3)
     store.put_bytes(verdict_key(spec.name, run_key), json.dumps(verdict.as_dict(), indent=2).encode())

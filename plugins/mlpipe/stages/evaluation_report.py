@@ -1,0 +1,537 @@
+"""The evaluation report of a training run: a static HTML page with its PNG plots next to it.
+
+:func:`render_evaluation_report` draws, from the run's holdout and the fitted models, what a reviewer
+needs to see why a model was or was not promoted: the verdict with every rule and its figures, the
+candidates against the champion, per-slice figures when the verdict has them, and plots:
+
+* classification: ROC and precision-recall curves (every candidate and the champion; one curve per
+  class of the best candidate for multiclass), calibration (best candidate and champion) and the
+  best candidate's confusion matrix;
+* regression: predicted against actual values and the residuals of the best candidate and champion;
+* every task: permutation importance of the raw input columns for the best candidate, on a bounded,
+  seeded sample of the holdout, in units of the primary metric.
+
+The page follows the drift report (:mod:`mlpipe.stages.html_page`): inline CSS, no JavaScript, PNGs
+drawn on Agg canvases, the page written last and atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.spec import PipelineSpec
+from mlpipe.stages.evaluate import Verdict, compute_metrics
+from mlpipe.stages.html_page import badge, e, fmt, img, new_figure, page, save_figure, write_index
+from mlpipe.stages.predict import Predictions, predict
+from mlpipe.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+CURVE_SIZE = (5.0, 3.8)
+IMPORTANCE_ROWS = 2_000
+IMPORTANCE_REPEATS = 5
+SCATTER_POINTS = 5_000
+MAX_CLASSES_SHOWN = 12
+CALIBRATION_BINS = 10
+CHAMPION_STYLE = {"color": "#555555", "linestyle": "--"}
+
+# File name, alt text and caption of each plot the page may show, in page order.
+PLOT_TEXT = {
+    "roc.png": ("ROC curves", "ROC curve: true-positive rate against false-positive rate as the threshold moves"),
+    "pr.png": ("precision-recall curves", "precision against recall as the threshold moves"),
+    "calibration.png": (
+        "calibration",
+        "mean predicted probability against the observed share of positives, per quantile bin of the score",
+    ),
+    "confusion.png": (
+        "confusion matrix",
+        "best candidate: holdout rows per actual (rows) and predicted (columns) label",
+    ),
+    "predicted_actual.png": ("predicted against actual", "each point a holdout row; on the diagonal, exact"),
+    "residuals.png": ("residuals", "actual minus predicted, against the prediction; and their distribution"),
+    "importance.png": (
+        "permutation importance",
+        "how much the primary metric worsens when one input column is shuffled (best candidate)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One model's predictions on the holdout, labelled for the legends."""
+
+    label: str
+    predictions: Predictions
+    champion: bool = False
+
+
+def render_evaluation_report(
+    spec: PipelineSpec,
+    verdict: dict[str, Any],
+    models: dict[str, Any],
+    champion_model: Any | None,
+    X: pd.DataFrame,
+    y: pd.Series,
+    out_dir: Path,
+    *,
+    title: str,
+    subtitle: str = "",
+    importance_rows: int = IMPORTANCE_ROWS,
+    importance_repeats: int = IMPORTANCE_REPEATS,
+) -> Path:
+    """Write ``out_dir/index.html`` and its PNG plots for one run's verdict; return the index's path.
+
+    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.stages.evaluate.Verdict.as_dict`; a
+    ``slices`` list is shown when present), ``models`` the fitted candidates by name, and
+    ``champion_model`` the champion when it could be loaded. ``X``/``y`` are the holdout every one
+    of them was scored on. Plots a model cannot have (calibration without probabilities, curves on
+    a holdout with one class) are left out with a note saying why.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = verdict.get("best_candidate")
+    by_name = {
+        name: Curve(f"{name} (best)" if name == best else name, predict(spec, model, X))
+        for name, model in models.items()
+    }
+    curves = list(by_name.values())
+    if champion_model is not None:
+        label = f"champion v{verdict.get('champion_version')}"
+        curves.append(Curve(label, predict(spec, champion_model, X), champion=True))
+    best_curve = by_name.get(best) if best is not None else None
+    y_values = np.asarray(y)
+
+    plots: dict[str, tuple[float, float]] = {}
+    notes: list[str] = []
+    figures: list[tuple[str, Any]] = []
+    if spec.target.task == "regression":
+        if best_curve is not None:
+            shown = [best_curve, *(c for c in curves if c.champion)]
+            figures += [("predicted_actual.png", _predicted_actual(shown, y_values, spec.split.seed))]
+            figures += [("residuals.png", _residuals(shown, y_values, spec.split.seed))]
+    elif best_curve is not None:
+        figures += _classification_figures(spec, curves, best_curve, y_values, notes)
+    importance = None
+    if best is not None and best in models:
+        importance = permutation_importance_of(spec, models[best], X, y, importance_rows, importance_repeats)
+        if importance is not None:
+            figures.append(("importance.png", _importance_figure(importance, spec.primary_metric)))
+        else:
+            notes.append("permutation importance: the primary metric is undefined on the sample")
+    for file, figure in figures:
+        width, height = figure.get_size_inches()
+        save_figure(figure, out_dir / file)
+        plots[file] = (float(width), float(height))
+
+    body = "".join(
+        [
+            _verdict_section(verdict),
+            _metrics_section(spec, verdict),
+            _slices_section(verdict.get("slices")),
+            _importance_section(importance, spec.primary_metric),
+            _holdout_section(spec, y_values),
+            _plots_section(plots, notes),
+        ]
+    )
+    return write_index(out_dir, page(title=title, subtitle=subtitle, body=body))
+
+
+def report_prefix(pipeline: str, run_key: str) -> str:
+    """Where a run's evaluation report lives (``index.html`` and its plots)."""
+    return f"{pipeline}/runs/{run_key}/evaluate/report"
+
+
+def save_evaluation_report(
+    store: ArtifactStore,
+    spec: PipelineSpec,
+    verdict: Verdict,
+    models: dict[str, Any],
+    champion_model: Any | None,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    prefix: str,
+) -> str:
+    """Render the run's evaluation report and keep it under ``prefix``; return the page's URI."""
+    about = f"{spec.target.task}, target {spec.target.column}, primary metric {spec.primary_metric}"
+    with tempfile.TemporaryDirectory(prefix="mlpipe-report-") as tmp:
+        index = render_evaluation_report(
+            spec,
+            verdict.as_dict(),
+            models,
+            champion_model,
+            X,
+            y,
+            Path(tmp),
+            title=f"{spec.name}: evaluation of run {verdict.run_id}",
+            subtitle=f"{about}: {verdict.holdout_rows:,} holdout rows",
+        )
+        store.put_tree(prefix, index.parent)
+    return store.uri(f"{prefix}/{index.name}")
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def _classification_figures(
+    spec: PipelineSpec, curves: list[Curve], best: Curve, y: np.ndarray, notes: list[str]
+) -> list[tuple[str, Any]]:
+    from sklearn.metrics import confusion_matrix
+
+    out: list[tuple[str, Any]] = []
+    classes = best.predictions.classes or []
+    present = set(pd.unique(y).tolist())
+    if spec.target.task == "binary":
+        positive = best.predictions.positive
+        y_bin = (y == positive).astype(int)
+        if y_bin.min() == y_bin.max():
+            notes.append("ROC, precision-recall and calibration: the holdout holds one class only")
+        else:
+            out.append(("roc.png", _roc_figure([(c.label, y_bin, c.predictions.score, c.champion) for c in curves])))
+            prevalence = float(y_bin.mean())
+            pr = [(c.label, y_bin, c.predictions.score, c.champion) for c in curves]
+            out.append(("pr.png", _pr_figure(pr, prevalence, f"positive class {positive!r}")))
+            calibrated = [c for c in curves if c.predictions.proba is not None]
+            if calibrated:
+                pairs = [(c.label, y_bin, c.predictions.score, c.champion) for c in calibrated]
+                out.append(("calibration.png", _calibration_figure(pairs, "P(positive)")))
+            else:
+                notes.append("calibration: no model gives probabilities")
+    else:
+        proba = best.predictions.proba
+        shown = [k for k in classes if k in present][:MAX_CLASSES_SHOWN]
+        if proba is None or len(present) < 2:
+            notes.append("ROC, precision-recall and calibration: need class probabilities and two classes present")
+        else:
+            per_class = [
+                (f"{k} vs rest", (y == k).astype(int), proba[:, classes.index(k)], False)
+                for k in shown
+                if 0 < (y == k).sum() < len(y)
+            ]
+            out.append(("roc.png", _roc_figure(per_class, title=f"{best.label}: one vs rest")))
+            out.append(("pr.png", _pr_figure(per_class, None, f"{best.label}: one vs rest")))
+            # Top-label calibration: the predicted class's probability against how often it is right.
+            pairs = [
+                (c.label, (c.predictions.prediction == y).astype(int), c.predictions.score, c.champion)
+                for c in curves
+                if c.predictions.proba is not None
+            ]
+            out.append(("calibration.png", _calibration_figure(pairs, "probability of the predicted class")))
+    labels = [k for k in classes if k in present or k in set(best.predictions.prediction.tolist())]
+    labels = labels[:MAX_CLASSES_SHOWN] if len(labels) > MAX_CLASSES_SHOWN else labels
+    matrix = confusion_matrix(y, best.predictions.prediction, labels=labels)
+    out.append(("confusion.png", _confusion_figure(matrix, labels, best.label)))
+    return out
+
+
+def _curve_axes(figsize: tuple[float, float] = CURVE_SIZE) -> tuple[Any, Axes]:
+    figure = new_figure(figsize)
+    return figure, figure.add_subplot()
+
+
+def _style(champion: bool) -> dict[str, Any]:
+    return dict(CHAMPION_STYLE) if champion else {}
+
+
+def _finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="best")
+
+
+def _roc_figure(series: Sequence[tuple[str, np.ndarray, np.ndarray, bool]], title: str = "ROC") -> Any:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    figure, ax = _curve_axes()
+    for label, truth, score, champion in series:
+        fpr, tpr, _ = roc_curve(truth, score)
+        ax.plot(fpr, tpr, linewidth=1.4, label=f"{label} (AUC {roc_auc_score(truth, score):.3f})", **_style(champion))
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.8, linestyle=":")
+    _finish(ax, title, "false-positive rate", "true-positive rate")
+    return figure
+
+
+def _pr_figure(series: Sequence[tuple[str, np.ndarray, np.ndarray, bool]], prevalence: float | None, title: str) -> Any:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    figure, ax = _curve_axes()
+    for label, truth, score, champion in series:
+        precision, recall, _ = precision_recall_curve(truth, score, drop_intermediate=True)
+        ap = average_precision_score(truth, score)
+        ax.plot(recall, precision, linewidth=1.4, label=f"{label} (AP {ap:.3f})", **_style(champion))
+    if prevalence is not None:
+        ax.axhline(prevalence, color="#bbbbbb", linewidth=0.8, linestyle=":", label=f"base rate {prevalence:.3f}")
+    ax.set_ylim(0, 1.02)
+    _finish(ax, f"precision-recall, {title}", "recall", "precision")
+    return figure
+
+
+def _calibration_figure(series: Sequence[tuple[str, np.ndarray, np.ndarray, bool]], what: str) -> Any:
+    figure, ax = _curve_axes()
+    for label, truth, score, champion in series:
+        mean_score, observed = _calibration_bins(truth, score)
+        ax.plot(mean_score, observed, marker="o", markersize=3, linewidth=1.2, label=label, **_style(champion))
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=0.8, linestyle=":", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    _finish(ax, f"calibration of {what}", f"mean {what} (quantile bins)", "observed share")
+    return figure
+
+
+def _calibration_bins(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean score and observed share per quantile bin of the score (bins of equal row counts)."""
+    order = np.argsort(score, kind="stable")
+    bins = [b for b in np.array_split(order, min(CALIBRATION_BINS, len(order))) if b.size]
+    return np.array([score[b].mean() for b in bins]), np.array([truth[b].mean() for b in bins])
+
+
+def _confusion_figure(matrix: np.ndarray, labels: list[Any], who: str) -> Any:
+    size = max(3.2, min(6.0, 1.2 + 0.45 * len(labels)))
+    figure = new_figure((size + 0.8, size))
+    ax = figure.add_subplot()
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype="float64"), where=totals > 0)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            colour = "white" if shares[i, j] > 0.6 else "#222222"
+            ax.text(j, i, f"{matrix[i, j]:,}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7, color=colour)
+    names = [str(k) for k in labels]
+    ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_ylabel("actual", fontsize=8)
+    ax.set_title(f"confusion matrix, {who} (share of each actual row)", fontsize=9)
+    return figure
+
+
+def _scatter_sample(n: int, seed: int) -> np.ndarray:
+    if n <= SCATTER_POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=SCATTER_POINTS, replace=False))
+
+
+def _predicted_actual(curves: Sequence[Curve], y: np.ndarray, seed: int) -> Any:
+    figure, ax = _curve_axes()
+    rows = _scatter_sample(len(y), seed)
+    for curve in curves:
+        colour = CHAMPION_STYLE["color"] if curve.champion else None
+        ax.scatter(y[rows], curve.predictions.prediction[rows], s=6, alpha=0.5, color=colour, label=curve.label)
+    low = float(min(y.min(), *(c.predictions.prediction.min() for c in curves)))
+    high = float(max(y.max(), *(c.predictions.prediction.max() for c in curves)))
+    ax.plot([low, high], [low, high], color="#bbbbbb", linewidth=0.8, linestyle=":", label="exact")
+    shown = f" ({len(rows):,} of {len(y):,} rows)" if len(rows) < len(y) else ""
+    _finish(ax, f"predicted against actual{shown}", "actual", "predicted")
+    return figure
+
+
+def _residuals(curves: Sequence[Curve], y: np.ndarray, seed: int) -> Any:
+    figure = new_figure((7.0, 3.0))
+    scatter, hist = figure.subplots(1, 2, width_ratios=[3, 2])
+    rows = _scatter_sample(len(y), seed)
+    residuals = [y - curve.predictions.prediction for curve in curves]
+    edges = np.histogram_bin_edges(np.concatenate(residuals), bins=30)  # one set of bins: comparable bars
+    for curve, residual in zip(curves, residuals, strict=True):
+        colour = CHAMPION_STYLE["color"] if curve.champion else None
+        scatter.scatter(curve.predictions.prediction[rows], residual[rows], s=6, alpha=0.5, color=colour)
+        hist.hist(residual, bins=edges, alpha=0.55, color=colour, label=curve.label)
+    scatter.axhline(0, color="#bbbbbb", linewidth=0.8, linestyle=":")
+    scatter.set_xlabel("predicted", fontsize=8)
+    scatter.set_ylabel("actual - predicted", fontsize=8)
+    scatter.tick_params(labelsize=7)
+    scatter.grid(alpha=0.3)
+    scatter.set_title("residual against prediction", fontsize=9)
+    _finish(hist, "distribution of residuals", "actual - predicted", "rows")
+    return figure
+
+
+def _importance_figure(importance: pd.DataFrame, metric: str) -> Any:
+    figure = new_figure((6.0, max(2.2, 0.9 + 0.28 * len(importance))))
+    ax = figure.add_subplot()
+    ordered = importance.iloc[::-1]
+    ax.barh(ordered.index.astype(str), ordered["mean"], xerr=ordered["std"], color="#4c72b0", capsize=2)
+    ax.axvline(0, color="#888888", linewidth=0.8)
+    ax.set_xlabel(f"worsening of {metric} when shuffled", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("permutation importance (best candidate)", fontsize=9)
+    return figure
+
+
+def permutation_importance_of(
+    spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Series, rows: int, repeats: int
+) -> pd.DataFrame | None:
+    """Mean and standard deviation, over ``repeats`` seeded shuffles, of how much the primary metric
+    worsens when one raw input column is shuffled, on at most ``rows`` seeded holdout rows.
+
+    Positive means the model relies on the column. None when the metric is undefined on the sample.
+    """
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.inspection import permutation_importance
+
+    metric = spec.primary_metric
+    sign = 1.0 if spec.direction(metric) == "maximize" else -1.0
+    # Only the primary metric, from one pass of the model per shuffle (not one per metric).
+    primary_only = spec.model_copy(update={"metrics": spec.metrics.model_copy(update={"secondary": []})})
+    if len(X) > rows:
+        sample = X.sample(n=rows, random_state=spec.split.seed)
+        X, y = sample, y.loc[sample.index]
+
+    def scorer(estimator: Any, X_: pd.DataFrame, y_: pd.Series) -> float:
+        answered = _Answered(predict(spec, estimator, X_))
+        return sign * compute_metrics(primary_only, answered, X_, y_)[metric]
+
+    with warnings.catch_warnings():
+        # An undefined metric (one class in the sample) is reported below as "no importance", once.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = permutation_importance(
+            model, X, y, scoring=scorer, n_repeats=repeats, random_state=spec.split.seed, n_jobs=1
+        )
+    if not np.isfinite(result.importances_mean).all():
+        return None
+    frame = pd.DataFrame({"mean": result.importances_mean, "std": result.importances_std}, index=list(X.columns))
+    return frame.sort_values("mean", ascending=False)
+
+
+class _Answered:
+    """A model stand-in that gives back predictions already made, so a metric costs no second pass."""
+
+    def __init__(self, answer: Predictions) -> None:
+        self.answer = answer
+        if answer.classes is not None:
+            self.classes_ = np.asarray(answer.classes)
+            if answer.proba is not None:
+                self.predict_proba = lambda X: answer.proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.answer.prediction
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return self.answer.score
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+def _verdict_section(verdict: dict[str, Any]) -> str:
+    state = "blessed" if verdict.get("blessed") else "not blessed"
+    best = verdict.get("best_candidate")
+    head = (
+        f"<p>{badge(state, extra=' verdict')} decision <b>{e(verdict.get('decision'))}</b>"
+        + (f"; best candidate <b>{e(best)}</b>" if best else "")
+        + f"; champion {e(_champion_text(verdict))}</p>"
+    )
+    rows = []
+    for rule in verdict.get("rules", []):
+        figures = rule.get("figures") or {}
+        shown = ", ".join(f"{k} {_number(v)}" for k, v in figures.items())
+        rows.append(
+            f"<tr><td><code>{e(rule.get('rule'))}</code><td>{badge('pass' if rule.get('passed') else 'FAIL')}"
+            f"<td>{e(rule.get('detail'))}<td>{e(shown)}</tr>"
+        )
+    table = (
+        "<table><tr><th>rule<th>result<th>detail<th>figures</tr>" + "".join(rows) + "</table>"
+        if rows
+        else '<p class="muted">No rule was evaluated.</p>'
+    )
+    return f"<h2>Verdict</h2>{head}{table}"
+
+
+def _champion_text(verdict: dict[str, Any]) -> str:
+    version, status = verdict.get("champion_version"), verdict.get("champion_status")
+    if version is None:
+        return "none before this run"
+    return f"v{version} ({'scored on this holdout' if status == 'scored' else 'could not be scored'})"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return json.dumps(value) if not isinstance(value, str) else value
+    return fmt(float(value), ".4g")
+
+
+def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any]) -> str:
+    candidates: dict[str, dict[str, Any]] = verdict.get("candidates") or {}
+    champion = verdict.get("champion_metrics")
+    best = verdict.get("best_candidate")
+    metrics = [verdict.get("primary_metric") or spec.primary_metric]
+    for values in candidates.values():
+        metrics += [m for m in values if m not in metrics]
+    header = "<tr><th>metric<th>better" + "".join(
+        f"<th>{e(name)}{' (best)' if name == best else ''}" for name in candidates
+    )
+    header += f"<th>champion v{e(verdict.get('champion_version'))}" if champion else ""
+    rows = []
+    for metric in metrics:
+        arrow = "↑ higher" if spec.direction(metric) == "maximize" else "↓ lower"
+        cells = "".join(f'<td class="num">{_value(values.get(metric))}' for values in candidates.values())
+        if champion:
+            cells += f'<td class="num">{_value(champion.get(metric))}'
+        primary = " (primary)" if metric == metrics[0] else ""
+        rows.append(f"<tr><td>{e(metric)}{primary}<td>{arrow}{cells}</tr>")
+    return f"<h2>Candidates and champion on this run's holdout</h2><table>{header}</tr>{''.join(rows)}</table>"
+
+
+def _value(value: Any) -> str:
+    return e(fmt(float(value), ".4f")) if isinstance(value, (int, float)) else "n/a"
+
+
+def _slices_section(slices: list[dict[str, Any]] | None) -> str:
+    if slices is None:
+        return ""
+    if not slices:
+        return '<h2>Slices</h2><p class="muted">No slice was judged in this run.</p>'
+    rows = []
+    for s in slices:
+        judged = bool(s.get("judged"))
+        state = ("pass" if s.get("passed") else "FAIL") if judged else "not judged"
+        numbers = [f"{int(s.get('rows') or 0):,}", *(_value(s.get(k)) for k in ("candidate", "champion", "worsening"))]
+        rows.append(
+            f"<tr><td>{e(s.get('column'))}<td>{e(s.get('value'))}"
+            + "".join(f'<td class="num">{n}' for n in numbers)
+            + f"<td>{badge(state)}</tr>"
+        )
+    header = "<tr><th>column<th>value<th>rows<th>candidate<th>champion<th>worsening<th>result</tr>"
+    return f"<h2>Slices</h2><table>{header}{''.join(rows)}</table>"
+
+
+def _importance_section(importance: pd.DataFrame | None, metric: str) -> str:
+    if importance is None:
+        return ""
+    rows = "".join(
+        f'<tr><td>{e(name)}<td class="num">{e(fmt(row["mean"], ".4f"))}<td class="num">{e(fmt(row["std"], ".4f"))}</tr>'
+        for name, row in importance.iterrows()
+    )
+    return (
+        f"<h2>Permutation importance</h2><table><tr><th>input column<th>worsening of {e(metric)}"
+        f"<th>std over shuffles</tr>{rows}</table>"
+    )
+
+
+def _holdout_section(spec: PipelineSpec, y: np.ndarray) -> str:
+    if spec.target.task == "regression":
+        low, mean, high, std = (fmt(float(f(y)), ".4g") for f in (np.min, np.mean, np.max, np.std))
+        text = f"{len(y):,} rows; target {spec.target.column}: mean {mean}, std {std}, range {low} .. {high}"
+    else:
+        counts = pd.Series(y).value_counts().sort_index()
+        text = f"{len(y):,} rows; {spec.target.column}: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
+    return f"<h2>Holdout</h2><p>{e(text)}</p>"
+
+
+def _plots_section(plots: dict[str, tuple[float, float]], notes: list[str]) -> str:
+    items = [img(f, alt=PLOT_TEXT[f][0], caption=PLOT_TEXT[f][1], figsize=plots[f]) for f in PLOT_TEXT if f in plots]
+    note = "".join(f'<p class="muted">Not drawn: {e(n)}.</p>' for n in notes)
+    return f'<h2>Plots</h2><div class="plots">{"".join(items)}</div>{note}'
