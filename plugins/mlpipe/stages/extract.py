@@ -50,6 +50,20 @@ def _manifest_key(snapshot_key: str) -> str:
     return snapshot_key.replace(SNAPSHOT_FILE, "snapshot.json")
 
 
+def query_error(exc: Exception, query_path: Path, engine: sa.Engine) -> Exception:
+    """What to raise for a query that failed: the exception itself when the connection dropped (a retry
+    can help), else an ExtractError naming the query file, the database and the driver's message."""
+    import pandas as pd
+
+    cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+    if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
+        return exc
+    return ExtractError(
+        f"query {query_path} failed against {engine.url.render_as_string(hide_password=True)}: "
+        f"{getattr(exc.__cause__, 'orig', None) or getattr(exc, 'orig', None) or exc}"
+    )
+
+
 def spec_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
     """Types for columns whose first chunk is all NULL (Arrow would call them 'null')."""
     spec = loaded.spec
@@ -317,13 +331,7 @@ def _extract_sql(
                     for frame in chunks:
                         written.write(frame_to_arrow(frame), f"near row {written.rows}")
                 except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-                    cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
-                    if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
-                        raise  # the connection dropped: a retry can help, so keep it retryable
-                    raise ExtractError(
-                        f"query {loaded.query_path} failed against {engine.url.render_as_string(hide_password=True)}: "
-                        f"{getattr(exc.__cause__, 'orig', None) or getattr(exc, 'orig', None) or exc}"
-                    ) from None
+                    raise query_error(exc, loaded.query_path, engine) from None
         finally:
             written.close()
         return publish_snapshot(store, key, written, as_of=as_of_naive.isoformat(), started=started)
