@@ -544,6 +544,45 @@ class MonitorSpec(_Model):
         return self
 
 
+# Columns of the predictions table / files besides the key (see stages/batch_score.py).
+PREDICTION_COLUMNS = ("model_version", "prediction", "score", "scored_at", "run_key")
+
+
+class ScoreSpec(_Model):
+    """The ``<name>_score`` DAG: the champion's predictions for the rows it has not scored yet."""
+
+    schedule: str | None = Field(
+        default=None, description="cron (UTC) of scoring runs besides those the champion / new_data events start"
+    )
+    query: str | None = Field(default=None, description="SQL file under include/sql/ (default: source.query)")
+    key: str = Field(min_length=1, description="column unique per input row; predictions are unique per key and model")
+    chunk_rows: int = Field(default=50_000, ge=1_000, le=500_000, description="rows read, checked and scored at once")
+    output: Literal["table", "parquet"] = Field(default="table", description="a SQL table, or Parquet in the store")
+    connection_id: str | None = Field(default=None, description="table output: database (default: the source's)")
+    table: str | None = Field(default=None, pattern=IDENTIFIER_PATTERN, description="default <name>_predictions")
+    rejects_table: str | None = Field(
+        default=None, pattern=IDENTIFIER_PATTERN, description="default <name>_prediction_rejects"
+    )
+    missing: Literal["impute", "reject"] = Field(
+        default="impute", description="a null feature is imputed as in training, or sets its row aside"
+    )
+
+    _cron = field_validator("schedule")(lambda cls, v: check_cron(v))
+    _query = field_validator("query")(lambda cls, v: v if v is None else SqlSourceSpec._query_is_sql_file(v))
+
+    @model_validator(mode="after")
+    def _table_options(self) -> ScoreSpec:
+        if self.key in PREDICTION_COLUMNS:
+            raise ValueError(f"key {self.key!r} is a column name predictions use; rename it in the query")
+        if self.output == "parquet":
+            given = [f for f in ("connection_id", "table", "rejects_table") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{given} only apply to output 'table'; Parquet goes to the artifact store")
+        elif self.table is not None and self.table == self.rejects_table:
+            raise ValueError("table and rejects_table must differ")
+        return self
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1)
@@ -562,6 +601,7 @@ class PipelineSpec(_Model):
     validation: ValidationSpec
     watch: WatchSpec | None = None
     monitor: MonitorSpec | None = None
+    score: ScoreSpec | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -608,6 +648,8 @@ class PipelineSpec(_Model):
         problems += self._source_checks()
         if self.target.column in self.features.columns:
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")
+        if self.score is not None and self.score.key == self.target.column:
+            problems.append(f"score.key: the target column {self.target.column!r} cannot identify the rows scored")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -626,6 +668,8 @@ class PipelineSpec(_Model):
             return problems
         if self.watch is not None and "min_new_rows" in self.watch.model_fields_set:
             problems.append("watch.min_new_rows: an s3 source counts new objects; use watch.min_new_objects")
+        if self.score is not None:
+            problems.append("score: batch scoring reads a sql source (its query); this pipeline's source is s3")
         if source.columns is not None:
             needed = [*self.features.columns, self.target.column, self.split.time_column]
             missing = [c for c in dict.fromkeys(needed) if c and c not in source.columns]
@@ -663,6 +707,7 @@ class LoadedSpec(BaseModel):
     path: Path
     query_path: Path | None  # the SQL file of a sql source; None for other kinds
     suite_path: Path
+    score_query_path: Path | None = None
 
     @property
     def name(self) -> str:
@@ -672,6 +717,10 @@ class LoadedSpec(BaseModel):
         if self.query_path is None:
             raise SpecError(str(self.path), [f"source: the {self.spec.source.kind} source has no SQL query"])
         return self.query_path.read_text(encoding="utf-8")
+
+    def score_query_text(self) -> str:
+        """The SQL that selects the rows to score: ``score.query``, else the training query."""
+        return (self.score_query_path or self.query_path).read_text(encoding="utf-8")
 
     def sha256(self) -> str:
         """Hash of everything that defines the pipeline: the spec, its SQL (if any) and its suite."""
@@ -731,14 +780,19 @@ def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
     spec = parse_spec(data, path)
     query_path = include / "sql" / spec.source.query if spec.source.kind == "sql" else None
     suite_path = include / "expectations" / spec.validation.suite
+    score_query_path = include / "sql" / spec.score.query if spec.score and spec.score.query else None
     missing = []
     if query_path is not None and not query_path.is_file():
         missing.append(f"source.query: file {query_path} not found")
     if not suite_path.is_file():
         missing.append(f"validation.suite: file {suite_path} not found")
+    if score_query_path is not None and not score_query_path.is_file():
+        missing.append(f"score.query: file {score_query_path} not found")
     if missing:
         raise SpecError(str(path), missing)
-    return LoadedSpec(spec=spec, path=path, query_path=query_path, suite_path=suite_path)
+    return LoadedSpec(
+        spec=spec, path=path, query_path=query_path, suite_path=suite_path, score_query_path=score_query_path
+    )
 
 
 def spec_paths(pipelines_dir: Path | None = None) -> list[Path]:

@@ -352,3 +352,43 @@ class TestS3Source:
         # An S3 source needs neither a table nor a watermark column for watch and monitor.
         loaded = load_spec(include_tree(make_spec(source=S3_SOURCE, watch={"min_new_objects": 2}, monitor={})))
         assert loaded.spec.watch.min_new_objects == 2 and loaded.spec.monitor is not None
+
+
+class TestScoreSpec:
+    def test_defaults_and_the_score_query(self, include_tree, make_spec) -> None:
+        loaded = load_spec(include_tree(make_spec(score={"key": "id"})))
+        score = loaded.spec.score
+        assert (score.output, score.chunk_rows, score.missing, score.schedule) == ("table", 50_000, "impute", None)
+        assert loaded.score_query_path is None and loaded.score_query_text() == loaded.query_text()
+
+        path = include_tree(make_spec(score={"key": "id", "query": "rows.sql"}))
+        (path.parent.parent / "sql" / "rows.sql").write_text("SELECT id, ts, cat, num FROM t WHERE ts < :as_of\n")
+        assert "FROM t" in load_spec(path).score_query_text()
+
+    def test_scoring_needs_a_sql_source(self, include_tree, make_spec) -> None:
+        message = str(spec_error(include_tree(make_spec(source=S3_SOURCE, score={"key": "id"}))))
+        assert "score: batch scoring reads a sql source" in message
+
+    @pytest.mark.parametrize(
+        ("score", "expected"),
+        [
+            pytest.param({}, ["score.key", "Field required"], id="no-key"),
+            pytest.param({"key": "y"}, ["score.key", "target column 'y'"], id="key-is-target"),
+            pytest.param({"key": "id", "query": "../x.sql"}, ["score.query", "no '..'"], id="query-escape"),
+            pytest.param({"key": "id", "query": "absent.sql"}, ["score.query: file", "absent.sql"], id="no-file"),
+            pytest.param({"key": "id", "output": "csv"}, ["score.output", "'table' or 'parquet'"], id="output"),
+            pytest.param(
+                {"key": "id", "output": "parquet", "table": "p"}, ["score", "['table'] only apply"], id="parquet-table"
+            ),
+            pytest.param({"key": "id", "table": "a", "rejects_table": "a"}, ["score", "must differ"], id="same-tables"),
+            pytest.param({"key": "id", "table": "drop table;"}, ["score.table", "pattern"], id="table-identifier"),
+            pytest.param({"key": "id", "missing": "drop"}, ["score.missing", "'impute' or 'reject'"], id="missing"),
+            pytest.param({"key": "id", "schedule": "hourly"}, ["score.schedule", "5-field cron"], id="cron"),
+            pytest.param({"key": "id", "chunk_rows": 5}, ["score.chunk_rows", "1000"], id="chunk-rows"),
+            pytest.param({"key": "id", "tabel": "x"}, ["score.tabel", "unknown field"], id="typo"),
+        ],
+    )
+    def test_bad_score_section(self, include_tree, make_spec, score: dict[str, Any], expected: list[str]) -> None:
+        message = str(spec_error(include_tree(make_spec(score=score))))
+        for fragment in expected:
+            assert fragment in message, f"{fragment!r} not in:\n{message}"
