@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlpipe.errors import SpecError
 from mlpipe.operators.links import base_path
 from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
+from mlpipe.operators.score import BatchScoreOperator
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
     CandidateTrainOperator,
@@ -111,6 +112,10 @@ def _triggers_md(spec: PipelineSpec) -> str:
         lines.append(
             f"`{name}_monitor`: cron `{spec.monitor.schedule or 'none'}`; a drifted window emits `{name}.drift` once"
         )
+    if spec.score:
+        events = f"`{name}.champion` (a promotion or rollback)" + (f" or `{name}.new_data`" if spec.watch else "")
+        cron = f"cron `{spec.score.schedule}` (UTC), or " if spec.score.schedule else ""
+        lines.append(f"`{name}_score`: {cron}the asset event {events}, or by hand")
     return "\n".join(f"- {line}" for line in lines)
 
 
@@ -205,15 +210,25 @@ def drift_asset(pipeline: str) -> Asset:
     return Asset(name=f"{pipeline}.drift", uri=f"x-mlpipe://{pipeline}/drift", group="mlpipe")
 
 
-def _train_schedule(loaded: LoadedSpec) -> object:
-    spec = loaded.spec
-    cron = _cron(spec.schedule)
-    events = [new_data_asset(spec.name)] if spec.watch else []
-    events += [drift_asset(spec.name)] if spec.monitor else []
+def champion_asset(pipeline: str) -> Asset:
+    """Announced when the pipeline's champion changes (promotion, rollback); starts ``<name>_score``."""
+    return Asset(name=f"{pipeline}.champion", uri=f"x-mlpipe://{pipeline}/champion", group="mlpipe")
+
+
+def _schedule(cron_expression: str | None, events: list[Asset]) -> object:
+    """Runs on ``cron_expression`` (if any) and on any of ``events`` (if any)."""
+    cron = _cron(cron_expression)
     if not events:
         return cron
     assets = events[0] if len(events) == 1 else AssetAny(*events)
     return AssetOrTimeSchedule(timetable=cron, assets=assets) if cron else assets
+
+
+def _train_schedule(loaded: LoadedSpec) -> object:
+    spec = loaded.spec
+    events = [new_data_asset(spec.name)] if spec.watch else []
+    events += [drift_asset(spec.name)] if spec.monitor else []
+    return _schedule(spec.schedule, events)
 
 
 def _train_doc(spec: PipelineSpec) -> str:
@@ -354,6 +369,39 @@ when ≥ {monitor.drifted_share:.0%} of the features or the score act, or the me
     return dag
 
 
+def build_score_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_score``: the champion's predictions for the rows it has not scored yet."""
+    spec = loaded.spec
+    score = spec.score
+    assert score is not None
+    events = [champion_asset(spec.name)] + ([new_data_asset(spec.name)] if spec.watch else [])
+    where = (
+        f"table `{score.table or spec.name + '_predictions'}` (rejects: "
+        f"`{score.rejects_table or spec.name + '_prediction_rejects'}`) via connection "
+        f"`{score.connection_id or spec.source.connection_id}`"
+        if score.output == "table"
+        else f"Parquet under `{spec.name}/predictions/<run>/` in the artifact store"
+    )
+    with _pipeline_dag(
+        spec,
+        "score",
+        description=f"Predictions of the {spec.name} champion for rows it has not scored yet",
+        doc_md=f"""Scores, with the current champion, every row of
+`include/sql/{score.query or spec.source.query}` (bound to the run's as-of time) whose key
+`{score.key}` that champion has not scored yet, in chunks of {score.chunk_rows:,} rows, into {where}.
+Each prediction carries the model version, the score, the predicted
+{"value" if spec.target.task == "regression" else "label"} and the run's as-of time.
+A re-run replaces its run's rows in one transaction; rows that break the feature contract are set
+aside with their reasons (nulls: {score.missing}). Runs when the champion changes
+({", ".join(f"`{a.name}`" for a in events)}){f" and on `{score.schedule}` (UTC)" if score.schedule else ""};
+skips while there is no champion.
+""",
+        schedule=_schedule(score.schedule, events),
+    ) as dag:
+        BatchScoreOperator(task_id="score_batch", pipeline=spec.name)
+    return dag
+
+
 def _dag_id_for(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) + "_train"
 
@@ -399,6 +447,9 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
             if loaded.spec.monitor is not None:
                 monitor = build_monitor_dag(loaded)
                 dags[monitor.dag_id] = monitor
+            if loaded.spec.score is not None:
+                score = build_score_dag(loaded)
+                dags[score.dag_id] = score
         dags[dag.dag_id] = dag
     for dag in dags.values():
         if "spec-error" not in dag.tags:

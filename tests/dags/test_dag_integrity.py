@@ -141,8 +141,8 @@ def pipeline_dags(dagbag) -> dict:
 
 
 def test_every_pipeline_dag_is_documented_from_its_spec(dagbag) -> None:
-    dags = pipeline_dags(dagbag)
-    assert {"flights_delay_train", "flights_delay_watch", "flights_delay_monitor"} <= set(dags)
+    dags = {k: v for k, v in pipeline_dags(dagbag).items() if k.startswith("flights_delay_")}
+    assert {"flights_delay_train", "flights_delay_watch", "flights_delay_monitor", "flights_delay_score"} <= set(dags)
     for dag_id, dag in dags.items():
         pipeline, role = dag_id.rsplit("_", 1)
         assert {pipeline, "mlpipe", role} <= set(dag.tags), dag_id
@@ -166,6 +166,7 @@ def test_every_pipeline_dag_is_documented_from_its_spec(dagbag) -> None:
     assert "`promote_model` (registers the blessed candidate" in dags["flights_delay_train"].doc_md
     assert "**500** row(s) of `flights`" in dags["flights_delay_watch"].doc_md
     assert "PSI (warn 0.1" in dags["flights_delay_monitor"].doc_md
+    assert "`flights_delay_score`: cron `0 7 * * *` (UTC), or the asset event `flights_delay.champion`" in doc
 
 
 def test_docs_follow_the_spec(tmp_path: Path) -> None:
@@ -204,3 +205,17 @@ def test_manual_run_doc_lists_params_and_flags_undocumented_ones() -> None:
     assert "| `reason` | `''` | Why \\| this run is forced |" in doc
     assert "| `bare` | `3` | **undocumented** |" in doc
     assert "no parameters" in manual_run_doc(DAG("q_train"))
+
+
+def test_score_dag_runs_on_champion_and_new_data_events_and_its_cron(dagbag) -> None:
+    dag = dagbag.dags["flights_delay_score"]
+    assert dag.task_ids == ["score_batch"]
+    assert {"flights_delay", "score"} <= set(dag.tags) and dag.max_active_runs == 1
+    schedule = dag.timetable
+    assert {a.name for a in schedule.asset_condition.objects} == {"flights_delay.champion", "flights_delay.new_data"}
+    assert {a.uri for a in schedule.asset_condition.objects} == {
+        "x-mlpipe://flights_delay/champion",
+        "x-mlpipe://flights_delay/new_data",
+    }
+    assert schedule.timetable.expression == "0 7 * * *"
+    assert "flights_delay_predictions" in dag.doc_md and "flights_delay_score.sql" in dag.doc_md
