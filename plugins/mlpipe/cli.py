@@ -200,6 +200,27 @@ def cmd_demo_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_open(args: argparse.Namespace) -> int:
+    from mlpipe.summary import report_locations
+
+    found = report_locations(args.pipeline, _store(), _registry(), args.version)
+    if args.json:
+        _print_json(found)
+        return 0
+    print(f"{found['pipeline']} v{found['version']} (run {found['run_id']})")
+    print(f"  evaluation report  {_location(found['evaluation_report'])}")
+    if found["data_docs"]:
+        print(f"  data docs          {_location(found['data_docs'])}")
+    if found["drift_report"]:
+        print(f"  drift report       {_location(found['drift_report'])}  (window {found['drift_window']})")
+    return 0
+
+
+def _location(uri: str) -> str:
+    """A local file's path (what a browser or ``open`` takes), any other URI as it is."""
+    return uri.removeprefix("file://")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = reg.add_parser("upgrade", help="migrate the registry database to the newest schema (safe to repeat)")
     p.add_argument("--revision", default="head", help="an Alembic revision of mlpipe.migrations (default: head)")
     p.set_defaults(func=cmd_registry_upgrade)
+
+    report = sub.add_parser("report", help="reports of a model version").add_subparsers(dest="action", required=True)
+    p = report.add_parser(
+        "open", help="where the evaluation report (and Data Docs, drift report) of a version is (exit 1: none)"
+    )
+    p.add_argument("pipeline")
+    p.add_argument("version", type=int, nargs="?", help="a model version (default: the champion)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report_open)
 
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
     p = demo.add_parser(

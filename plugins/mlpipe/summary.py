@@ -1,4 +1,5 @@
-"""A short human summary of one training run, read back from the run's artifacts and the registry."""
+"""What a training run did, read back from its artifacts and the registry: the demo summary, and where
+a model version's reports are (``python -m mlpipe report open``)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,49 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         else "champion    none"
     )
     lines.append(f"artifacts   {store.uri(prefix)}/")
+    if verdict and verdict.get("report_uri"):
+        lines.append(f"report      {verdict['report_uri']}")
     if validation and validation.get("data_docs_uri"):
         lines.append(f"data docs   {validation['data_docs_uri']}")
     return "\n".join(lines)
+
+
+def report_locations(
+    pipeline: str, store: ArtifactStore, registry: Registry, version: int | None = None
+) -> dict[str, Any]:
+    """URIs of the reports of model ``version`` (default: the champion): the evaluation report of the
+    run that trained it, and where they exist its run's GX Data Docs and its latest drift report.
+
+    Raises MlpipeError naming what is missing: no champion, no such version, no evaluation report.
+    """
+    from mlpipe.stages.evaluation_report import report_prefix  # (pulls in scikit-learn: only when asked)
+
+    if version is None:
+        model = registry.champion(pipeline)
+        if model is None:
+            raise MlpipeError(f"pipeline {pipeline!r} has no champion yet: give a VERSION, or run {pipeline}_train")
+    else:
+        model = registry.get_version(pipeline, version)
+    key = run_key(model.run_id)
+    report = f"{report_prefix(pipeline, key)}/index.html"
+    if not store.exists(report):
+        raise MlpipeError(
+            f"{pipeline} v{model.version} has no evaluation report: its run {model.run_id} wrote none at "
+            f"{store.uri(report)} (runs evaluated before reports existed have none; a new training run writes one)"
+        )
+    out: dict[str, Any] = {
+        "pipeline": pipeline,
+        "version": model.version,
+        "run_id": model.run_id,
+        "evaluation_report": store.uri(report),
+        "data_docs": None,
+        "drift_report": None,
+    }
+    validation = read_json(store, f"{run_prefix(pipeline, key)}/validate/summary.json") or {}
+    out["data_docs"] = validation.get("data_docs_uri")
+    checks = [c for c in registry.drift_checks(pipeline) if c["champion_version"] == model.version]
+    drift = next((c for c in reversed(checks) if (c.get("figures") or {}).get("report_uri")), None)
+    if drift is not None:
+        out["drift_report"] = drift["figures"]["report_uri"]
+        out["drift_window"] = f"{drift['window_start']} .. {drift['window_end']}"
+    return out

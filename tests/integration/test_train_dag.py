@@ -171,6 +171,15 @@ def test_cli_reports_the_champion(trained_home) -> None:
         [sys.executable, "-m", "mlpipe", "demo", "summary", "flights_delay"], capture_output=True, text=True, check=True
     ).stdout
     assert "validation  passed" in summary and "logreg" in summary and "hgb" in summary
+    report = Path(trained_home["home"]) / "artifacts/flights_delay/runs" / run_key(data["run_id"]) / "evaluate/report"
+    assert f"report      file://{report}/index.html" in summary
+    assert {"roc.png", "pr.png", "calibration.png", "confusion.png", "importance.png"} <= {
+        p.name for p in report.glob("*.png")
+    }
+    opened = subprocess.run(
+        [sys.executable, "-m", "mlpipe", "report", "open", "flights_delay"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"evaluation report  {report}/index.html" in opened and "data docs" in opened
 
 
 # -- bad input ----------------------------------------------------------------------------------
