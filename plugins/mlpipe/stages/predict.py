@@ -68,4 +68,5 @@ def predict(spec: PipelineSpec, model: Any, X: pd.DataFrame) -> Predictions:
 def _typed(labels: np.ndarray, classes: list[Any]) -> np.ndarray:
     """Labels in the dtype of the model's classes (ints stay ints, not Python objects)."""
     kinds = np.asarray(classes).dtype
-    return labels.astype(kinds) if kinds.kind in "biuf" else labels
+    # Text labels as Python str objects (not numpy.str_), which every database driver binds.
+    return labels.astype(kinds) if kinds.kind in "biuf" else labels.astype(str).astype(object)

@@ -202,10 +202,8 @@ class _TableWindow(WindowWriter):
             self.predictions.create(self.conn, checkfirst=True)
             self.rejects.create(self.conn, checkfirst=True)
             self.created = True
-        if len(predictions):
-            self.conn.execute(self.predictions.insert(), _records(predictions))
-        if len(rejects):
-            self.conn.execute(self.rejects.insert(), _records(rejects[list(REJECT_COLUMNS)]))
+        _insert(self.conn, self.predictions, predictions)
+        _insert(self.conn, self.rejects, rejects[list(REJECT_COLUMNS)])
 
 
 def _is_integer_type(sql_type: Any) -> bool:
@@ -219,9 +217,35 @@ def _kind_of(values: pd.Series) -> str:
     return "int" if pd.api.types.is_integer_dtype(values.dtype) else "str"
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts of plain Python values (NaN as None), what DBAPI drivers take."""
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+def _insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """Insert ``frame``'s rows with one driver-level executemany.
+
+    SQLAlchemy's per-row parameter handling costs more than the database's insert at this volume
+    (~25 us a row against ~7), so the statement is compiled once for the connection's dialect, each
+    column converted once (numpy to Python values, NaN to None, the column type's bind processor:
+    once for a column that holds a single value, such as ``scored_at``), and the rows handed to the
+    driver as they are.
+    """
+    if not len(frame):
+        return
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(frame.columns))
+    columns = []
+    for name in frame.columns:
+        values = frame[name]
+        process = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        if values.nunique(dropna=False) == 1:
+            first = values.iloc[:1].astype(object).where(values.iloc[:1].notna(), None).tolist()[0]
+            columns.append([process(first) if process else first] * len(values))
+            continue
+        python = values.astype(object).where(values.notna(), None).tolist()
+        columns.append([process(v) for v in python] if process else python)
+    if compiled.positional:
+        order = [list(frame.columns).index(name) for name in compiled.positiontup]
+        rows: list[Any] = list(zip(*(columns[i] for i in order), strict=True))
+    else:
+        names = list(frame.columns)
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    conn.exec_driver_sql(compiled.string, rows)
 
 
 # --- Parquet in the artifact store -----------------------------------------------------------------
