@@ -125,16 +125,19 @@ def cmd_registry_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     from mlpipe import demo
+    from mlpipe.datasets import seed_datasets
 
     until = None if args.all else args.until
     if args.target == "postgres":
         engine = _seed_engine(args.conn_id or config.SOURCE_CONN_ID)
         try:
             rows, created = demo.seed_flights_postgres(engine, force=args.force, until=until)
+            datasets = seed_datasets(engine)
         finally:
             engine.dispose()
         where = f"{engine.url.render_as_string(hide_password=True)} (table flights, {rows:,} rows)"
     elif args.target == "s3":
+        datasets = []  # diabetes and wine are SQL tables; an S3 source has none
         store = _seed_bucket(args.conn_id or config.STORE_CONN_ID, args.bucket)
         rows, days, kept = demo.seed_flights_s3(store, args.prefix, force=args.force, until=until)
         created = days > 0
@@ -146,7 +149,11 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
         where = f"{db} (table flights, {rows:,} rows, {first} .. {newest})"
         if not args.all:
             where += "\nappend the next days as new data with: python -m mlpipe demo feed --days N"
+        datasets = seed_datasets(db)
     print(f"{'seeded' if created else 'already seeded'}: {where}")
+    # The regression and multiclass pipelines' tables, beside the flights of a SQL source.
+    for table, count, made in datasets:
+        print(f"{'seeded' if made else 'already seeded'}: table {table} ({count:,} rows)")
     return 0
 
 
@@ -259,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
     p = demo.add_parser(
-        "seed", help="load the 2013 NYC flights (January-February) into the source: MLPIPE_HOME/source.db by default"
+        "seed",
+        help="load the 2013 NYC flights (January-February), diabetes and wine into the source (default MLPIPE_HOME)",
     )
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
     p.add_argument("--force", action="store_true", help="rewrite the table even if it exists (drops fed rows)")

@@ -1,0 +1,69 @@
+"""Tests of mlpipe.datasets: the diabetes and wine tables `demo seed` adds beside the flights."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlpipe.cli import main
+from mlpipe.datasets import dataset_frame, seed_datasets
+from mlpipe.spec import find_spec
+
+
+def test_seeds_both_tables_once_and_keeps_them(tmp_path: Path) -> None:
+    db = tmp_path / "source.db"
+    assert seed_datasets(db) == [("diabetes", 442, True), ("wine", 178, True)]
+    with closing(sqlite3.connect(db)) as conn:
+        wine = pd.read_sql("SELECT * FROM wine ORDER BY id", conn)
+    assert wine["id"].tolist() == list(range(1, 179)) and wine["id"].is_unique
+    assert wine["cultivar"].value_counts().to_dict() == {"class_1": 71, "class_0": 59, "class_2": 48}
+    assert wine["recorded_at"].iloc[0] == "2013-01-01 00:00:00" and wine["recorded_at"].is_monotonic_increasing
+
+    assert seed_datasets(db) == [("diabetes", 442, False), ("wine", 178, False)]
+
+
+def test_a_truncated_table_is_written_again(tmp_path: Path) -> None:
+    db = tmp_path / "source.db"
+    seed_datasets(db)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM diabetes WHERE id > 10")
+    assert seed_datasets(db)[0] == ("diabetes", 442, True)
+
+
+@pytest.mark.parametrize("name", ["diabetes", "wine"])
+def test_tables_carry_what_their_pipelines_read(name: str) -> None:
+    spec = find_spec(name).spec
+    frame = dataset_frame(name)
+    assert {spec.score.key, spec.target.column, *spec.features.columns} <= set(frame.columns)
+    assert frame[spec.features.columns].notna().all().all()
+
+
+def test_demo_seed_adds_them_beside_the_flights(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
+    with closing(sqlite3.connect(tmp_path / "source.db")) as conn, conn:
+        conn.execute("CREATE TABLE flights (id INTEGER)")
+        conn.execute("INSERT INTO flights VALUES (1)")  # seeded already: kept as it is
+    assert main(["demo", "seed"]) == 0
+    out = capsys.readouterr().out
+    assert "already seeded" in out and "(table flights, 1 rows)" in out
+    assert "seeded: " in out and "(table diabetes, 442 rows)" in out and "(table wine, 178 rows)" in out
+
+
+def test_seeds_a_postgresql_source_too(pg_url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    try:
+        assert seed_datasets(engine) == [("diabetes", 442, True), ("wine", 178, True)]
+        assert seed_datasets(engine) == [("diabetes", 442, False), ("wine", 178, False)]
+        with engine.connect() as conn:
+            newest = conn.execute(
+                sa.text("SELECT max(id), count(*) FROM diabetes WHERE recorded_at < :t"), {"t": "2014"}
+            )
+            assert tuple(newest.one()) == (365, 365), "recorded_at compares as ISO text, as_of binds as text"
+    finally:
+        engine.dispose()
