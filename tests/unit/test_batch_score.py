@@ -137,6 +137,9 @@ def test_every_row_scored_once_with_version_score_and_window_time(make_scoring, 
     assert pd.to_datetime(got["scored_at"], utc=True).eq(pd.Timestamp(AS_OF)).all(), "the window's time, not now()"
     assert set(got["run_key"]) == {"w1"}
     assert json.loads(s.store.get_bytes("tiny/score/w1/result.json"))["scored"] == 40
+    timings = result["timings"]
+    assert set(timings) == {"read", "keys", "check", "predict", "write", "commit"}
+    assert all(v >= 0 for v in timings.values()) and sum(timings.values()) <= result["seconds"]
 
 
 @pytest.mark.parametrize("output", OUTPUTS)

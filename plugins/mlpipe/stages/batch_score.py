@@ -25,7 +25,9 @@ import json
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,9 +63,29 @@ class ScoreResult:
     reject_reasons: dict[str, int]
     output: str | None
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, see Stopwatch
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Stopwatch:
+    """Seconds a window spends per phase: read (the query, spooled), keys (what the champion scored
+    before), check (the contract, keys), predict (the model alone), write (inserts), commit."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(value, 3) for name, value in self.seconds.items()}
 
 
 def result_key(pipeline: str, run_key: str) -> str:
@@ -115,23 +137,30 @@ def score_window(
     window = Window(run_key=run_key, run_id=run_id, model_version=champion.version, as_of=as_of)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    watch = Stopwatch()
     with tempfile.TemporaryDirectory(prefix="mlpipe-score-") as tmp:
-        chunks = spool_rows(loaded, source, as_of=as_of, folder=Path(tmp))
+        with watch.phase("read"):
+            chunks = spool_rows(loaded, source, as_of=as_of, folder=Path(tmp))
         with sink.window(window, prediction_kind=prediction_kind(spec, model)) as out:
-            done, seen = out.scored_keys(), KeySet()
+            with watch.phase("keys"):
+                done, seen = out.scored_keys(), KeySet()
             key_kind = out.key_kind
             for path in chunks:
-                frame = pq.read_table(path).to_pandas()
+                with watch.phase("read"):
+                    frame = pq.read_table(path).to_pandas()
                 check_columns(loaded, frame)
                 key_kind = key_kind or infer_key_kind(frame[score.key])
                 counts["input"] += len(frame)
-                predictions, rejects, skipped = score_chunk(spec, model, frame, window, key_kind, done, seen)
-                out.write(predictions, rejects)
+                predictions, rejects, skipped = score_chunk(spec, model, frame, window, key_kind, done, seen, watch)
+                with watch.phase("write"):
+                    out.write(predictions, rejects)
                 counts["scored"] += len(predictions)
                 counts["already"] += skipped
                 counts["rejected"] += len(rejects)
                 for reason in rejects["reason"]:
                     reasons.update(reason.split("; "))
+            committing = time.perf_counter()
+        watch.seconds["commit"] += time.perf_counter() - committing
     result = ScoreResult(
         pipeline=spec.name,
         run_key=run_key,
@@ -145,6 +174,7 @@ def score_window(
         reject_reasons=dict(reasons.most_common()),
         output=sink.describe() if isinstance(sink, TableSink) else store.uri(window_prefix(spec.name, run_key)),
         seconds=round(time.perf_counter() - started, 3),
+        timings=watch.rounded(),
     )
     store.put_bytes(result_key(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
     return result
@@ -285,53 +315,58 @@ def score_chunk(
     key_kind: str,
     done: KeySet,
     seen: KeySet,
+    watch: Stopwatch | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """One chunk: (predictions, rejects, rows skipped because the champion scored them in another window)."""
     score = spec.score
     assert score is not None
-    checked = check_rows(spec, frame, key_kind)
-    rows, reasons = checked.rows, checked.reasons
-    valid = ~reasons.bad
-    key_values = checked.keys.to_numpy()
-    already = np.zeros(len(frame), dtype=bool)
-    already[valid] = done.contains(key_values[valid])
-    fresh = valid & ~already
-    repeated = np.zeros(len(frame), dtype=bool)
-    repeated[fresh] = seen.contains(key_values[fresh]) | pd.Series(key_values[fresh]).duplicated().to_numpy()
-    reasons.add(repeated, "key: duplicate in this window")
-    chosen = fresh & ~repeated
-    stamp = pd.Timestamp(window.as_of)
-    if chosen.any():
-        answer = predict(spec, model, rows[chosen])
-        prediction, value = answer.prediction, answer.score
-    else:  # scikit-learn refuses zero rows
-        prediction, value = np.empty(0, dtype=object), np.empty(0, dtype="float64")
-    predictions = pd.DataFrame(
-        {
-            score.key: key_values[chosen],
-            "model_version": window.model_version,
-            "prediction": prediction,
-            "score": value,
-            "scored_at": stamp,
-            "run_key": window.run_key,
-        }
-    )
-    seen.add(key_values[chosen])
-    bad = reasons.bad
-    shown = checked.shown_keys[bad]
-    records = frame.loc[bad, spec.features.columns].astype(object)
-    records = records.where(records.notna(), None)
-    records.insert(0, score.key, shown)
-    rejects = pd.DataFrame(
-        {
-            "key": shown.map(lambda k: None if k is None else str(k)).to_numpy(dtype=object),
-            "reason": reasons.text[bad].to_numpy(dtype=object),
-            "record": [json.dumps(r, default=str) for r in records.to_dict("records")],
-            "model_version": window.model_version,
-            "scored_at": stamp,
-            "run_key": window.run_key,
-        }
-    )
+    watch = watch or Stopwatch()
+    with watch.phase("check"):
+        checked = check_rows(spec, frame, key_kind)
+        reasons = checked.reasons
+        valid = ~reasons.bad
+        key_values = checked.keys.to_numpy()
+        already = np.zeros(len(frame), dtype=bool)
+        already[valid] = done.contains(key_values[valid])
+        fresh = valid & ~already
+        repeated = np.zeros(len(frame), dtype=bool)
+        repeated[fresh] = seen.contains(key_values[fresh]) | pd.Series(key_values[fresh]).duplicated().to_numpy()
+        reasons.add(repeated, "key: duplicate in this window")
+        chosen = fresh & ~repeated
+    with watch.phase("predict"):
+        if chosen.any():
+            answer = predict(spec, model, checked.rows[chosen])
+            prediction, value = answer.prediction, answer.score
+        else:  # scikit-learn refuses zero rows
+            prediction, value = np.empty(0, dtype=object), np.empty(0, dtype="float64")
+    with watch.phase("check"):
+        stamp = pd.Timestamp(window.as_of)
+        predictions = pd.DataFrame(
+            {
+                score.key: key_values[chosen],
+                "model_version": window.model_version,
+                "prediction": prediction,
+                "score": value,
+                "scored_at": stamp,
+                "run_key": window.run_key,
+            }
+        )
+        seen.add(key_values[chosen])
+        bad = reasons.bad
+        shown = checked.shown_keys[bad]
+        records = frame.loc[bad, spec.features.columns].astype(object)
+        records = records.where(records.notna(), None)
+        records.insert(0, score.key, shown)
+        rejects = pd.DataFrame(
+            {
+                "key": shown.map(lambda k: None if k is None else str(k)).to_numpy(dtype=object),
+                "reason": reasons.text[bad].to_numpy(dtype=object),
+                "record": [json.dumps(r, default=str) for r in records.to_dict("records")],
+                "model_version": window.model_version,
+                "scored_at": stamp,
+                "run_key": window.run_key,
+            }
+        )
     return predictions, rejects, int(already.sum())
 
 
