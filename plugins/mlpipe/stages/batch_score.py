@@ -5,7 +5,8 @@ logical date, else its run-after time): the score query is bound to ``:as_of`` a
 is. The window's rows are read in chunks into local Parquet files first (so the source is read once,
 in one statement, and no read lock is held while the predictions are written), then checked, scored
 and written chunk by chunk in one commit (see :mod:`mlpipe.stages.predictions`): memory follows
-``score.chunk_rows``, not the table.
+``score.chunk_rows``, not the table, plus 8 bytes per integer key scored (the keys the champion
+scored before, and those of this window, held in a :class:`~mlpipe.stages.predictions.KeySet`).
 
 Which rows are scored: every row of the query whose key the current champion has not scored in
 another window. Predictions are kept per (key, model version), so a new champion scores every row

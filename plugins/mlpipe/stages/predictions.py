@@ -47,10 +47,11 @@ REJECT_COLUMNS = ("key", "reason", "record", "model_version", "scored_at", "run_
 
 
 class KeySet:
-    """A set of keys (int64 or str) that stays compact: sorted numpy runs merged like a binary counter.
+    """A set of keys (int64 or str) that stays compact: disjoint sorted numpy runs, merged like a binary counter.
 
     Adding is amortised O(log n) per key and membership a binary search per run (O(log n) runs), at
-    8 bytes per integer key: millions of keys cost tens of MiB, where a Python set would cost ~10x.
+    8 bytes per integer key: 3.4 M keys cost 27 MiB (a Python set would cost ~10x), plus the merge's
+    copy of the runs it merges while it merges them.
     """
 
     def __init__(self) -> None:
@@ -67,7 +68,11 @@ class KeySet:
         self._runs.append(run)
         while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
             newer, older = self._runs.pop(), self._runs.pop()
-            self._runs.append(np.union1d(older, newer))
+            merged = np.concatenate([older, newer])
+            del older, newer
+            # Two sorted, disjoint runs: a stable sort (timsort) merges them in one linear pass.
+            merged.sort(kind="stable")
+            self._runs.append(merged)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys)
