@@ -1,4 +1,4 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor|stack ...]``: run benchmarks (default: all), save, print them.
+"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score ...]``: run benchmarks (default: all), print them.
 
 Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
 benchmark fails to run or a stated requirement is not met (the demo and stack timings are reports, no bound).
@@ -17,9 +17,9 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, monitor, sensor, stack
+    from bench import dag_parse, demo_stages, extract_memory, monitor, score, sensor, stack
 
-    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack)}
+    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score)}
 
 
 TITLES = {
@@ -29,6 +29,7 @@ TITLES = {
     "monitor": "Drift monitor (drift_report on 1,000,000 current rows, in its own process)",
     "sensor": "New-data watch, idle (count_new_rows with nothing new, per check)",
     "stack": "The distributed run (CeleryExecutor, PostgreSQL, Redis, S3) next to `airflow dags test`",
+    "score": "Batch scoring (score_window with the demo champion, each run in its own process)",
 }
 
 
