@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from mlpipe.stages.batch_score import predictions_sink, score_window
 from mlpipe.stages.predict import predict
 from mlpipe.stages.predictions import KeySet, ParquetSink
 from mlpipe.stages.train import build_model
-from mlpipe.storage import LocalStore
+from mlpipe.storage import ArtifactStore, LocalStore, S3Store
 
 AS_OF = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -42,12 +43,19 @@ LATER = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 class Scoring:
     """A tiny pipeline with a score section: source DB, registry, store, a champion, and its outputs."""
 
-    def __init__(self, tmp: Path, loaded: LoadedSpec, frame: pd.DataFrame, target_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        loaded: LoadedSpec,
+        frame: pd.DataFrame,
+        target_url: str | None = None,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self.tmp, self.loaded, self.frame = tmp, loaded, frame
         self.db = tmp / "source.db"
         self.source = sa.create_engine(f"sqlite:///{self.db}")
         self.target = sa.create_engine(target_url) if target_url else self.source
-        self.store = LocalStore(tmp / "artifacts")
+        self.store = store or LocalStore(tmp / "artifacts")
         self.registry = Registry.from_url(f"sqlite:///{tmp / 'registry.db'}")
         self.append(frame)
 
@@ -110,9 +118,11 @@ class Scoring:
 
 @pytest.fixture
 def make_scoring(include_tree, make_spec, make_frame, tmp_path):
-    def make(output: str = "table", n: int = 40, target_url: str | None = None, **score: Any) -> Scoring:
+    def make(
+        output: str = "table", n: int = 40, target_url: str | None = None, store: Any = None, **score: Any
+    ) -> Scoring:
         spec = make_spec(score={"key": "id", "output": output, **score})
-        return Scoring(tmp_path, load_spec(include_tree(spec)), make_frame("binary", n), target_url)
+        return Scoring(tmp_path, load_spec(include_tree(spec)), make_frame("binary", n), target_url, store)
 
     return make
 
@@ -318,6 +328,26 @@ def test_table_output_on_postgresql(make_scoring, pg_url: str) -> None:
                 "VALUES (0, 1, 1, 0.5, now(), 'other')"
             )
         )
+
+
+def test_parquet_windows_in_an_s3_store(make_scoring, s3_endpoint: str, monkeypatch) -> None:
+    from conftest import make_s3_client
+
+    client = make_s3_client(s3_endpoint)
+    bucket = f"mlpipe-score-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    s = make_scoring("parquet", store=S3Store(bucket, "mlpipe", client))
+    s.promote(1)
+    assert s.score()["scored"] == 40 and s.score()["scored"] == 40, "a re-run replaces its window"
+    assert sorted(s.predictions()["id"]) == list(range(40))
+
+    monkeypatch.setattr(batch_score, "predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("lost")))
+    with pytest.raises(RuntimeError, match="lost"):
+        s.score()
+    assert sorted(s.predictions()["id"]) == list(range(40)), "the committed attempt still counts"
+    objects = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="mlpipe/tiny/predictions/")["Contents"]]
+    attempts = {k.split("/")[4] for k in objects if not k.endswith("manifest.json")}
+    assert len(attempts) == 1, f"one attempt's files per window, the earlier ones removed: {objects}"
 
 
 def test_tampered_champion_is_refused_before_loading(make_scoring) -> None:
