@@ -94,10 +94,12 @@ airflow-cfg: $(AIRFLOW_DB)
 		-e 's|^load_examples = .*|load_examples = False|' \
 		"$(AIRFLOW_HOME)/airflow.cfg"
 
-# The seed command is idempotent; its output file is the stamp.
-$(SOURCE_DB): | $(SYNC_STAMP)
+# The seed command is idempotent; its output file is the stamp. A change to the bundled datasets
+# seeds again (a source.db made before them gets their tables; the flights are kept).
+$(SOURCE_DB): plugins/mlpipe/datasets.py | $(SYNC_STAMP)
 	$(ENV) python -m mlpipe demo seed
 	@test -f "$@" || { echo "python -m mlpipe demo seed did not create $@" >&2; exit 1; }
+	@touch "$@"
 
 # --- running ---------------------------------------------------------------------------------
 
