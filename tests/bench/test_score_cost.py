@@ -2,7 +2,7 @@
 bounded memory.
 
 Runs bench/score.py for real: the demo champion trained by the real stages, then each scoring run in
-its own process (peak RSS from wait4), one core each. Holding a whole table in memory instead of
+its own process (peak RSS: its own VmHWM), one core each. Holding a whole table in memory instead of
 chunks would cost ~2.8 GiB at 3.4 M rows (extraction's control measurement, docs/benchmarks.md), so
 the growth and 1 GiB bounds catch a non-streaming regression; the overhead bound catches plumbing
 (row-at-a-time inserts, per-row conversions) that costs more than the model itself.

@@ -45,11 +45,11 @@ def test_tables_carry_what_their_pipelines_read(name: str) -> None:
 def test_demo_seed_adds_them_beside_the_flights(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
     with closing(sqlite3.connect(tmp_path / "source.db")) as conn, conn:
-        conn.execute("CREATE TABLE flights (id INTEGER)")
-        conn.execute("INSERT INTO flights VALUES (1)")  # seeded already: kept as it is
+        conn.execute("CREATE TABLE flights (id INTEGER, time_hour TEXT)")
+        conn.execute("INSERT INTO flights VALUES (1, '2013-01-01 05:00:00')")  # seeded already: kept as it is
     assert main(["demo", "seed"]) == 0
     out = capsys.readouterr().out
-    assert "already seeded" in out and "(table flights, 1 rows)" in out
+    assert "already seeded" in out and "(table flights, 1 rows" in out
     assert "seeded: " in out and "(table diabetes, 442 rows)" in out and "(table wine, 178 rows)" in out
 
 

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from mlpipe.errors import FeatureError, MlpipeError
 from mlpipe.registry import Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, ScoreSpec
-from mlpipe.stages.extract import _from_pandas, bind_time, query_error
+from mlpipe.stages.extract import bind_time, frame_to_arrow, query_error, utc_session
 from mlpipe.stages.predict import predict
 from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window, window_prefix
 from mlpipe.stages.train import load_model
@@ -189,15 +189,15 @@ def spool_rows(loaded: LoadedSpec, engine: sa.Engine, *, as_of: datetime, folder
     """
     score = score_spec(loaded)
     query = sa.text(loaded.score_query_text())
-    as_of_naive = as_of.astimezone(UTC).replace(tzinfo=None)
-    params = {**loaded.spec.source.params, "as_of": bind_time(as_of_naive, engine.dialect.name)}
+    params = {**loaded.spec.source.params, "as_of": bind_time(as_of, engine.dialect.name)}
     paths: list[Path] = []
     with engine.connect() as conn:
+        utc_session(conn)
         conn = conn.execution_options(stream_results=True, yield_per=score.chunk_rows)
         try:
             for i, frame in enumerate(pd.read_sql(query, conn, params=params, chunksize=score.chunk_rows)):
                 path = folder / f"chunk-{i:06d}.parquet"
-                pq.write_table(_from_pandas(frame), path)
+                pq.write_table(frame_to_arrow(frame), path)
                 paths.append(path)
         except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
             raise query_error(exc, loaded.score_query_path or loaded.query_path, engine) from None
