@@ -50,7 +50,13 @@ def test_demo_seed_adds_them_beside_the_flights(tmp_path: Path, monkeypatch, cap
     assert main(["demo", "seed"]) == 0
     out = capsys.readouterr().out
     assert "already seeded" in out and "(table flights, 1 rows" in out
-    assert "seeded: " in out and "(table diabetes, 442 rows)" in out and "(table wine, 178 rows)" in out
+    assert "\nseeded: table diabetes (442 rows)\nseeded: table wine (178 rows)\n" in out
+
+
+def test_demo_seed_into_postgresql_adds_them_there(pg_url: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_SOURCE", pg_url.replace("postgresql+psycopg2", "postgresql"))
+    assert main(["demo", "seed", "--target", "postgres", "--until", "2013-01-02"]) == 0
+    assert "seeded: table wine (178 rows)" in capsys.readouterr().out  # (or "already seeded: ...")
 
 
 def test_seeds_a_postgresql_source_too(pg_url: str) -> None:
@@ -58,6 +64,8 @@ def test_seeds_a_postgresql_source_too(pg_url: str) -> None:
 
     engine = sa.create_engine(pg_url)
     try:
+        with engine.begin() as conn:  # the module's database: another test may have seeded it
+            conn.execute(sa.text("DROP TABLE IF EXISTS diabetes, wine"))
         assert seed_datasets(engine) == [("diabetes", 442, True), ("wine", 178, True)]
         assert seed_datasets(engine) == [("diabetes", 442, False), ("wine", 178, False)]
         with engine.connect() as conn:
