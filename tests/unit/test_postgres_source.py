@@ -186,10 +186,14 @@ class TestWatchCount:
         assert everything.rows == ROWS
         # The watermark round-trips through the registry's text encoding, then binds again.
         stored = decode_watermark(encode_watermark(_value_at(engine, column, 1999)))
-        later = count_new_rows(engine, table="flights", column=column, watermark=stored)
+        # Every value is unique here: announcing up to row 1999 announced its one row at that value.
+        later = count_new_rows(engine, table="flights", column=column, watermark=stored, at_watermark=1)
         assert later.rows == ROWS - 2000
         assert decode_watermark(later.as_dict()["watermark_to"]) == everything.watermark_to
-        nothing = count_new_rows(engine, table="flights", column=column, watermark=later.watermark_to)
+        assert later.at_watermark_to == 1
+        nothing = count_new_rows(
+            engine, table="flights", column=column, watermark=later.watermark_to, at_watermark=later.at_watermark_to
+        )
         assert (nothing.rows, nothing.watermark_to) == (0, later.watermark_to)
 
 
