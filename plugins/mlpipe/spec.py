@@ -478,12 +478,23 @@ class MetricsSpec(_Model):
     secondary: list[str | MetricSpec] = Field(default_factory=list)
 
 
+class SliceSpec(_Model):
+    """One column whose values slice the holdout; no slice may worsen beyond ``max_regression``."""
+
+    column: str = Field(description="a numeric or categorical feature column; one slice per value")
+    metric: str | None = Field(default=None, description="the primary or a secondary metric (default: primary)")
+    max_regression: float = Field(ge=0.0, description="largest allowed worsening of a slice vs the champion")
+    min_rows: int = Field(default=100, ge=1, description="smaller slices are listed but not judged")
+    max_slices: int = Field(default=50, ge=1, le=1000, description="the most frequent values judged; the rest counted")
+
+
 class GateSpec(_Model):
     min_primary: float | None = Field(default=None, description="floor the best candidate's primary metric must reach")
     min_improvement: float = Field(default=0.0, ge=0.0, description="over the champion, in the metric's direction")
     max_regression: dict[str, float] = Field(
         default_factory=dict, description="secondary metric -> largest allowed worsening vs the champion"
     )
+    slices: list[SliceSpec] = Field(default_factory=list, description="per-value regression checks of columns")
 
     @field_validator("max_regression")
     @classmethod
@@ -492,6 +503,26 @@ class GateSpec(_Model):
         if bad:
             raise ValueError(f"tolerances must be >= 0 (got negative for {bad})")
         return value
+
+    def slice_problems(self, features: FeaturesSpec, metrics: list[str]) -> list[str]:
+        """What is wrong with ``slices`` given the spec's features and metrics (primary first)."""
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, s in enumerate(self.slices):
+            where = f"gate.slices[{i}]"
+            if s.column in (d.column for d in features.datetime):
+                problems.append(
+                    f"{where}.column: {s.column!r} is a datetime feature (a value per instant); "
+                    "slice on a categorical or numeric feature column"
+                )
+            elif s.column not in features.columns:
+                problems.append(f"{where}.column: {s.column!r} is not a feature column; features: {features.columns}")
+            if s.column in seen:
+                problems.append(f"{where}.column: {s.column!r} is sliced more than once")
+            seen.add(s.column)
+            if s.metric is not None and s.metric not in metrics:
+                problems.append(f"{where}.metric: {s.metric!r} is not the primary or a secondary metric: {metrics}")
+        return problems
 
 
 class ValidationSpec(_Model):
@@ -645,6 +676,7 @@ class PipelineSpec(_Model):
                 problems.append(
                     f"gate.max_regression: {metric!r} is not a secondary metric; secondary: {self.secondary_metrics}"
                 )
+        problems += self.gate.slice_problems(self.features, metric_names)
         problems += self._source_checks()
         if self.target.column in self.features.columns:
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.spec import PipelineSpec
-from mlpipe.stages.evaluate import Verdict, compute_metrics
+from mlpipe.stages.evaluate import Answered, Verdict, compute_metrics, metric_only
 from mlpipe.stages.html_page import badge, e, fmt, img, new_figure, page, save_figure, write_index
 from mlpipe.stages.predict import Predictions, predict
 from mlpipe.storage import ArtifactStore
@@ -385,13 +385,13 @@ def permutation_importance_of(
     metric = spec.primary_metric
     sign = 1.0 if spec.direction(metric) == "maximize" else -1.0
     # Only the primary metric, from one pass of the model per shuffle (not one per metric).
-    primary_only = spec.model_copy(update={"metrics": spec.metrics.model_copy(update={"secondary": []})})
+    primary_only = metric_only(spec, metric)
     if len(X) > rows:
         sample = X.sample(n=rows, random_state=spec.split.seed)
         X, y = sample, y.loc[sample.index]
 
     def scorer(estimator: Any, X_: pd.DataFrame, y_: pd.Series) -> float:
-        answered = _Answered(predict(spec, estimator, X_))
+        answered = Answered(predict(spec, estimator, X_))
         return sign * compute_metrics(primary_only, answered, X_, y_)[metric]
 
     with warnings.catch_warnings():
@@ -404,23 +404,6 @@ def permutation_importance_of(
         return None
     frame = pd.DataFrame({"mean": result.importances_mean, "std": result.importances_std}, index=list(X.columns))
     return frame.sort_values("mean", ascending=False)
-
-
-class _Answered:
-    """A model stand-in that gives back predictions already made, so a metric costs no second pass."""
-
-    def __init__(self, answer: Predictions) -> None:
-        self.answer = answer
-        if answer.classes is not None:
-            self.classes_ = np.asarray(answer.classes)
-            if answer.proba is not None:
-                self.predict_proba = lambda X: answer.proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.answer.prediction
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        return self.answer.score
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -502,10 +485,16 @@ def _slices_section(slices: list[dict[str, Any]] | None) -> str:
         rows.append(
             f"<tr><td>{e(s.get('column'))}<td>{e(s.get('value'))}"
             + "".join(f'<td class="num">{n}' for n in numbers)
-            + f"<td>{badge(state)}</tr>"
+            + f"<td>{badge(state)}<td>{e(s.get('metric') or '')}<td>{e(s.get('note') or '')}</tr>"
         )
-    header = "<tr><th>column<th>value<th>rows<th>candidate<th>champion<th>worsening<th>result</tr>"
-    return f"<h2>Slices</h2><table>{header}{''.join(rows)}</table>"
+    header = (
+        "<tr><th>column<th>value<th>rows<th>best candidate<th>champion<th>worsening<th>result<th>metric<th>note</tr>"
+    )
+    about = (
+        '<p class="muted">The best candidate and the champion on each slice of the holdout (one per value of '
+        "the column, most frequent first); worsening is in the metric's direction, positive = worse.</p>"
+    )
+    return f"<h2>Slices</h2>{about}<table>{header}{''.join(rows)}</table>"
 
 
 def _importance_section(importance: pd.DataFrame | None, metric: str) -> str:
