@@ -534,8 +534,17 @@ class TestCandidatesEvaluateOperator:
         assert (verdict["blessed"], verdict["decision"]) == (True, "first")
         assert (verdict["champion_status"], verdict["champion_version"], verdict["champion_seq"]) == ("none", None, 0)
         assert verdict["champion_metrics"] is None
-        assert [(r["rule"], r["passed"]) for r in verdict["rules"]] == [("floor", True), ("champion", True)]
+        assert [(r["rule"], r["passed"]) for r in verdict["rules"]] == [
+            ("floor", True),
+            ("champion", True),
+            ("slice:origin", True),
+            ("slice:carrier", True),
+        ]
         assert verdict["reasons"] == [r["detail"] for r in verdict["rules"]]
+        # The spec's slices are reported on a first run, none judged: there is nothing to compare with.
+        assert {s["column"] for s in verdict["slices"]} == {"origin", "carrier"}
+        assert {s["value"] for s in verdict["slices"] if s["column"] == "origin"} == {"EWR", "JFK", "LGA"}
+        assert not any(s["judged"] for s in verdict["slices"])
         stored = flights.home / "artifacts" / PIPELINE / "runs" / run_key(RUN_ID) / "evaluate" / "verdict.json"
         assert json.loads(stored.read_text()) == verdict
 

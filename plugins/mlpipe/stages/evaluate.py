@@ -380,10 +380,8 @@ def _slice_rule(
 
 
 def _slice_text(item: dict[str, Any]) -> str:
-    return (
-        f"{item['column']}={item['value']} {item['candidate']:.4f} vs {item['champion']:.4f} "
-        f"(worse by {max(item['worsening'], 0):.4f})"
-    )
+    worse = f"worse by {item['worsening']:.4f}" if item["worsening"] > FLOAT_SLACK else "not worse"
+    return f"{item['column']}={item['value']} {item['candidate']:.4f} vs {item['champion']:.4f} ({worse})"
 
 
 def judge(
@@ -484,7 +482,7 @@ def judge(
                 Rule(
                     f"regression:{sec}",
                     ok,
-                    f"{sec}: candidate {cand_v:.4f} vs champion {champ_v:.4f}, worse by {max(worsening, 0):.4f} "
+                    f"{sec}: candidate {cand_v:.4f} vs champion {champ_v:.4f}, worse by {max(0.0, worsening):.4f} "
                     f"(tolerance {tolerance})",
                     {"candidate": cand_v, "champion": champ_v, "worsening": worsening, "tolerance": tolerance},
                 )
