@@ -395,6 +395,11 @@ class TestEvaluateSlices:
         assert rule(v, "improvement").detail.startswith("tie with champion")
         page = Path(pipe.store.path(pipe.store.key_for_uri(v.report_uri))).read_text()
         assert "<h2>Slices</h2>" in page and "<code>slice:cat</code>" in page
+        top = judged_slices[0]
+        assert f"worst [value {top['value']} rows {top['rows']} candidate " in page  # figures, not JSON
+        for s in v.slices:
+            assert f'<td>cat<td>{s["value"]}<td class="num">{s["rows"]:,}<td' in page
+        assert "-0.0000" not in page
 
     def test_without_slices_nothing_changes(self, pipe_of) -> None:
         v = pipe_of().run("manual__a").verdict

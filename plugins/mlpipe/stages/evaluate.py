@@ -324,7 +324,7 @@ def _judge_slices(spec: PipelineSpec, m: SliceMeasure, cfg: SliceSpec, status: s
         elif row["note"]:
             item["note"] += ", not judged"
         elif status == "scored":
-            worsening = -better(direction, row["candidate"], row["champion"])
+            worsening = -better(direction, row["candidate"], row["champion"]) + 0.0  # no -0.0
             item |= {"worsening": worsening, "judged": True, "passed": worsening <= cfg.max_regression + FLOAT_SLACK}
         else:
             item["note"] = "no champion scored on this holdout, not judged"
@@ -476,7 +476,7 @@ def judge(
             if math.isnan(champ_v):
                 rules.append(Rule(f"regression:{sec}", True, f"champion has no {sec}; not compared"))
                 continue
-            worsening = -better(spec.direction(sec), cand_v, champ_v)
+            worsening = -better(spec.direction(sec), cand_v, champ_v) + 0.0  # no -0.0
             ok = worsening <= tolerance + FLOAT_SLACK
             rules.append(
                 Rule(

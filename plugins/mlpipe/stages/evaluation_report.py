@@ -441,6 +441,11 @@ def _champion_text(verdict: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> str:
+    """A rule's figure as text: numbers to 4 significant digits, lists (a slice rule's worst slices) item by item."""
+    if isinstance(value, list):
+        return "[" + "; ".join(_number(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return " ".join(f"{k} {_number(v)}" for k, v in value.items())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return json.dumps(value) if not isinstance(value, str) else value
     return fmt(float(value), ".4g")
