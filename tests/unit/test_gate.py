@@ -20,6 +20,7 @@ from mlpipe.stages.evaluate import (
     FeatureChange,
     SliceMeasure,
     Verdict,
+    compute_metrics,
     judge,
     load_verdict,
     measure_slices,
@@ -28,7 +29,7 @@ from mlpipe.stages.evaluate import (
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
 from unit.conftest import spec_dict, tiny_frame
-from unit.test_train_evaluate_promote import Pipe, binary_scores, champion_version, rule
+from unit.test_train_evaluate_promote import TASK_SPECS, Pipe, binary_scores, champion_version, rule
 
 SLICE = {"column": "cat", "max_regression": 0.02, "min_rows": 50}
 
@@ -333,6 +334,27 @@ class TestMeasureSlices:
         assert by_value["b"]["note"] == "roc_auc undefined on this slice (one class only)"
         assert by_value["b"]["champion"] is None
         assert not math.isnan(by_value["a"]["candidate"]) and by_value["a"]["note"] == ""
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_slices_of_other_tasks_match_scoring_the_slice_directly(task: str) -> None:
+    changes = dict(TASK_SPECS[task])
+    primary = changes["metrics"]["primary"]
+    changes["gate"] = {**changes["gate"], "slices": [{"column": "cat", "max_regression": 0.1, "min_rows": 20}]}
+    spec = parse_spec(spec_dict(**changes), Path("tiny.yaml"))
+    frame = tiny_frame(task, 300, seed=5)
+    X, y = frame[spec.features.columns], frame["y"]
+    best = build_model(spec, spec.candidates[0]).fit(X[:200], y[:200])
+    champ = build_model(spec, spec.candidates[1]).fit(X[:200], y[:200])
+    X, y = X[200:].reset_index(drop=True), y[200:].reset_index(drop=True)
+
+    (m,) = measure_slices(spec, X, y, predict(spec, best, X), predict(spec, champ, X))
+
+    assert m.metric == primary and {r["value"] for r in m.rows} >= {"a", "b", "c"}
+    for row in (r for r in m.rows if r["rows"] >= 20):
+        mask = (X["cat"] == row["value"]).to_numpy()
+        assert row["candidate"] == pytest.approx(compute_metrics(spec, best, X[mask], y[mask])[primary])
+        assert row["champion"] == pytest.approx(compute_metrics(spec, champ, X[mask], y[mask])[primary])
 
 
 def test_model_input_columns_are_what_its_transformer_reads() -> None:
