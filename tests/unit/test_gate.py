@@ -13,18 +13,20 @@ from typing import Any
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlpipe.errors import SpecError
-from mlpipe.spec import PipelineSpec, load_spec, parse_spec
+from mlpipe.errors import FeatureError, SpecError
+from mlpipe.spec import PipelineSpec, SliceSpec, load_spec, parse_spec
 from mlpipe.stages import evaluation_report
 from mlpipe.stages.evaluate import (
     FeatureChange,
     SliceMeasure,
     Verdict,
     compute_metrics,
+    evaluate_candidates,
     judge,
     load_verdict,
     measure_slices,
     model_input_columns,
+    verdict_key,
 )
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
@@ -422,6 +424,28 @@ class TestEvaluateSlices:
         for s in v.slices:
             assert f'<td>cat<td>{s["value"]}<td class="num">{s["rows"]:,}<td' in page
         assert "-0.0000" not in page
+
+    def test_a_slice_column_missing_from_the_holdout_is_an_error_naming_the_field(self, pipe_of) -> None:
+        pipe = pipe_of()
+        run = pipe.run("manual__a")
+        # The spec refuses such a column; a spec object changed after validation is the only way in.
+        spec = pipe.loaded.spec
+        gate = spec.gate.model_copy(update={"slices": [SliceSpec(column="id", max_regression=0.1)]})
+        loaded = pipe.loaded.model_copy(update={"spec": spec.model_copy(update={"gate": gate})})
+
+        with pytest.raises(FeatureError, match=r"gate\.slices\[0\]\.column: 'id' is not in this run's holdout"):
+            evaluate_candidates(
+                loaded,
+                pipe.store,
+                run_id="manual__b",
+                run_key="manual__b",
+                holdout_key=run.features.holdout_key,
+                holdout_sha256=run.features.holdout_sha256,
+                trained=run.trained,
+                champion=None,
+                champion_seq=0,
+            )
+        assert not pipe.store.exists(verdict_key(pipe.name, "manual__b"))
 
     def test_without_slices_nothing_changes(self, pipe_of) -> None:
         v = pipe_of().run("manual__a").verdict
