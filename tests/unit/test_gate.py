@@ -447,11 +447,6 @@ class TestEvaluateSlices:
             )
         assert not pipe.store.exists(verdict_key(pipe.name, "manual__b"))
 
-    def test_without_slices_nothing_changes(self, pipe_of) -> None:
-        v = pipe_of().run("manual__a").verdict
-
-        assert v.slices is None and not [r for r in v.rules if r.rule.startswith("slice:")]
-
 
 class TestEvaluateFeatureSet:
     def test_a_feature_added_since_the_champion_still_scores_it(self, pipe_of) -> None:

@@ -1,7 +1,12 @@
 """Evaluation and the gate: score every candidate and the champion on one holdout, write a verdict.
 
 The verdict (TFX would call it a blessing) lists every rule with its figures and pass/fail; the
-promotion stage obeys it and does nothing for a model it does not bless.
+promotion stage obeys it and does nothing for a model it does not bless. :func:`judge` applies the
+rules to figures already measured (pure, so each rule is tested on constructed figures);
+:func:`evaluate_candidates` measures them: the metrics, the spec's slices (:func:`measure_slices`)
+and how the champion's input columns differ from this run's (:func:`feature_change_of`). The edge
+cases (first run, a champion that cannot be loaded or read this holdout, ties, slices too small
+to judge) are rules of their own, described in docs/spec.md, section ``gate``.
 """
 
 from __future__ import annotations
