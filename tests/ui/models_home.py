@@ -127,7 +127,20 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
                 b'<html><body><h1>Evaluation report</h1><img id="roc" src="roc.png" alt="ROC"></body></html>',
             )
             verdict["report_uri"] = store.uri(f"{report}/index.html")
-            verdict["slices"] = [{"slice": "origin=JFK", "rows": 80, "roc_auc": 0.74}]
+            verdict["slices"] = [
+                {
+                    "column": "origin",
+                    "value": "JFK",
+                    "rows": 80,
+                    "metric": "roc_auc",
+                    "candidate": 0.74,
+                    "champion": 0.73,
+                    "worsening": 0.0,
+                    "judged": False,
+                    "passed": True,
+                    "note": "too small",
+                }
+            ]
         store.put_bytes(verdict_key(PIPELINE, run.key), json.dumps(verdict).encode())
         if not verdict["blessed"]:
             result = PromotionResult(False, None, champion.version if champion else None, "skipped", "not blessed")

@@ -222,6 +222,8 @@ def test_pipeline_page_has_history_and_charts(api_client) -> None:
     assert versions.count("<tr>") == 4 and "champion</span>" in versions
     log = page[page.index('class="champion-log"') :]
     assert ROLLBACK_REASON in log and "1 rollback(s)" in page
+    gate = page[page.index('id="gate"') : page.index('id="metrics"')]
+    assert "per <code>origin</code>" in gate and "per <code>carrier</code>" in gate
     for index in (0, 1, 2, 3):
         assert f'href="{run_path(index)}/data-docs"' in page
     assert page.count("/evaluation-report") == 2  # run 4 in the versions and the runs tables
@@ -239,7 +241,7 @@ def test_version_and_run_pages(api_client) -> None:
     assert "/evaluation-report" not in rejected
 
     drifted = get(api_client, run_path(3)).text
-    assert 'class="slices"' in drifted and "origin=JFK" in drifted
+    assert 'class="slices"' in drifted and "<td>JFK</td>" in drifted and "too small" in drifted
     assert f'href="/mlpipe/pipelines/{PIPELINE}/versions/3"' in drifted
 
 
