@@ -3,8 +3,8 @@
 Runs bench/tuning.py for real: make demo's data split by the real stages, then ``train_candidate``
 for logreg (its 3-value grid on C, 3 time-ordered folds: 10 fits) and hgb, sequentially in one
 process and mapped in one process per candidate, alternately. The speed bound needs two free cores:
-on a machine busy enough that fewer are free (measured with the same CPU-bound work run alone and
-twice at once), it is skipped with the figures rather than failed.
+when the mapped workers' CPU seconds over wall seconds show that the machine's other work left them
+about one core (under 1.6), it is skipped with the figures rather than failed.
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ def test_every_run_chooses_the_same_setting_and_scores_it_the_same(tuning) -> No
 
 
 def test_mapped_on_two_workers_is_faster_than_one_after_another(tuning) -> None:
-    from bench.tuning import MIN_FREE_CORES, SPEEDUP_LIMIT
+    from bench.tuning import MIN_PARALLELISM, SPEEDUP_LIMIT
 
     figures = (
         f"mapped {tuning['mapped_seconds']} s vs sequential {tuning['sequential_seconds']} s "
-        f"(ratio {tuning['ratio']}, limit {SPEEDUP_LIMIT}); free cores {tuning['free_cores']}"
+        f"(ratio {tuning['ratio']}, limit {SPEEDUP_LIMIT}); mapped CPU s / wall s {tuning['mapped_parallelism']}"
     )
-    if min(tuning["free_cores"].values()) < MIN_FREE_CORES:
-        pytest.skip(f"fewer than {MIN_FREE_CORES} cores free, the two workers would share one: {figures}")
+    for run in tuning["runs"]["sequential"]:
+        assert run["cpu_seconds"] <= run["seconds"] * 1.2, "one process, one thread: one core at most"
+    if tuning["mapped_parallelism"] < MIN_PARALLELISM:
+        pytest.skip(f"the machine's other work left the two workers about one core: {figures}")
     assert tuning["ratio"] < SPEEDUP_LIMIT, figures
