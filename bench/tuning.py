@@ -40,9 +40,13 @@ NAME = "tuning"
 PIPELINE = "flights_delay"
 ROUNDS = 3
 # Mapped wall time over sequential wall time. Two equal candidates on two free cores would give
-# ~0.5 plus the imports each process repeats; the demo's are unequal (logreg's 10-fit search takes
-# longer than hgb), so the ideal is (imports + slowest) / (imports + both): ~0.7 measured idle.
-SPEEDUP_LIMIT = 0.95
+# ~0.5; the demo's are unequal (logreg's 10-fit search takes ~3x hgb's fit) and each worker pays the
+# imports (pandas, scikit-learn: 6-9 s on the busy reference machine, more than the training), so
+# the best possible is (imports + slowest) / (imports + both), ~0.9: measured 0.72-0.93.
+SPEEDUP_LIMIT = 1.0
+# Mapped wall time over its slowest worker's own imports + training: the workers do not slow each
+# other down (1.0 would be perfect; process start and exit add a little).
+SLOWEST_LIMIT = 1.25
 # The speed bound is judged only when the mapped workers really ran at once: their CPU seconds over
 # the wall time at least this (2.0 = both busy throughout). On a machine whose other work leaves
 # them one core, no gain is possible, and the bound is reported as not judged rather than failed.
@@ -181,18 +185,29 @@ def judge(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     # Same data, same spec, same seeds: every round picks the same settings and writes the same model.
     picks = {json.dumps({n: c["best_params"] for n, c in r["candidates"].items()}) for w in runs.values() for r in w}
     parallelism = round(statistics.median(r["cpu_seconds"] / r["seconds"] for r in runs["mapped"]), 2)
-    speedup = requirement("mapped on 2 workers / sequential, wall time (median of rounds)", ratio, SPEEDUP_LIMIT, "x")
+    slowest = round(
+        statistics.median(
+            r["seconds"] / max(p["imports"] + p["training"] for p in r["processes"]) for r in runs["mapped"]
+        ),
+        3,
+    )
+    timed = [
+        requirement("mapped on 2 workers / sequential, wall time (median of rounds)", ratio, SPEEDUP_LIMIT, "x"),
+        requirement("mapped wall time / its slowest worker's imports + training (median)", slowest, SLOWEST_LIMIT, "x"),
+    ]
     if parallelism < MIN_PARALLELISM:
-        speedup.update(ok=True, requirement=f"{speedup['requirement']}: not judged, workers ran {parallelism}x at once")
+        for req in timed:
+            req.update(ok=True, requirement=f"{req['requirement']}: not judged, workers ran {parallelism}x at once")
     return {
         "sequential_seconds": round(seq, 3),
         "mapped_seconds": round(par, 3),
         "ratio": ratio,
+        "mapped_over_slowest_worker": slowest,
         "mapped_parallelism": parallelism,
         "judged": parallelism >= MIN_PARALLELISM,
         "same_best_params_every_run": len(picks) == 1,
         "requirements": [
-            speedup,
+            *timed,
             requirement("runs that chose other settings than the first", float(len(picks) - 1), 0.5),
         ],
     }

@@ -1,5 +1,9 @@
 """Tuning the demo's candidates: mapped on 2 workers beats one after another, and re-runs choose alike.
 
+Mapped, the candidates' wall time is about its slowest worker's (imports + training), and less than
+training them in turn; the gain is bounded by the imports each worker repeats (docs/benchmarks.md,
+section 8), so the bound is "faster", not "twice as fast".
+
 Runs bench/tuning.py for real: make demo's data split by the real stages, then ``train_candidate``
 for logreg (its 3-value grid on C, 3 time-ordered folds: 10 fits) and hgb, sequentially in one
 process and mapped in one process per candidate, alternately. The speed bound needs two free cores:
@@ -39,14 +43,16 @@ def test_every_run_chooses_the_same_setting_and_scores_it_the_same(tuning) -> No
 
 
 def test_mapped_on_two_workers_is_faster_than_one_after_another(tuning) -> None:
-    from bench.tuning import MIN_PARALLELISM, SPEEDUP_LIMIT
+    from bench.tuning import MIN_PARALLELISM, SLOWEST_LIMIT, SPEEDUP_LIMIT
 
     figures = (
         f"mapped {tuning['mapped_seconds']} s vs sequential {tuning['sequential_seconds']} s "
-        f"(ratio {tuning['ratio']}, limit {SPEEDUP_LIMIT}); mapped CPU s / wall s {tuning['mapped_parallelism']}"
+        f"(ratio {tuning['ratio']}, limit {SPEEDUP_LIMIT}), {tuning['mapped_over_slowest_worker']}x its slowest "
+        f"worker (limit {SLOWEST_LIMIT}); mapped CPU s / wall s {tuning['mapped_parallelism']}"
     )
     for run in tuning["runs"]["sequential"]:
         assert run["cpu_seconds"] <= run["seconds"] * 1.2, "one process, one thread: one core at most"
     if tuning["mapped_parallelism"] < MIN_PARALLELISM:
         pytest.skip(f"the machine's other work left the two workers about one core: {figures}")
     assert tuning["ratio"] < SPEEDUP_LIMIT, figures
+    assert tuning["mapped_over_slowest_worker"] < SLOWEST_LIMIT, f"the workers slowed each other down: {figures}"
