@@ -29,6 +29,7 @@ from mlpipe.stages.train import (
 from mlpipe.storage import LocalStore, run_key
 
 LOGREG = "sklearn.linear_model.LogisticRegression"
+HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
 RIDGE = "sklearn.linear_model.Ridge"
 FEATURE_RUNS = itertools.count()
 REGRESSION = {
@@ -189,6 +190,7 @@ def test_grid_picks_the_best_setting_and_refits_it_on_the_whole_train_split(tune
     fixed = cand.model_copy(update={"params": {**cand.params, "C": 1.0}, "search": None})
     expected = build_model(t.spec, fixed).fit(*search_data(t.spec, t.split("train")))
     assert np.allclose(model.named_steps["model"].coef_, expected.named_steps["model"].coef_)
+    assert model.mlpipe_search_ == s, "the model keeps how it was chosen"
     stored = json.loads(t.store.get_bytes(f"tiny/runs/{run_key('manual__a')}/train/logreg/result.json"))
     assert stored["search"] == s
     assert t.train() == trained, "a finished result of the run is reused, search summary included"
@@ -342,3 +344,26 @@ def test_a_candidate_without_search_trains_as_before(tuned) -> None:
     t = tuned({"name": "logreg", "estimator": LOGREG, "params": {"C": 0.5, "max_iter": 300}})
     trained = t.train()
     assert trained.search is None and trained.params["C"] == 0.5
+
+
+def test_the_evaluation_report_shows_each_candidates_tuning(tuned) -> None:
+    from mlpipe.stages.evaluation_report import _metrics_section
+
+    t = tuned(logreg({"space": {"C": [1e-5, 1.0]}}), {"name": "hgb", "estimator": HGB, "params": {"max_iter": 5}})
+    models = {
+        c.name: load_model(t.store, r.model_key, r.model_sha256)
+        for c in t.spec.candidates
+        if (r := t.train(candidate=c.name))
+    }
+    holdout = t.split("holdout")
+    scores = {n: compute_metrics(t.spec, m, holdout.drop(columns=["y"]), holdout["y"]) for n, m in models.items()}
+    verdict = {"candidates": scores, "best_candidate": "logreg", "primary_metric": "roc_auc"}
+
+    html = _metrics_section(t.spec, verdict, models)
+
+    row = html.split("<tr><td>tuning (cross-validated on the train split)")[1].split("</tr>")[0]
+    search = models["logreg"].mlpipe_search_
+    best = f"C={search['best_params']['C']:.4g}; roc_auc {search['best_metric']:.4f}"
+    assert f"<td><td>grid: {best} over TimeSeriesSplit(n_splits=3) (7 fits, " in row
+    assert row.endswith('<td><span class="muted">fixed params</span>'), "hgb was not tuned"
+    assert "tuning" not in _metrics_section(t.spec, verdict, {}), "no row without a search"

@@ -302,7 +302,10 @@ def tune(
         # e.g. a combination of values the estimator refuses (penalty l1 with the lbfgs solver), or
         # more folds than the rarest class has rows.
         raise SpecError(source, [f"candidates.{cand.name}.search: the search failed: {exc}"]) from None
-    return search.best_estimator_, search_summary(spec, cand, search, time.perf_counter() - started)
+    model, summary = search.best_estimator_, search_summary(spec, cand, search, time.perf_counter() - started)
+    # The model keeps how it was chosen: the evaluation report shows it next to the holdout metrics.
+    model.mlpipe_search_ = summary
+    return model, summary
 
 
 def search_summary(spec: PipelineSpec, cand: CandidateSpec, search: Any, seconds: float) -> dict[str, Any]:
