@@ -14,9 +14,10 @@ interpreter and library imports its processes need (once, or once per process), 
 Every process gets one core's worth of threads (OMP_NUM_THREADS=1, MLPIPE_TRAIN_THREADS=1, the
 default), as one worker slot would: the parallelism measured is the mapping's, not the libraries'.
 The ways alternate over ``ROUNDS`` rounds (each writing under its own run key, so no fit is reused)
-and the median of each is compared: mapped / sequential must stay under ``SPEEDUP_LIMIT``, judged
-when the mapped workers' CPU seconds over wall seconds show they really ran at once (at least
-``MIN_PARALLELISM``; a machine busy with other work may leave them one core between them).
+and the medians are compared: the training (after the imports) of the mapped run's slowest worker
+over the sequential process's, the wall times, and the mapped wall time over its slowest worker's
+own; judged when the mapped workers' CPU seconds over wall seconds show they really ran at once (at
+least ``MIN_PARALLELISM``; a machine busy with other work may leave them one core between them).
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ from bench import check_child, child_env, markdown_table, out_dir, requirement, 
 NAME = "tuning"
 PIPELINE = "flights_delay"
 ROUNDS = 3
-# Mapped wall time over sequential wall time. Two equal candidates on two free cores would give
-# ~0.5; the demo's are unequal (logreg's 10-fit search takes ~3x hgb's fit) and each worker pays the
-# imports (pandas, scikit-learn: 6-9 s on the busy reference machine, more than the training), so
-# the best possible is (imports + slowest) / (imports + both), ~0.9: measured 0.72-0.93.
-SPEEDUP_LIMIT = 1.0
+# The training itself (after the imports): the mapped run's slowest worker over the sequential
+# process training both. The demo's candidates are unequal (logreg's 10-fit search ~3x hgb's fit),
+# so the ideal is logreg / (logreg + hgb), ~0.75 (the sequential process also reads the split twice):
+# measured 0.53-0.66.
+TRAINING_LIMIT = 0.85
+# Mapped wall time over sequential wall time, imports included. Each worker repeats the imports
+# (pandas, scikit-learn: 6-9 s on the reference VM, more than the demo's training), so the best
+# possible is (imports + slowest) / (imports + both), ~0.9: measured 0.72-0.95. The bound says
+# mapping costs no more than training in turn, with room for the run-to-run noise.
+SPEEDUP_LIMIT = 1.05
 # Mapped wall time over its slowest worker's own imports + training: the workers do not slow each
 # other down (1.0 would be perfect; process start and exit add a little).
 SLOWEST_LIMIT = 1.25
@@ -191,7 +197,13 @@ def judge(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         ),
         3,
     )
+    training = round(
+        statistics.median(max(p["training"] for p in r["processes"]) for r in runs["mapped"])
+        / statistics.median(r["processes"][0]["training"] for r in runs["sequential"]),
+        3,
+    )
     timed = [
+        requirement("training: mapped's slowest worker / sequential (medians)", training, TRAINING_LIMIT, "x"),
         requirement("mapped on 2 workers / sequential, wall time (median of rounds)", ratio, SPEEDUP_LIMIT, "x"),
         requirement("mapped wall time / its slowest worker's imports + training (median)", slowest, SLOWEST_LIMIT, "x"),
     ]
@@ -202,6 +214,7 @@ def judge(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "sequential_seconds": round(seq, 3),
         "mapped_seconds": round(par, 3),
         "ratio": ratio,
+        "training_ratio": training,
         "mapped_over_slowest_worker": slowest,
         "mapped_parallelism": parallelism,
         "judged": parallelism >= MIN_PARALLELISM,
@@ -239,7 +252,8 @@ def table(result: dict[str, Any]) -> str:
     note = (
         f"{result['train_rows']:,} train rows; searches {json.dumps(result['searches'])}; chosen {best}. "
         f"Sequential median {result['sequential_seconds']} s, mapped median {result['mapped_seconds']} s "
-        f"(ratio {result['ratio']}); mapped workers' CPU s / wall s {result['mapped_parallelism']} (median); "
+        f"(ratio {result['ratio']}; training alone {result['training_ratio']}); "
+        f"mapped workers' CPU s / wall s {result['mapped_parallelism']} (median); "
         f"load average {result['load_average']['before'][0]} before, {result['load_average']['after'][0]} after; "
         f"set-up {result['setup_seconds']} s (not measured)."
     )
