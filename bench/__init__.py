@@ -1,6 +1,6 @@
-"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, sensor and scoring cost.
+"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, sensor, scoring and tuning cost.
 
-``make bench`` runs them all (``python -m bench``), ``python -m bench extract|parse|demo|monitor|sensor|score`` one of
+``make bench`` runs them all (``python -m bench``), ``python -m bench extract|parse|...|tuning`` one of
 them. Each writes its raw figures to ``bench/out/<name>.json`` (git-ignored) and prints a Markdown
 table; docs/benchmarks.md describes the method and keeps the latest numbers.
 

@@ -1,4 +1,4 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score ...]``: run benchmarks (default: all), print them.
+"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score|tuning ...]``: run benchmarks (default: all).
 
 Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
 benchmark fails to run or a stated requirement is not met (the demo and stack timings are reports, no bound).
@@ -17,9 +17,9 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, monitor, score, sensor, stack
+    from bench import dag_parse, demo_stages, extract_memory, monitor, score, sensor, stack, tuning
 
-    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score)}
+    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning)}
 
 
 TITLES = {
@@ -30,6 +30,7 @@ TITLES = {
     "sensor": "New-data watch, idle (count_new_rows with nothing new, per check)",
     "stack": "The distributed run (CeleryExecutor, PostgreSQL, Redis, S3) next to `airflow dags test`",
     "score": "Batch scoring (score_window with the demo champion, each run in its own process)",
+    "tuning": "Tuning the demo's candidates: one after another vs mapped on 2 workers (one process each)",
 }
 
 

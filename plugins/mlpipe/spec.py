@@ -450,10 +450,102 @@ class SplitSpec(_Model):
         return self
 
 
+# The scikit-learn scorer a search ranks by, per metric (sklearn's scorers are "greater is better",
+# so metrics that improve downwards are negated: neg_*).
+SCORERS: dict[str, str] = {
+    "roc_auc": "roc_auc",
+    "average_precision": "average_precision",
+    "log_loss": "neg_log_loss",
+    "brier": "neg_brier_score",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced_accuracy",
+    "f1": "f1",
+    "precision": "precision",
+    "recall": "recall",
+    "f1_macro": "f1_macro",
+    "f1_weighted": "f1_weighted",
+    "roc_auc_ovr": "roc_auc_ovr",
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+    "mape": "neg_mean_absolute_percentage_error",
+    "median_ae": "neg_median_absolute_error",
+}
+# Most candidate settings a search may try (grid size or n_iter): each costs ``cv`` fits.
+MAX_SEARCH_CANDIDATES = 500
+
+
+class DistributionSpec(_Model):
+    """A search range sampled by random and halving searches (scipy.stats distributions)."""
+
+    distribution: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _range(self) -> DistributionSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+        if self.distribution == "randint" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"randint needs whole numbers for low and high (got {self.low}, {self.high})")
+        return self
+
+
+class SearchSpec(_Model):
+    """``candidates[].search``: hyperparameter search with cross-validation on the train split."""
+
+    method: Literal["grid", "random", "halving"] = "grid"
+    space: dict[str, list[Any] | DistributionSpec] = Field(min_length=1, description="estimator param -> values")
+    n_iter: int | None = Field(
+        default=None, ge=1, le=MAX_SEARCH_CANDIDATES, description="random: settings sampled; halving: first round"
+    )
+    cv: int = Field(default=3, ge=2, le=20, description="cross-validation folds of the train split")
+    factor: int = Field(default=3, ge=2, le=10, description="halving: 1/factor of the settings survive each round")
+    scoring: str | None = Field(default=None, description="a metric of the task (default: metrics.primary)")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_entries(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # Checked here rather than by the union, whose errors would name both of its branches.
+        problems, space = [], {}
+        for param, values in value.items():
+            space[param] = values
+            if isinstance(values, list) and not values:
+                problems.append(f"{param}: the list of values is empty")
+            elif isinstance(values, dict):
+                try:
+                    space[param] = DistributionSpec.model_validate(values)
+                except ValidationError as exc:
+                    problems += [
+                        f"{'.'.join(map(str, (param, *err['loc'])))}: {err['msg'].removeprefix('Value error, ')}"
+                        for err in exc.errors()
+                    ]
+            elif not isinstance(values, (list, DistributionSpec)):
+                problems.append(
+                    f"{param}: give a list of values or {{distribution: uniform|loguniform|randint, low, high}} "
+                    f"(got {values!r})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return space
+
+    def grid_size(self) -> int:
+        """Settings in the grid (the product of the list lengths); distributions count as unbounded."""
+        size = 1
+        for values in self.space.values():
+            size *= len(values) if isinstance(values, list) else MAX_SEARCH_CANDIDATES + 1
+        return size
+
+
 class CandidateSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec | None = Field(default=None, description="tune params by cross-validation on the train split")
 
     @field_validator("estimator")
     @classmethod
@@ -466,6 +558,47 @@ class CandidateSpec(_Model):
     @property
     def encoding(self) -> Encoding:
         return ESTIMATORS[self.estimator][1]
+
+    def search_problems(self, task: TaskType, primary_metric: str) -> list[str]:
+        """What is wrong with this candidate's search (each problem names its field); [] without one."""
+        search, where = self.search, f"candidates.{self.name}.search"
+        if search is None:
+            return []
+        problems = []
+        both = sorted(set(search.space) & set(self.params))
+        if both:
+            problems.append(f"{where}.space: {both} also fixed in candidates.{self.name}.params; set each in one place")
+        if "random_state" in search.space:
+            problems.append(f"{where}.space.random_state: seeds are not searched (split.seed seeds the estimator)")
+        drawn = [p for p, v in search.space.items() if isinstance(v, DistributionSpec)]
+        if search.method == "grid":
+            problems += [
+                f"{where}.space.{p}: grid needs a list of values (a range is for random or halving)" for p in drawn
+            ]
+            if search.n_iter is not None:
+                problems.append(f"{where}.n_iter: grid tries every setting; n_iter is for random and halving")
+        elif search.n_iter is None and (search.method == "random" or drawn):
+            problems.append(f"{where}.n_iter: method {search.method} with this space needs n_iter (the budget)")
+        if not drawn and search.n_iter is None and search.grid_size() > MAX_SEARCH_CANDIDATES:
+            problems.append(
+                f"{where}.space: {search.grid_size()} settings exceed {MAX_SEARCH_CANDIDATES}; "
+                "shrink the lists or sample n_iter of them (method random or halving)"
+            )
+        if search.method != "halving" and "factor" in search.model_fields_set:
+            problems.append(f"{where}.factor: only method halving uses factor")
+        metric = search.scoring or primary_metric
+        field = f"{where}.scoring" if search.scoring else f"{where}.scoring (default metrics.primary)"
+        if search.scoring is None and metric not in METRICS[task]:
+            pass  # metrics.primary reports it
+        elif metric not in METRICS[task]:
+            problems.append(f"{field}: {metric!r} is not a {task} metric; allowed: {sorted(METRICS[task])}")
+        elif metric not in SCORERS:
+            problems.append(f"{field}: {metric!r} has no scikit-learn scorer; name one of {sorted(SCORERS)}")
+        return problems
+
+    def scorer(self, primary_metric: str) -> str:
+        """The scikit-learn scorer name the search ranks settings by."""
+        return SCORERS[(self.search.scoring if self.search else None) or primary_metric]
 
 
 class MetricSpec(_Model):
@@ -657,6 +790,7 @@ class PipelineSpec(_Model):
                     f"candidates[{i}].estimator: {cand.estimator} does not fit task {self.target.task!r} "
                     f"(it serves {sorted(tasks)})"
                 )
+            problems += cand.search_problems(self.target.task, self.primary_metric)
         allowed = METRICS[self.target.task]
         metric_names = [self.primary_metric, *self.secondary_metrics]
         for field, name in zip(

@@ -106,6 +106,16 @@ def test_train_gate_promote_and_score(home: Path, pipeline: str) -> None:
     assert (champion.version, champion.run_id, champion.candidate) == (1, run.run_id, verdict["best_candidate"])
     assert champion.data_rows == ROWS[pipeline] and champion.metrics == verdict["candidates"][champion.candidate]
     assert [e.action for e in registry.champion_history(pipeline)] == ["first"]
+    # Each spec tunes its first candidate (diabetes: a grid on alpha, wine: C drawn at random) by
+    # cross-validation on the train split; the model keeps the best setting, and so does the registry.
+    tuned = spec.candidates[0]
+    result = json.loads((run_dir / "train" / tuned.name / "result.json").read_text())
+    search = result["search"]
+    assert (search["method"], search["settings_tried"]) == (tuned.search.method, tuned.search.n_iter or 4)
+    assert search["cv"] == f"{'KFold' if pipeline == 'diabetes' else 'StratifiedKFold'}(n_splits={tuned.search.cv})"
+    assert {k: result["params"][k] for k in search["best_params"]} == search["best_params"]
+    if champion.candidate == tuned.name:
+        assert {k: champion.params[k] for k in search["best_params"]} == search["best_params"]
 
     scored = load_dag(f"{pipeline}_score").test()
 

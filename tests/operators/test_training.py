@@ -468,6 +468,7 @@ class TestCandidateTrainOperator:
                 "model_sha256",
                 "train_rows",
                 "fit_seconds",
+                "search",
             }
             assert result["candidate"] == name
             assert result["estimator"] == spec.candidate(name).estimator
@@ -475,6 +476,13 @@ class TestCandidateTrainOperator:
             assert result["model_sha256"] == sha256_of(root / result["model_key"])
             assert result["train_rows"] == features["train_rows"]
             assert picked(result["params"], spec.candidate(name).params) == spec.candidate(name).params
+            search = spec.candidate(name).search
+            if search is None:
+                assert result["search"] is None
+            else:  # the demo's logreg: C from its grid, by cross-validation on the train split
+                best = result["search"]["best_params"]
+                assert set(best) == set(search.space) and picked(result["params"], best) == best
+                assert result["search"]["cv"] == f"TimeSeriesSplit(n_splits={search.cv})"
             model = load_model(flights.store, result["model_key"], result["model_sha256"])
             assert list(model.named_steps) == ["features", "model"]
             proba = model.predict_proba(holdout)

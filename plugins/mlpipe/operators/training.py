@@ -232,6 +232,19 @@ class CandidateTrainOperator(PipelineOperator):
             trained.fit_seconds,
             trained.model_uri,
         )
+        if trained.search is not None:
+            search = trained.search
+            self.log.info(
+                "Search (%s, %s): best %s, cross-validated %s %.4f; %d settings, %d fits in %.1fs",
+                search["method"],
+                search["cv"],
+                search["best_params"],
+                search["metric"],
+                search["best_metric"],
+                search["settings_tried"],
+                search["n_fits"],
+                search["search_seconds"],
+            )
         return trained.as_dict()
 
 

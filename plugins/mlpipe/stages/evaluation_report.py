@@ -136,7 +136,7 @@ def render_evaluation_report(
     body = "".join(
         [
             _verdict_section(verdict),
-            _metrics_section(spec, verdict),
+            _metrics_section(spec, verdict, models),
             _slices_section(verdict.get("slices")),
             _importance_section(importance, spec.primary_metric),
             _holdout_section(spec, y_values),
@@ -451,7 +451,7 @@ def _number(value: Any) -> str:
     return fmt(float(value), ".4g")
 
 
-def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any]) -> str:
+def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any], models: dict[str, Any] | None = None) -> str:
     candidates: dict[str, dict[str, Any]] = verdict.get("candidates") or {}
     champion = verdict.get("champion_metrics")
     best = verdict.get("best_candidate")
@@ -470,7 +470,22 @@ def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any]) -> str:
             cells += f'<td class="num">{_value(champion.get(metric))}'
         primary = " (primary)" if metric == metrics[0] else ""
         rows.append(f"<tr><td>{e(metric)}{primary}<td>{arrow}{cells}</tr>")
+    searches = {name: getattr((models or {}).get(name), "mlpipe_search_", None) for name in candidates}
+    if any(searches.values()):
+        cells = "".join(f"<td>{_search_text(s)}" for s in searches.values()) + ("<td>" if champion else "")
+        rows.append(f"<tr><td>tuning (cross-validated on the train split)<td>{cells}</tr>")
     return f"<h2>Candidates and champion on this run's holdout</h2><table>{header}</tr>{''.join(rows)}</table>"
+
+
+def _search_text(search: dict[str, Any] | None) -> str:
+    """A candidate's search in one cell: the setting it chose, its cross-validated score, its cost."""
+    if not search:
+        return '<span class="muted">fixed params</span>'
+    best = ", ".join(f"{k}={_number(v)}" for k, v in search["best_params"].items())
+    return e(
+        f"{search['method']}: {best}; {search['metric']} {fmt(float(search['best_metric']), '.4f')} "
+        f"over {search['cv']} ({search['n_fits']} fits, {fmt(float(search['search_seconds']), '.1f')} s)"
+    )
 
 
 def _value(value: Any) -> str:
