@@ -299,13 +299,18 @@ def race_in_threads(url: str, pipeline: str, contenders: int, *, rollbacks: int 
             errors.append(exc)
             barrier.abort()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(contenders)]
+    run_threads(run, contenders)
+    assert errors == []
+    return results
+
+
+def run_threads(target: Any, count: int, timeout: float = 300) -> None:
+    """``target(i)`` for i in range(count), each in its own thread; returns when all have ended."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=300)
-    assert errors == []
-    return results
+        t.join(timeout=timeout)
 
 
 class TestConcurrency:
@@ -342,11 +347,7 @@ class TestConcurrency:
             finally:
                 r.dispose()
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(RACERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        run_threads(run, RACERS)
 
         assert sorted(outcomes) == ["ChampionChangedError"] * (RACERS - 1) + ["won"]
         assert row_counts(registry, pipeline) == (1, 1)

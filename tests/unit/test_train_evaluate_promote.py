@@ -431,6 +431,13 @@ class TestJudge:
             .best_candidate == "logreg"  # fmt: skip
 
 
+def tamper_champion(pipe: Pipe) -> None:
+    """Append a byte to the champion's artifact: its sha256 no longer matches the registry's."""
+    champion = pipe.registry.champion(pipe.name)
+    with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
+        fh.write(b"!")
+
+
 # -- evaluation against a champion -----------------------------------------------------------------
 
 
@@ -438,9 +445,7 @@ class TestEvaluate:
     def test_a_tampered_champion_is_unavailable(self, make_pipe) -> None:
         pipe = make_pipe()
         pipe.promote(pipe.run("manual__a"))
-        champion = pipe.registry.champion(pipe.name)
-        with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
-            fh.write(b"!")
+        tamper_champion(pipe)
 
         v = pipe.run("manual__b").verdict
 
@@ -523,9 +528,7 @@ class TestPromote:
     def test_forcing_past_a_champion_that_cannot_be_scored(self, make_pipe) -> None:
         pipe = make_pipe()
         pipe.promote(pipe.run("manual__a"))
-        champion = pipe.registry.champion(pipe.name)
-        with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
-            fh.write(b"!")
+        tamper_champion(pipe)
         run = pipe.run("manual__b")
         assert run.verdict.champion_status == "unavailable" and not run.verdict.blessed
 
