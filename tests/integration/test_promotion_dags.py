@@ -83,7 +83,7 @@ def answer(dag_id: str, option: str, reason: str, *, user: str = "bob", timeout:
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
     from airflow.triggers.base import TriggerEvent
-    from airflow.utils import timezone
+    from airflow.sdk import timezone
     from airflow.utils.session import create_session
 
     waiting = sa.text(
