@@ -82,8 +82,8 @@ def answer(dag_id: str, option: str, reason: str, *, user: str = "bob", timeout:
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
-    from airflow.triggers.base import TriggerEvent
     from airflow.sdk import timezone
+    from airflow.triggers.base import TriggerEvent
     from airflow.utils.session import create_session
 
     waiting = sa.text(
