@@ -19,7 +19,7 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe.operators.training import PipelineOperator, run_info
+from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors, run_info
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -218,7 +218,9 @@ class PromotionApproveOperator(ApprovalOperator):
         from mlpipe.spec import find_spec
         from mlpipe.stages.promote import approval_answer
 
-        force_reason = train_params(context.get("params"), find_spec(self.pipeline).spec).force_reason
+        with fail_fast_on_user_errors():
+            spec = find_spec(self.pipeline).spec
+        force_reason = train_params(context.get("params"), spec).force_reason
         if not self.verdict["blessed"] and force_reason is None:
             self.log.info("Nothing to approve: the verdict did not bless a model and the run does not force one")
             return approval_answer(None)
