@@ -119,6 +119,9 @@ def _triggers_md(spec: PipelineSpec) -> str:
         lines.append(
             f"`{name}_monitor`: cron `{spec.monitor.schedule or 'none'}`; a drifted window emits `{name}.drift` once"
         )
+    lines.append(
+        f"`{name}_rollback`: by hand only (Params `version`, `reason`); like a promotion, emits `{name}.champion`"
+    )
     if spec.score:
         events = f"`{name}.champion` (a promotion or rollback)" + (f" or `{name}.new_data`" if spec.watch else "")
         cron = f"cron `{spec.score.schedule}` (UTC), or " if spec.score.schedule else ""
