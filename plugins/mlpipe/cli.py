@@ -105,6 +105,49 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_rollback(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlpipe.operators.promotion import champion_event_extra
+
+    actor = args.actor or f"{getpass.getuser()} (cli)"
+    event = _registry().rollback(args.pipeline, args.version, reason=args.reason, actor=actor)
+    print(
+        f"{args.pipeline}: champion v{event.previous_version} -> v{event.version} "
+        f"(rollback, champion log #{event.seq}, by {event.actor}: {event.reason})"
+    )
+    print(_emit_champion_event(args.pipeline, champion_event_extra(event)))
+    return 0
+
+
+def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
+    """Record the pipeline's champion asset event in the Airflow metadata DB (as the REST API would)."""
+    from mlpipe.dag_factory import champion_asset
+
+    asset = champion_asset(pipeline)
+    try:
+        from airflow.assets.manager import asset_manager
+        from airflow.models.asset import AssetModel
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            model = session.scalar(select(AssetModel).where(AssetModel.name == asset.name, AssetModel.uri == asset.uri))
+            if model is None:
+                return (
+                    f"champion asset event NOT emitted: Airflow knows no asset {asset.name!r} (the DAGs were never "
+                    f"parsed); the registry is rolled back: trigger {pipeline}_score by hand to score with it"
+                )
+            event = asset_manager.register_asset_change(asset=model, extra=extra, source_is_api=True, session=session)
+    except Exception as exc:  # any failure to reach Airflow's database: the rollback itself stands
+        return (
+            f"champion asset event NOT emitted: Airflow's metadata database is not reachable "
+            f"({type(exc).__name__}: {exc}); the registry is rolled back: trigger {pipeline}_score by hand, "
+            f"or POST the event to /api/v2/assets/events"
+        )
+    return f"emitted asset event {asset.name} (id {event.id}): DAGs scheduled on it ({pipeline}_score) are queued"
+
+
 def cmd_registry_upgrade(args: argparse.Namespace) -> int:
     from mlpipe import migrations
     from mlpipe.operators.resources import database_url
@@ -250,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_registry_history)
+
+    p = reg.add_parser(
+        "rollback",
+        help="make an earlier version champion again: appends to the champion log, emits the champion asset event",
+    )
+    p.add_argument("pipeline")
+    p.add_argument("version", type=int, help="the registered version to go back to")
+    p.add_argument("--reason", required=True, help="why (kept in the champion log)")
+    p.add_argument("--actor", help="who asks (default: your login name, '(cli)')")
+    p.set_defaults(func=cmd_registry_rollback)
 
     p = reg.add_parser("upgrade", help="migrate the registry database to the newest schema (safe to repeat)")
     p.add_argument("--revision", default="head", help="an Alembic revision of mlpipe.migrations (default: head)")

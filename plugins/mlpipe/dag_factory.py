@@ -20,6 +20,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlpipe.errors import SpecError
 from mlpipe.operators.links import base_path
 from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
+from mlpipe.operators.promotion import (
+    ChampionRollbackOperator,
+    PromotionApproveOperator,
+    RunParamsCheckOperator,
+    rollback_param_specs,
+    train_param_specs,
+)
 from mlpipe.operators.score import BatchScoreOperator
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
@@ -112,6 +119,9 @@ def _triggers_md(spec: PipelineSpec) -> str:
         lines.append(
             f"`{name}_monitor`: cron `{spec.monitor.schedule or 'none'}`; a drifted window emits `{name}.drift` once"
         )
+    lines.append(
+        f"`{name}_rollback`: by hand only (Params `version`, `reason`); like a promotion, emits `{name}.champion`"
+    )
     if spec.score:
         events = f"`{name}.champion` (a promotion or rollback)" + (f" or `{name}.new_data`" if spec.watch else "")
         cron = f"cron `{spec.score.schedule}` (UTC), or " if spec.score.schedule else ""
@@ -154,8 +164,12 @@ def manual_run_doc(dag: DAG) -> str:
         "#### Run it by hand",
         "Press **Trigger** (▶) on this DAG's page. "
         + (
-            "The form shows the parameters below, each with what it does; leave them at their defaults for "
-            "an ordinary run. Runs started by the schedule or an asset event use the defaults."
+            (
+                "The form shows the parameters below, each with what it does; fill in the required ones."
+                if any(not dag.params.get_param(k).has_value for k in dag.params)
+                else "The form shows the parameters below, each with what it does; leave them at their defaults "
+                "for an ordinary run. Runs started by the schedule or an asset event use the defaults."
+            )
             if dag.params
             else "This DAG has no parameters: the form only asks for the logical date (the run's as-of time)."
         ),
@@ -165,7 +179,8 @@ def manual_run_doc(dag: DAG) -> str:
         for key in dag.params:
             param = dag.params.get_param(key)
             text = (param.description or "**undocumented**").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{key}` | `{param.value!r}` | {text} |")
+            default = f"`{param.value!r}`" if param.has_value else "**required**"
+            lines.append(f"| `{key}` | {default} | {text} |")
     lines += [
         "",
         f"From a terminal: `airflow dags trigger {dag.dag_id}`, or run it in one process with "
@@ -178,10 +193,13 @@ def _cron(expression: str | None) -> CronTriggerTimetable | None:
     return CronTriggerTimetable(expression, timezone="UTC") if expression else None
 
 
-def _pipeline_dag(spec: PipelineSpec, role: str, *, description: str, doc_md: str, schedule: object) -> DAG:
+def _pipeline_dag(
+    spec: PipelineSpec, role: str, *, description: str, doc_md: str, schedule: object, params: dict | None = None
+) -> DAG:
     """``<name>_<role>`` with what every pipeline DAG shares: owner, retries, tags, no catch-up, one run at a
     time, and docs built from the spec around ``doc_md`` (the role's own part; see :func:`_dag_doc`)."""
     return DAG(
+        params=params,
         dag_id=f"{spec.name}_{role}",
         description=description[:300],
         doc_md=_dag_doc(spec, role, doc_md),
@@ -242,11 +260,20 @@ def _train_doc(spec: PipelineSpec) -> str:
         else f"a random {split.holdout_fraction:.0%} (seed {split.seed})"
     )
     metrics = ", ".join(f"`{m}`" for m in [spec.primary_metric, *spec.secondary_metrics])
-    return f"""`extract_snapshot` → `validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`)
+    approve = (
+        "`approve_promotion` (**approval required**: a person approves or rejects the blessed or forced model "
+        "under *Required actions* in the Airflow UI; a rejection promotes nothing) → "
+        if spec.approval == "required"
+        else ""
+    )
+    return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
+`validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`)
 → `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
 `evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
-`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
-compare-and-swap; nothing when the gate says no).
+{approve}`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
+compare-and-swap; nothing when the gate says no, unless the run forces it with a reason). A champion
+change emits `{spec.name}.champion`, which starts `{spec.name}_score`; `{spec.name}_rollback` goes back
+to an earlier version.
 
 **Candidates**
 {cands}
@@ -257,28 +284,60 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
     """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
     spec = loaded.spec
     with _pipeline_dag(
-        spec, "train", description=spec.description, doc_md=_train_doc(spec), schedule=_train_schedule(loaded)
+        spec,
+        "train",
+        description=spec.description,
+        doc_md=_train_doc(spec),
+        schedule=_train_schedule(loaded),
+        params=train_param_specs(spec),
     ) as dag:
         common = {"pipeline": spec.name}
+        check = RunParamsCheckOperator(task_id="check_params", **common)
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
+        check >> extract
         validate = SnapshotValidateOperator(task_id="validate_snapshot", snapshot=extract.output, **common)
         features = FeaturesBuildOperator(
             task_id="build_features", snapshot=extract.output, validation=validate.output, **common
         )
         train = CandidateTrainOperator.partial(
             task_id="train_candidates", features=features.output, map_index_template="{{ task.candidate }}", **common
-        ).expand(candidate=[c.name for c in spec.candidates])
+        ).expand(candidate=check.output)  # the run's Param candidates (default: all)
         evaluate = CandidatesEvaluateOperator(
             task_id="evaluate_candidates", features=features.output, trained=train.output, **common
         )
+        approval = None
+        if spec.approval == "required":
+            approval = PromotionApproveOperator(task_id="approve_promotion", verdict=evaluate.output, **common).output
         ModelPromoteOperator(
             task_id="promote_model",
             verdict=evaluate.output,
             trained=train.output,
             snapshot=extract.output,
             features=features.output,
+            approval=approval,
+            outlets=[champion_asset(spec.name)],
             **common,
         )
+    return dag
+
+
+def build_rollback_dag(loaded: LoadedSpec) -> DAG:
+    """``<name>_rollback``: make an earlier model version champion again, with a reason."""
+    spec = loaded.spec
+    with _pipeline_dag(
+        spec,
+        "rollback",
+        description=f"Make an earlier {spec.name} model version champion again",
+        doc_md=f"""Trigger it with the **version** to go back to and the **reason**: `roll_back_champion`
+appends a `rollback` event to the champion log (who triggered the run, when, why, and from which
+version; the log is never edited) and emits `{spec.name}.champion`, which starts
+`{spec.name}_score` with that version. The same from a terminal, without Airflow running:
+`python -m mlpipe registry rollback {spec.name} VERSION --reason "..."`.
+""",
+        schedule=None,
+        params=rollback_param_specs(),
+    ) as dag:
+        ChampionRollbackOperator(task_id="roll_back_champion", pipeline=spec.name, outlets=[champion_asset(spec.name)])
     return dag
 
 
@@ -441,6 +500,8 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
             dag = build_error_dag(path, exc)
         else:
             dag = build_train_dag(loaded)
+            rollback = build_rollback_dag(loaded)
+            dags[rollback.dag_id] = rollback
             if loaded.spec.watch is not None:
                 watch = build_watch_dag(loaded)
                 dags[watch.dag_id] = watch

@@ -447,6 +447,76 @@ class Registry:
             ) from None
         return event
 
+    def rollback(
+        self,
+        pipeline: str,
+        version: int,
+        *,
+        reason: str,
+        actor: str,
+        expected_seq: int | None = None,
+        run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> ChampionEvent:
+        """Make the registered ``version`` champion again by appending a "rollback" event.
+
+        Nothing is edited: the log gains one row saying who, when, why and from which version. A
+        compare-and-swap like promotion: with ``expected_seq`` the log must still be at it, and two
+        concurrent changes cannot both take the next seq (:class:`ChampionChangedError`, nothing
+        written). :class:`RegistryError` for an empty reason, an unknown version, no champion yet, or
+        a version that already is the champion.
+        """
+        if not reason or not reason.strip():
+            raise RegistryError(f"a rollback of {pipeline!r} needs a reason (who asked, and why)")
+        at = at or datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                seq = self._seq(conn, pipeline)
+                if expected_seq is not None and seq != expected_seq:
+                    raise ChampionChangedError(
+                        f"champion of {pipeline!r} changed meanwhile (log seq {seq}, expected {expected_seq}); "
+                        "nothing was written: look at the champion log and roll back again if still needed"
+                    )
+                known = conn.execute(
+                    sa.select(model_versions.c.version).where(
+                        model_versions.c.pipeline == pipeline, model_versions.c.version == version
+                    )
+                ).scalar()
+                if known is None:
+                    versions = conn.execute(
+                        sa.select(model_versions.c.version)
+                        .where(model_versions.c.pipeline == pipeline)
+                        .order_by(model_versions.c.version)
+                    ).scalars()
+                    raise RegistryError(
+                        f"pipeline {pipeline!r} has no model version {version} to roll back to; "
+                        f"registered: {list(versions) or 'none'}"
+                    )
+                current = conn.execute(
+                    sa.select(champion_log.c.version).where(
+                        champion_log.c.pipeline == pipeline, champion_log.c.seq == seq
+                    )
+                ).scalar()
+                if current == version:
+                    raise RegistryError(f"{pipeline!r} v{version} already is the champion; nothing to roll back")
+                event = ChampionEvent(
+                    pipeline=pipeline,
+                    seq=seq + 1,
+                    version=version,
+                    previous_version=current,
+                    action="rollback",
+                    reason=reason.strip(),
+                    actor=actor,
+                    run_id=run_id,
+                    created_at=at,
+                )
+                conn.execute(champion_log.insert().values(**{**event.as_dict(), "created_at": at}))
+        except IntegrityError as exc:
+            raise ChampionChangedError(
+                f"another change of {pipeline!r}'s champion took seq {seq + 1} first; nothing was written: {exc.orig}"
+            ) from None
+        return event
+
 
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)

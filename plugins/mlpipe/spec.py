@@ -766,6 +766,9 @@ class PipelineSpec(_Model):
     watch: WatchSpec | None = None
     monitor: MonitorSpec | None = None
     score: ScoreSpec | None = None
+    approval: Literal["required", "none"] = Field(
+        default="none", description="required: a person approves each promotion in the Airflow UI"
+    )
 
     @field_validator("schedule")
     @classmethod

@@ -75,6 +75,7 @@ def test_every_dag_has_owner_tags_retries_and_no_catchup(dagbag) -> None:
 def test_training_dag_shape(dagbag) -> None:
     dag = dagbag.dags["flights_delay_train"]
     order = [
+        "check_params",
         "extract_snapshot",
         "validate_snapshot",
         "build_features",
@@ -88,6 +89,40 @@ def test_training_dag_shape(dagbag) -> None:
     assert isinstance(dag.get_task("train_candidates"), MappedOperator), "one mapped task per candidate"
     assert {"flights_delay", "train"} <= set(dag.tags)
     assert "roc_auc" in dag.doc_md and "flights_delay.sql" in dag.doc_md
+    # The mapping follows the run's Param candidates, checked by check_params before anything runs.
+    assert "check_params" in dag.get_task("train_candidates").upstream_task_ids
+    assert set(dag.params) == {"force_promotion", "force_reason", "candidates"}
+    assert dag.params["force_promotion"] is False and dag.params["candidates"] == ["logreg", "hgb"]
+    assert [a.name for a in dag.get_task("promote_model").outlets] == ["flights_delay.champion"]
+    assert "approve_promotion" not in dag.task_ids, "approval: none (the default) asks nobody"
+
+
+def test_approval_required_puts_an_approval_task_before_promotion(tmp_path: Path) -> None:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from mlpipe.dag_factory import build_dags
+
+    include = tmp_path / "include"
+    shutil.copytree(REPO / "include", include)
+    spec = include / "pipelines" / "wine.yaml"
+    spec.write_text(spec.read_text() + "\napproval: required\n")
+    dag = build_dags(include / "pipelines")["wine_train"]
+    approve = dag.get_task("approve_promotion")
+    assert isinstance(approve, ApprovalOperator)
+    assert approve.upstream_task_ids == {"evaluate_candidates"}
+    assert "approve_promotion" in dag.get_task("promote_model").upstream_task_ids
+    assert list(approve.params) == ["reason"], "the form asks for a reason, not the run's Params"
+    assert "**approval required**" in dag.doc_md
+
+
+def test_rollback_dag_takes_a_version_and_a_reason(dagbag) -> None:
+    dag = dagbag.dags["wine_rollback"]
+    assert dag.task_ids == ["roll_back_champion"] and type(dag.timetable).__name__ == "NullTimetable"
+    assert {"wine", "rollback", "mlpipe"} <= set(dag.tags)
+    assert {k: dag.params.get_param(k).has_value for k in dag.params} == {"version": False, "reason": False}
+    assert [a.name for a in dag.get_task("roll_back_champion").outlets] == ["wine.champion"]
+    assert "| `version` | **required** |" in dag.doc_md
+    assert "python -m mlpipe registry rollback wine VERSION" in dag.doc_md
 
 
 def test_parse_is_cheap_and_needs_no_db_connections_or_heavy_imports(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
 from mlpipe.demo import write_flights_sqlite
@@ -559,7 +559,14 @@ class TestCandidatesEvaluateOperator:
 
 class TestModelPromoteOperator:
     def test_template_fields(self) -> None:
-        assert ModelPromoteOperator.template_fields == ("pipeline", "verdict", "trained", "snapshot", "features")
+        assert ModelPromoteOperator.template_fields == (
+            "pipeline",
+            "verdict",
+            "trained",
+            "snapshot",
+            "features",
+            "approval",
+        )
 
     def test_init_does_no_io_and_spec_loads_in_execute(self, mlpipe_home: Path) -> None:
         verdict = {"pipeline": MISSING, "blessed": False, "reasons": ["none"], "champion_version": None}
@@ -636,14 +643,191 @@ class TestModelPromoteOperator:
             run_id="manual__rejected", blessed=False, decision="reject", reasons=["hgb roc_auc misses the floor"]
         )
         context = make_context(run_id="manual__rejected", run_type=DagRunType.MANUAL)
-        result = execute(promote_operator(rejected, trained, snapshot, features), context)
-        expected = {"promoted": False, "version": None, "action": "skipped"}
-        assert picked(result, expected) == expected
-        assert "misses the floor" in result["message"]
+        # No champion change, so the task skips: no champion asset event starts scoring.
+        with pytest.raises(AirflowSkipException, match=r"champion unchanged.*misses the floor"):
+            execute(promote_operator(rejected, trained, snapshot, features), context)
         assert [v.version for v in registry.list_versions(PIPELINE)] == [1]
         assert registry.champion(PIPELINE).run_id == RUN_ID
         kept = flights.home / "artifacts" / PIPELINE / "runs" / "manual__rejected" / "promote" / "result.json"
-        assert json.loads(kept.read_text())["action"] == "skipped"
+        result = json.loads(kept.read_text())
+        expected = {"promoted": False, "version": None, "action": "skipped"}
+        assert picked(result, expected) == expected
+        assert "misses the floor" in result["message"]
+
+
+class TestPromotionByHand:
+    """Forced promotion, approval answers and a subset of candidates, on the module's trained models."""
+
+    def run(
+        self,
+        verdict: dict[str, Any],
+        trained: list[dict[str, Any]],
+        snapshot: dict[str, Any],
+        features: dict[str, Any],
+        registry: Registry,
+        run_id: str,
+        *,
+        blessed: bool,
+        params: dict[str, Any] | None = None,
+        approval: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Promote a copy of the module's verdict (blessed or not) as run ``run_id``; (result, event extra)."""
+        from mlpipe.dag_factory import champion_asset
+
+        changed = copy.deepcopy(verdict)
+        changed.update(
+            run_id=run_id,
+            blessed=blessed,
+            decision="promote" if blessed else "reject",
+            reasons=["gate passed"] if blessed else ["hgb roc_auc=0.7 vs champion v1 0.7: gain +0.0000"],
+            champion_seq=registry.champion_seq(PIPELINE),
+            champion_version=registry.champion(PIPELINE).version,
+        )
+        context = make_context(run_id=run_id, run_type=DagRunType.MANUAL)
+        context["dag_run"].triggering_user_name = "alice"
+        context["params"] = params or {}
+        asset = champion_asset(PIPELINE)
+        events = {asset: SimpleNamespace(extra=None)}
+        context["outlet_events"] = events
+        op = ModelPromoteOperator(
+            task_id="promote_model",
+            pipeline=PIPELINE,
+            verdict=changed,
+            trained=trained,
+            snapshot=snapshot,
+            features=features,
+            approval=approval,
+            outlets=[asset],
+        )
+        try:
+            result = execute(op, context)
+        except AirflowSkipException:
+            kept = flights_result(run_id)
+            return kept, events[asset].extra
+        return result, events[asset].extra
+
+    def test_forced_promotion_is_recorded_with_its_reason_and_who(
+        self, promotion, verdict, trained, snapshot, features, registry
+    ) -> None:
+        before = registry.champion_history(PIPELINE)
+        params = {"force_promotion": True, "force_reason": "  the old model mislabels JFK  "}
+
+        result, extra = self.run(
+            verdict, trained, snapshot, features, registry, "manual__forced", blessed=False, params=params
+        )
+
+        assert (result["promoted"], result["action"]) == (True, "force")
+        assert "forced by alice although not blessed" in result["message"]
+        history = registry.champion_history(PIPELINE)
+        assert history[:-1] == before, "the log only grew"
+        event = history[-1]
+        assert (event.action, event.actor, event.version) == ("force", "alice", result["version"])
+        assert event.previous_version == before[-1].version
+        assert event.reason.startswith("the old model mislabels JFK (forced; the gate said: hgb roc_auc")
+        assert extra == {
+            "pipeline": PIPELINE,
+            "version": event.version,
+            "previous_version": event.previous_version,
+            "action": "force",
+            "reason": event.reason,
+            "actor": "alice",
+            "seq": event.seq,
+            "run_id": "manual__forced",
+        }
+
+    def test_forcing_without_a_reason_is_refused(
+        self, promotion, verdict, trained, snapshot, features, registry
+    ) -> None:
+        before = registry.champion_history(PIPELINE)
+        with pytest.raises(AirflowFailException, match=r"param force_reason: forcing the promotion .* needs a reason"):
+            self.run(
+                verdict,
+                trained,
+                snapshot,
+                features,
+                registry,
+                "manual__no_reason",
+                blessed=False,
+                params={"force_promotion": True, "force_reason": "   "},
+            )
+        assert registry.champion_history(PIPELINE) == before
+        assert registry.version_for_run(PIPELINE, "manual__no_reason") is None
+
+    def test_a_rejected_approval_writes_nothing(
+        self, promotion, verdict, trained, snapshot, features, registry
+    ) -> None:
+        before = registry.champion_history(PIPELINE)
+        approval = {"asked": True, "approved": False, "by": "bob", "reason": "wait for the audit"}
+
+        result, extra = self.run(
+            verdict, trained, snapshot, features, registry, "manual__rejected_by_bob", blessed=True, approval=approval
+        )
+
+        assert (result["promoted"], result["action"]) == (False, "rejected")
+        assert result["message"] == "rejected by bob: wait for the audit"
+        assert extra is None, "no champion event"
+        assert registry.champion_history(PIPELINE) == before
+        assert registry.version_for_run(PIPELINE, "manual__rejected_by_bob") is None
+
+    def test_an_approved_blessed_model_is_promoted(
+        self, promotion, verdict, trained, snapshot, features, registry
+    ) -> None:
+        approval = {"asked": True, "approved": True, "by": "bob", "reason": ""}
+        result, extra = self.run(
+            verdict, trained, snapshot, features, registry, "manual__approved", blessed=True, approval=approval
+        )
+        assert (result["promoted"], result["action"]) == (True, "promote")
+        assert registry.champion(PIPELINE).run_id == "manual__approved"
+        assert extra["action"] == "promote" and extra["version"] == result["version"]
+
+    def test_evaluation_judges_only_the_candidates_trained(
+        self, features: dict[str, Any], trained: list[dict[str, Any]]
+    ) -> None:
+        only = [t for t in trained if t["candidate"] == "logreg"]
+        op = CandidatesEvaluateOperator(
+            task_id="evaluate_candidates", pipeline=PIPELINE, features=features, trained=tuple(only)
+        )
+        verdict = execute(op, make_context(run_id="manual__logreg_only", run_type=DagRunType.MANUAL))
+        assert set(verdict["candidates"]) == {"logreg"} and verdict["best_candidate"] == "logreg"
+
+
+def flights_result(run_id: str) -> dict[str, Any]:
+    from mlpipe import config
+
+    return json.loads(
+        (config.mlpipe_home() / "artifacts" / PIPELINE / "runs" / run_id / "promote/result.json").read_text()
+    )
+
+
+class TestRunParams:
+    """``check_params``: the training run's Params against the spec, before anything runs."""
+
+    def check(self, params: dict[str, Any]) -> list[str]:
+        from mlpipe.operators.promotion import RunParamsCheckOperator
+
+        op = RunParamsCheckOperator(task_id="check_params", pipeline=PIPELINE)
+        context = make_context(run_id="manual__params", run_type=DagRunType.MANUAL)
+        context["params"] = params
+        return execute(op, context)
+
+    def test_defaults_train_every_candidate(self, flights: SimpleNamespace) -> None:
+        assert self.check({}) == ["logreg", "hgb"]
+        assert self.check({"candidates": ["hgb", "logreg"], "force_promotion": False}) == ["logreg", "hgb"]
+
+    def test_a_subset_in_spec_order(self, flights: SimpleNamespace) -> None:
+        assert self.check({"candidates": ["hgb"]}) == ["hgb"]
+
+    @pytest.mark.parametrize(
+        "params, match",
+        [
+            ({"candidates": ["hgb", "xgboost"]}, r"param candidates: \['xgboost'\] not in the spec of flights_delay"),
+            ({"force_promotion": True}, "param force_reason: forcing the promotion of flights_delay"),
+            ({"force_promotion": "yes", "force_reason": "x"}, "param force_promotion: must be true or false"),
+        ],
+    )
+    def test_bad_params_fail_at_once(self, flights: SimpleNamespace, params: dict[str, Any], match: str) -> None:
+        with pytest.raises(AirflowFailException, match=match):
+            self.check(params)
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -80,3 +80,53 @@ def test_unknown_version_exits_1(home: Path, capsys: pytest.CaptureFixture[str])
     _register(home, 1, 0)
     assert main(["registry", "show", "flights_delay", "9"]) == 1
     assert "no model version 9" in capsys.readouterr().err
+
+
+def test_rollback_appends_and_says_when_the_event_was_not_emitted(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow.utils.session
+
+    def unreachable() -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(airflow.utils.session, "create_session", unreachable)
+    _register(home, 1, 0)
+    _register(home, 2, 1)
+    capsys.readouterr()
+
+    assert main(["registry", "rollback", "flights_delay", "1", "--reason", "v2 drops late flights"]) == 0
+
+    out = capsys.readouterr().out
+    assert "flights_delay: champion v2 -> v1 (rollback, champion log #3, by " in out
+    assert "(cli): v2 drops late flights)" in out
+    assert "champion asset event NOT emitted: Airflow's metadata database is not reachable (OSError" in out
+    assert "trigger flights_delay_score by hand" in out
+    assert main(["registry", "history", "flights_delay", "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert [(e["seq"], e["version"], e["previous_version"], e["action"]) for e in events] == [
+        (1, 1, None, "first"),
+        (2, 2, 1, "promote"),
+        (3, 1, 2, "rollback"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["1", "--reason", " "], "needs a reason"),
+        (["2", "--reason", "why"], "v2 already is the champion"),
+        (["9", "--reason", "why"], "has no model version 9"),
+    ],
+)
+def test_bad_rollback_writes_nothing(home: Path, capsys: pytest.CaptureFixture[str], args: list, message: str) -> None:
+    _register(home, 1, 0)
+    _register(home, 2, 1)
+    capsys.readouterr()
+
+    assert main(["registry", "rollback", "flights_delay", *args]) == 1
+
+    assert message in capsys.readouterr().err
+    registry = Registry.from_url(f"sqlite:///{home / 'registry.db'}")
+    assert len(registry.champion_history("flights_delay")) == 2
+    registry.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import threading
 import uuid
@@ -192,62 +193,143 @@ class TestPromotion:
         assert row_counts(registry, pipeline) == (0, 0)
 
 
+class TestRollback:
+    def _three(self, registry: Registry, pipeline: str) -> None:
+        for n in (1, 2, 3):
+            promote(registry, version(pipeline, n), seq=n - 1, action="first" if n == 1 else "promote")
+
+    def test_rollback_appends_and_never_rewrites(self, registry: Registry, pipeline: str) -> None:
+        self._three(registry, pipeline)
+        before = registry.champion_history(pipeline)
+        at = datetime(2026, 4, 1, tzinfo=UTC)
+
+        event = registry.rollback(pipeline, 1, reason="  v3 drops late flights  ", actor="alice", at=at, run_id="r")
+
+        assert event == ChampionEvent(
+            pipeline=pipeline,
+            seq=4,
+            version=1,
+            previous_version=3,
+            action="rollback",
+            reason="v3 drops late flights",
+            actor="alice",
+            run_id="r",
+            created_at=at,
+        )
+        assert registry.champion_history(pipeline) == [*before, event]
+        assert registry.champion(pipeline).version == 1
+        assert row_counts(registry, pipeline) == (3, 4), "no version row added or removed"
+        # Forward again to v3 is a rollback too, from v1.
+        again = registry.rollback(pipeline, 3, reason="fixed upstream", actor="bob", expected_seq=4)
+        assert (again.seq, again.version, again.previous_version) == (5, 3, 1)
+
+    @pytest.mark.parametrize(
+        "target, reason, match",
+        [
+            (9, "why", r"has no model version 9 to roll back to; registered: \[1, 2, 3\]"),
+            (3, "why", "v3 already is the champion"),
+            (1, "  ", "needs a reason"),
+        ],
+    )
+    def test_bad_rollback_writes_nothing(
+        self, registry: Registry, pipeline: str, target: int, reason: str, match: str
+    ) -> None:
+        self._three(registry, pipeline)
+        with pytest.raises(RegistryError, match=match) as info:
+            registry.rollback(pipeline, target, reason=reason, actor="alice")
+        assert not isinstance(info.value, ChampionChangedError)
+        assert row_counts(registry, pipeline) == (3, 3)
+
+    def test_rollback_without_versions(self, registry: Registry, pipeline: str) -> None:
+        with pytest.raises(RegistryError, match="registered: none"):
+            registry.rollback(pipeline, 1, reason="why", actor="alice")
+
+    def test_stale_expected_seq_writes_nothing(self, registry: Registry, pipeline: str) -> None:
+        self._three(registry, pipeline)
+        with pytest.raises(ChampionChangedError, match="changed meanwhile"):
+            registry.rollback(pipeline, 1, reason="why", actor="alice", expected_seq=2)
+        assert row_counts(registry, pipeline) == (3, 3)
+
+
 # -- races -----------------------------------------------------------------------------------------
 
-
-def race_once(url: str, pipeline: str, number: int, expected_seq: int) -> str:
-    """One contender: register version ``number`` expecting ``expected_seq``; 'won' or the error's name."""
-    registry = Registry.from_url(url, create=False)
-    try:
-        promote(registry, version(pipeline, number, run_id=f"manual__racer_{number}"), seq=expected_seq)
-        return "won"
-    except ChampionChangedError:
-        return "ChampionChangedError"
-    finally:
-        registry.dispose()
+ROUNDS = 5
 
 
-def assert_one_winner(registry: Registry, pipeline: str, outcomes: list[str], seq_before: int) -> None:
-    assert len(outcomes) > 1
-    assert sorted(outcomes) == ["ChampionChangedError"] * (len(outcomes) - 1) + ["won"], outcomes
+def assert_rounds(registry: Registry, pipeline: str, per_contender: list[list[tuple[int, int, str, str]]]) -> None:
+    """Every round: all contenders saw one seq, exactly one won, and the log gained exactly its event."""
+    assert len(per_contender) > 1
+    by_round: dict[int, list[tuple[int, str, str]]] = {}
+    for outcomes in per_contender:
+        assert [r for r, *_ in outcomes] == list(range(ROUNDS)), outcomes
+        for round_, seq, tried, outcome in outcomes:
+            by_round.setdefault(round_, []).append((seq, tried, outcome))
     history = registry.champion_history(pipeline)
-    assert len(history) == seq_before + 1
-    winner = history[-1]
-    assert winner.seq == seq_before + 1
-    assert winner.run_id is not None and winner.run_id.startswith("manual__")
-    assert registry.champion(pipeline).version == winner.version
-    assert registry.version_for_run(pipeline, winner.run_id).version == winner.version
-    # No loser left a version row behind: one row per champion change.
-    assert row_counts(registry, pipeline) == (seq_before + 1, seq_before + 1)
+    seq0 = min(seq for seq, _, _ in by_round[0])
+    winners = []
+    for round_, results in sorted(by_round.items()):
+        assert {seq for seq, _, _ in results} == {seq0 + round_}, (round_, results)
+        outcomes = sorted(o for _, _, o in results)
+        assert outcomes == ["ChampionChangedError"] * (len(results) - 1) + ["won"], (round_, results)
+        winners.append(next(tried for _, tried, o in results if o == "won"))
+    # The log is contiguous and chained: each event starts from the version the one before made champion.
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    assert len(history) == seq0 + ROUNDS
+    for before, after in itertools.pairwise(history):
+        assert after.previous_version == before.version, (before, after)
+    assert [f"{e.action if e.action == 'rollback' else 'promote'} v{e.version}" for e in history[seq0:]] == winners
+    assert registry.champion(pipeline).version == history[-1].version
+    # No loser left a row behind: one version row per promotion, none per rollback.
+    promotions = sum(e.action != "rollback" for e in history)
+    assert row_counts(registry, pipeline) == (promotions, len(history))
+
+
+def race_in_threads(url: str, pipeline: str, contenders: int, *, rollbacks: int = 0) -> list[Any]:
+    """``contenders`` threads race ROUNDS rounds; the first ``rollbacks`` of them roll back."""
+    from unit.racer import contend
+
+    barrier = threading.Barrier(contenders)
+    results: list[Any] = [None] * contenders
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = contend(url, version(pipeline, 0), i, ROUNDS, barrier, rollback=i < rollbacks)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    run_threads(run, contenders)
+    assert errors == []
+    return results
+
+
+def run_threads(target: Any, count: int, timeout: float = 300) -> None:
+    """``target(i)`` for i in range(count), each in its own thread; returns when all have ended."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
 
 
 class TestConcurrency:
     @pytest.mark.parametrize("with_champion", [False, True], ids=["first", "replace"])
-    def test_threads_one_winner(
+    def test_threads_one_winner_per_round(
         self, registry: Registry, registry_url: str, pipeline: str, with_champion: bool
     ) -> None:
         if with_champion:
             promote(registry, version(pipeline, 100), seq=0, action="first")
-        seq = registry.champion_seq(pipeline)
-        barrier = threading.Barrier(RACERS)
-        outcomes: list[str] = []
-        errors: list[BaseException] = []
+        results = race_in_threads(registry_url, pipeline, RACERS)
+        assert_rounds(registry, pipeline, results)
 
-        def run(number: int) -> None:
-            try:
-                barrier.wait(timeout=30)
-                outcomes.append(race_once(registry_url, pipeline, number, seq))
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(1, RACERS + 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-
-        assert errors == []
-        assert_one_winner(registry, pipeline, outcomes, seq)
+    def test_threads_rollbacks_race_promotions(self, registry: Registry, registry_url: str, pipeline: str) -> None:
+        promote(registry, version(pipeline, 100), seq=0, action="first")
+        promote(registry, version(pipeline, 101), seq=1)
+        results = race_in_threads(registry_url, pipeline, RACERS, rollbacks=RACERS // 2)
+        assert_rounds(registry, pipeline, results)
+        tried = {t.split()[0] for outcomes in results for _, _, t, _ in outcomes}
+        assert tried == {"rollback", "promote"}
 
     def test_threads_same_version_number(self, registry: Registry, registry_url: str, pipeline: str) -> None:
         # What promote_model does: every racer asked next_version() first, so all want version 1.
@@ -265,42 +347,38 @@ class TestConcurrency:
             finally:
                 r.dispose()
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(RACERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        run_threads(run, RACERS)
 
-        assert_one_winner(registry, pipeline, outcomes, 0)
+        assert sorted(outcomes) == ["ChampionChangedError"] * (RACERS - 1) + ["won"]
+        assert row_counts(registry, pipeline) == (1, 1)
 
 
-def test_processes_one_winner_postgresql(pg_url: str) -> None:
+def test_processes_one_winner_per_round_postgresql(pg_url: str) -> None:
     from unit.racer import contender
 
     registry = Registry.from_url(pg_url)
     pipeline = f"p_{uuid.uuid4().hex[:12]}"
     promote(registry, version(pipeline, 100), seq=0, action="first")
+    promote(registry, version(pipeline, 101), seq=1)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESS_RACERS)
     results = ctx.Queue()
     procs = [
-        ctx.Process(
-            target=contender,
-            args=(pg_url, version(pipeline, n, run_id=f"manual__process_{n}"), 1, barrier, results),
-        )
-        for n in range(1, PROCESS_RACERS + 1)
+        # One of them rolls back while the others promote.
+        ctx.Process(target=contender, args=(pg_url, version(pipeline, 0), n, ROUNDS, barrier, results, n == 0))
+        for n in range(PROCESS_RACERS)
     ]
     try:
         for p in procs:
             p.start()
-        outcomes = [results.get(timeout=120)[1] for _ in procs]
+        outcomes = dict(results.get(timeout=180) for _ in procs)
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
     assert [p.exitcode for p in procs] == [0] * PROCESS_RACERS
-    assert_one_winner(registry, pipeline, outcomes, 1)
+    assert_rounds(registry, pipeline, [outcomes[n] for n in range(PROCESS_RACERS)])
     registry.dispose()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec
 from mlpipe.stages.evaluate import Verdict, evaluate_candidates, judge, load_verdict
 from mlpipe.stages.features import FeatureSet, build_features, read_split
-from mlpipe.stages.promote import PromotionResult, lineage_of, promote_model, result_key
+from mlpipe.stages.promote import (
+    PromotionError,
+    PromotionResult,
+    approval_answer,
+    lineage_of,
+    promote_model,
+    result_key,
+)
 from mlpipe.stages.train import TrainedCandidate, load_model, train_candidate
 from mlpipe.storage import LocalStore, run_key
 
@@ -99,7 +107,7 @@ class Pipe:
         )
         return Run(run_id, key, snapshot, features, trained, verdict)
 
-    def promote(self, run: Run, verdict: dict[str, Any] | None = None) -> PromotionResult:
+    def promote(self, run: Run, verdict: dict[str, Any] | None = None, **by_hand: Any) -> PromotionResult:
         return promote_model(
             self.registry,
             self.store,
@@ -111,6 +119,7 @@ class Pipe:
             run_id=run.run_id,
             lineage=lineage_of(run.snapshot, run.features.as_dict(), {"kind": "manual"}),
             actor="tests",
+            **by_hand,
         )
 
     def model_files(self) -> list[str]:
@@ -422,6 +431,13 @@ class TestJudge:
             .best_candidate == "logreg"  # fmt: skip
 
 
+def tamper_champion(pipe: Pipe) -> None:
+    """Append a byte to the champion's artifact: its sha256 no longer matches the registry's."""
+    champion = pipe.registry.champion(pipe.name)
+    with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
+        fh.write(b"!")
+
+
 # -- evaluation against a champion -----------------------------------------------------------------
 
 
@@ -429,9 +445,7 @@ class TestEvaluate:
     def test_a_tampered_champion_is_unavailable(self, make_pipe) -> None:
         pipe = make_pipe()
         pipe.promote(pipe.run("manual__a"))
-        champion = pipe.registry.champion(pipe.name)
-        with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
-            fh.write(b"!")
+        tamper_champion(pipe)
 
         v = pipe.run("manual__b").verdict
 
@@ -498,6 +512,68 @@ class TestPromote:
         assert (result.promoted, result.action, result.version, result.previous_version) == (True, "promote", 2, 1)
         history = pipe.registry.champion_history(pipe.name)
         assert [(e.version, e.previous_version, e.action) for e in history] == [(1, None, "first"), (2, 1, "promote")]
+
+    def test_forced_promotion_of_an_unblessed_model(self, make_pipe) -> None:
+        pipe = make_pipe()
+        run = pipe.run("manual__a")
+        verdict = {**run.verdict.as_dict(), "blessed": False, "decision": "reject", "reasons": ["floor missed"]}
+
+        result = pipe.promote(run, verdict, force_reason="the floor is too strict for January")
+
+        assert (result.promoted, result.action, result.version) == (True, "force", 1)
+        (event,) = pipe.registry.champion_history(pipe.name)
+        assert (event.action, event.previous_version) == ("force", None)
+        assert event.reason == "the floor is too strict for January (forced; the gate said: floor missed)"
+
+    def test_forcing_past_a_champion_that_cannot_be_scored(self, make_pipe) -> None:
+        pipe = make_pipe()
+        pipe.promote(pipe.run("manual__a"))
+        tamper_champion(pipe)
+        run = pipe.run("manual__b")
+        assert run.verdict.champion_status == "unavailable" and not run.verdict.blessed
+
+        result = pipe.promote(run, force_reason="v1's artifact is corrupt")
+
+        assert (result.action, result.version, result.previous_version) == ("force", 2, 1)
+        assert pipe.registry.champion(pipe.name).version == 2
+
+    def test_forcing_needs_a_reason_and_a_defined_metric(self, make_pipe) -> None:
+        pipe = make_pipe()
+        run = pipe.run("manual__a")
+        verdict = {**run.verdict.as_dict(), "blessed": False, "decision": "reject", "reasons": ["floor missed"]}
+        with pytest.raises(PromotionError, match="needs a reason"):
+            pipe.promote(run, verdict, force_reason="  ")
+        undefined = {**verdict, "best_candidate": None, "reasons": ["no candidate has a defined roc_auc"]}
+        with pytest.raises(PromotionError, match="cannot force the promotion of tiny: no candidate has a defined"):
+            pipe.promote(run, undefined, force_reason="please")
+        assert pipe.registry.champion_history(pipe.name) == [] and pipe.model_files() == []
+
+    def test_a_rejected_approval_writes_nothing(self, make_pipe) -> None:
+        pipe = make_pipe()
+        run = pipe.run("manual__a")
+        event = {
+            "chosen_options": ["Reject"],
+            "params_input": {"reason": "not before the audit"},
+            "responded_by_user": {"id": "7", "name": "bob"},
+            "responded_at": datetime(2026, 5, 1, tzinfo=UTC),
+        }
+        answer = approval_answer(event)
+        assert answer == {
+            "asked": True,
+            "approved": False,
+            "by": "bob",
+            "reason": "not before the audit",
+            "responded_at": "2026-05-01T00:00:00+00:00",
+        }
+
+        result = pipe.promote(run, approval=answer)
+
+        assert (result.promoted, result.action) == (False, "rejected")
+        assert result.message == "rejected by bob: not before the audit"
+        assert pipe.registry.champion_history(pipe.name) == [] and pipe.model_files() == []
+        approved = approval_answer({**event, "chosen_options": ["Approve"]})
+        assert pipe.promote(pipe.run("manual__b"), approval=approved).action == "first"
+        assert approval_answer(None)["asked"] is False
 
     def test_champion_changed_since_evaluation(self, make_pipe) -> None:
         pipe = make_pipe()

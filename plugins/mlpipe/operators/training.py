@@ -65,6 +65,14 @@ def run_info(context: Context) -> dict[str, Any]:
     }
 
 
+def only_candidates(loaded: LoadedSpec, names: list[str]) -> LoadedSpec:
+    """``loaded`` with only the candidates ``names`` (a run that trains some of them judges those)."""
+    if {c.name for c in loaded.spec.candidates} == set(names):
+        return loaded
+    kept = [c for c in loaded.spec.candidates if c.name in names]
+    return loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"candidates": kept})})
+
+
 def materialize(values: Any) -> list[Any]:
     """A mapped task's results as a list; indexing by length avoids probing past the last XCom."""
     return [values[i] for i in range(len(values))]
@@ -265,14 +273,15 @@ class CandidatesEvaluateOperator(PipelineOperator):
         pipeline = self.loaded.spec.name
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
+        trained = materialize(self.trained)
         verdict = evaluate_candidates(
-            self.loaded,
+            only_candidates(self.loaded, [t["candidate"] for t in trained]),
             self.store,
             run_id=context["run_id"],
             run_key=self.run_key(context),
             holdout_key=self.features["holdout_key"],
             holdout_sha256=self.features["holdout_sha256"],
-            trained=materialize(self.trained),
+            trained=trained,
             champion=champion,
             champion_seq=champion_seq,
         )
@@ -287,33 +296,55 @@ class CandidatesEvaluateOperator(PipelineOperator):
 
 
 class ModelPromoteOperator(PipelineOperator):
-    """Register and promote the blessed candidate in one compare-and-swap; no-op when unblessed."""
+    """Register and promote the blessed candidate in one compare-and-swap; no-op when unblessed.
 
-    template_fields: Sequence[str] = ("pipeline", "verdict", "trained", "snapshot", "features")
+    The run's Params can force the promotion (with a reason); ``approval`` is the answer of the
+    approval task when the spec asks for one, and a rejection promotes nothing. A champion change
+    emits the champion asset event (the outlets); when the champion did not change the task skips,
+    so no event starts scoring. A retry whose earlier attempt promoted emits the event it owes.
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "verdict", "trained", "snapshot", "features", "approval")
     operator_extra_links = (ModelVersionLink(),)
 
-    def __init__(self, *, verdict: Any, trained: Any, snapshot: Any, features: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *, verdict: Any, trained: Any, snapshot: Any, features: Any, approval: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.verdict = verdict
         self.trained = trained
         self.snapshot = snapshot
         self.features = features
+        self.approval = approval
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.stages.promote import lineage_of, promote_model
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlpipe.operators.promotion import actor_of, emit_champion_event, train_params
+        from mlpipe.stages.promote import PromotionError, lineage_of, promote_model
 
         info = run_info(context)
-        result = promote_model(
-            self.registry,
-            self.store,
-            verdict=self.verdict,
-            trained=materialize(self.trained),
-            snapshot=self.snapshot,
-            spec_sha256=self.loaded.sha256(),
-            code_version=config.code_version(),
-            run_id=context["run_id"],
-            lineage=lineage_of(self.snapshot, self.features, info),
-            actor=f"airflow:{info['dag_id']}",
-        )
+        force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
+        try:
+            result = promote_model(
+                self.registry,
+                self.store,
+                verdict=self.verdict,
+                trained=materialize(self.trained),
+                snapshot=self.snapshot,
+                spec_sha256=self.loaded.sha256(),
+                code_version=config.code_version(),
+                run_id=context["run_id"],
+                lineage=lineage_of(self.snapshot, self.features, info),
+                actor=actor_of(context) if force_reason is not None else f"airflow:{info['dag_id']}",
+                force_reason=force_reason,
+                approval=self.approval,
+            )
+        except PromotionError as exc:
+            raise AirflowFailException(f"PromotionError: {exc}") from exc
         self.log.info("%s", result.message)
+        last = self.registry.champion_history(self.loaded.spec.name)[-1:] if result.version is not None else []
+        if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
+            raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")
+        emit_champion_event(context, self.outlets, last[0])
         return result.as_dict()

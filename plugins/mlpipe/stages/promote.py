@@ -1,9 +1,10 @@
 """Promotion: register the blessed candidate as a new model version and make it champion.
 
-Obeys the verdict (an unblessed model is never registered), is idempotent per run (a retried or
-re-run task finds its version and does nothing), and loses cleanly when the champion changed
-since evaluation: the registry write is one compare-and-swap transaction, and the model copy it
-would have pointed at is removed.
+Obeys the verdict (an unblessed model is never registered, unless the run forces the promotion
+with a reason, which the champion log keeps as a "force" event), and a human's rejection when the
+spec asks for approval. Idempotent per run (a retried or re-run task finds its version and does
+nothing), and loses cleanly when the champion changed since evaluation: the registry write is one
+compare-and-swap transaction, and the model copy it would have pointed at is removed.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from mlpipe.storage import ArtifactStore, run_key
 log = logging.getLogger(__name__)
 
 
+class PromotionError(MlpipeError):
+    """A promotion the run asked for cannot be done as asked (a forced one without a reason or a model)."""
+
+
 @dataclass(frozen=True)
 class PromotionResult:
     promoted: bool
     version: int | None
     previous_version: int | None
-    action: str  # "promote" | "first" | "skipped" | "already_done"
+    action: str  # "promote" | "first" | "force" | "skipped" | "rejected" | "already_done"
     message: str
     artifact_uri: str | None = None
 
@@ -56,21 +61,37 @@ def promote_model(
     run_id: str,
     lineage: dict[str, Any],
     actor: str,
+    force_reason: str | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> PromotionResult:
-    """Register and promote the verdict's best candidate, or explain why nothing happened."""
+    """Register and promote the verdict's best candidate, or explain why nothing happened.
+
+    ``force_reason`` (non-empty) promotes the best candidate although the verdict did not bless it;
+    ``approval`` is the approval task's answer (:func:`approval_answer`): a rejection writes nothing.
+    """
     pipeline = verdict["pipeline"]
     existing = registry.version_for_run(pipeline, run_id)
     if existing is not None:
         msg = f"run {run_id} already registered {pipeline} v{existing.version}; nothing to do"
         result = PromotionResult(False, existing.version, None, "already_done", msg, existing.artifact_uri)
         return _record(store, pipeline, run_id, result)
-    if not verdict["blessed"]:
+    previous = verdict.get("champion_version")
+    if approval is not None and approval.get("asked") and not approval.get("approved"):
+        msg = f"rejected by {approval.get('by') or 'unknown'}: {approval.get('reason') or 'no reason given'}"
+        return _record(store, pipeline, run_id, PromotionResult(False, None, previous, "rejected", msg))
+    forced = not verdict["blessed"] and force_reason is not None
+    if forced and not force_reason.strip():
+        raise PromotionError(f"forcing the promotion of {pipeline} needs a reason (param force_reason)")
+    if not verdict["blessed"] and not forced:
         msg = "verdict did not bless a model: " + "; ".join(verdict["reasons"])
-        return _record(
-            store, pipeline, run_id, PromotionResult(False, None, verdict.get("champion_version"), "skipped", msg)
-        )
+        return _record(store, pipeline, run_id, PromotionResult(False, None, previous, "skipped", msg))
 
     best = verdict["best_candidate"]
+    if best is None:
+        raise PromotionError(
+            f"cannot force the promotion of {pipeline}: no candidate has a defined "
+            f"{verdict.get('primary_metric', 'primary metric')} on the holdout ({'; '.join(verdict['reasons'])})"
+        )
     chosen = next((t for t in trained if t["candidate"] == best), None)
     if chosen is None:
         raise MlpipeError(f"verdict blesses {best!r} but this run trained no such candidate")
@@ -96,8 +117,12 @@ def promote_model(
         artifact_sha256=artifact.sha256,
         lineage=lineage,
     )
-    action = "first" if verdict["decision"] == "first" else "promote"
-    reason = "; ".join(verdict["reasons"])
+    if forced:
+        action = "force"
+        reason = f"{force_reason.strip()} (forced; the gate said: {'; '.join(verdict['reasons'])})"
+    else:
+        action = "first" if verdict["decision"] == "first" else "promote"
+        reason = "; ".join(verdict["reasons"])
     try:
         event = registry.register_and_promote(
             new, expected_seq=int(verdict["champion_seq"]), action=action, reason=reason, actor=actor
@@ -109,7 +134,10 @@ def promote_model(
         if done is None or done.artifact_uri != artifact.uri:
             store.delete_prefix(prefix)
         raise
-    if action == "first":
+    if action == "force":
+        was = f"champion v{event.previous_version}" if event.previous_version else "no champion"
+        msg = f"{pipeline} v{version} ({best}) replaces {was}: forced by {actor} although not blessed: {reason}"
+    elif action == "first":
         msg = f"no champion before: {pipeline} v{version} ({best}) is the first champion"
     else:
         msg = f"{pipeline} v{version} ({best}) replaces champion v{event.previous_version}"
@@ -125,6 +153,26 @@ def _record(store: ArtifactStore, pipeline: str, run_id: str, result: PromotionR
     if result.action != "already_done" or not store.exists(key):
         store.put_bytes(key, json.dumps(result.as_dict(), indent=2).encode())
     return result
+
+
+def approval_answer(event: dict[str, Any] | None) -> dict[str, Any]:
+    """What promotion needs of a human-in-the-loop response: approved or not, by whom and why.
+
+    ``event`` is what Airflow hands the approval task when the response arrives (chosen options,
+    params input, the responding user); None when nobody was asked.
+    """
+    if event is None:
+        return {"asked": False, "approved": None, "by": None, "reason": None}
+    user = event.get("responded_by_user") or {}
+    by = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
+    responded = event.get("responded_at")
+    return {
+        "asked": True,
+        "approved": list(event.get("chosen_options") or []) == ["Approve"],
+        "by": by or ("timeout default" if event.get("timedout") else None),
+        "reason": (event.get("params_input") or {}).get("reason") or None,
+        "responded_at": responded.isoformat() if hasattr(responded, "isoformat") else responded,
+    }
 
 
 def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:

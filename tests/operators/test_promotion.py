@@ -1,0 +1,92 @@
+"""PromotionApproveOperator without a running Airflow: when it asks, and what it hands promote_model.
+
+The whole path (the task awaiting input, a person's answer, promote_model obeying it) runs under
+``dag.test()`` in tests/integration/test_promotion_dags.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from mlpipe.operators.promotion import PromotionApproveOperator, verdict_summary
+
+VERDICT: dict[str, Any] = {
+    "pipeline": "wine",
+    "blessed": False,
+    "decision": "reject",
+    "best_candidate": "forest",
+    "primary_metric": "f1_macro",
+    "candidates": {"forest": {"f1_macro": 0.97, "accuracy": 0.97}, "logreg": {"f1_macro": 0.95, "accuracy": 0.95}},
+    "champion_version": 3,
+    "champion_metrics": {"f1_macro": 0.97, "accuracy": 0.96},
+    "reasons": ["forest f1_macro=0.9700 vs champion v3 0.9700: gain +0.0000, needed > 0 and >= 0.005"],
+    "report_uri": "file:///store/wine/runs/r/evaluate/report/index.html",
+}
+
+
+def operator(**verdict: Any) -> PromotionApproveOperator:
+    return PromotionApproveOperator(task_id="approve_promotion", pipeline="wine", verdict={**VERDICT, **verdict})
+
+
+def context(**params: Any) -> dict[str, Any]:
+    dag_run = SimpleNamespace(
+        dag_id="wine_train", run_id="manual__r", run_type="manual", logical_date=datetime(2026, 5, 1, tzinfo=UTC)
+    )
+    return {"params": params, "dag_run": dag_run, "run_id": "manual__r"}
+
+
+class TestPromotionApproveOperator:
+    def test_is_an_approval_operator_whose_form_asks_only_a_reason(self) -> None:
+        op = operator()
+        assert isinstance(op, ApprovalOperator)
+        assert op.options == ["Approve", "Reject"] and list(op.params) == ["reason"]
+        assert set(op.template_fields) >= {"subject", "body", "verdict"}
+
+    def test_asks_nothing_when_the_gate_said_no_and_nothing_is_forced(self) -> None:
+        assert operator().execute(context()) == {"asked": False, "approved": None, "by": None, "reason": None}
+
+    def test_a_forced_run_is_asked_with_the_verdict_in_the_body(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        asked: dict[str, Any] = {}
+
+        def ask(self: Any, ctx: Any) -> None:
+            asked["body"] = self.body
+
+        monkeypatch.setattr(ApprovalOperator, "execute", ask)
+        operator().execute(context(force_promotion=True, force_reason="v3 is biased"))
+        body = asked["body"]
+        assert "**Forced** by the run although not blessed: v3 is biased" in body
+        assert "| candidate `forest` | 0.9700 | 0.9700 |" in body and "| champion v3 | 0.9700 | 0.9600 |" in body
+        assert "gain +0.0000" in body and VERDICT["report_uri"] in body
+
+    @pytest.mark.parametrize("option, approved", [("Approve", True), ("Reject", False)])
+    def test_the_answer_goes_to_promote_model_and_skips_nothing(self, option: str, approved: bool) -> None:
+        op = operator(blessed=True, decision="promote")
+        event = {
+            "chosen_options": [option],
+            "params_input": {"reason": "seen the report"},
+            "responded_at": datetime(2026, 5, 1, 9, tzinfo=UTC),
+            "responded_by_user": {"id": "3", "name": "bob"},
+        }
+        # No task context is needed: ApprovalOperator's own handler would skip promote_model on "Reject".
+        answer = op.execute_complete({}, event)
+        assert answer == {
+            "asked": True,
+            "approved": approved,
+            "by": "bob",
+            "reason": "seen the report",
+            "responded_at": "2026-05-01T09:00:00+00:00",
+        }
+
+    def test_an_unknown_option_is_refused(self) -> None:
+        event = {"chosen_options": ["Maybe"], "params_input": {}, "responded_at": datetime.now(UTC)}
+        with pytest.raises(ValueError, match="not in"):
+            operator().execute_complete({}, event)
+
+    def test_summary_of_a_first_model(self) -> None:
+        text = verdict_summary({**VERDICT, "blessed": True, "champion_version": None, "champion_metrics": None}, None)
+        assert "No champion yet: this would be the first." in text and "Forced" not in text
