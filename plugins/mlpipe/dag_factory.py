@@ -489,6 +489,15 @@ def build_error_dag(path: Path, error: SpecError) -> DAG:
     return dag
 
 
+BUILDERS = {
+    "train": build_train_dag,
+    "rollback": build_rollback_dag,
+    "watch": build_watch_dag,
+    "monitor": build_monitor_dag,
+    "score": build_score_dag,
+}
+
+
 def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
     """Every pipeline's DAGs by dag id; one bad spec never stops the others from loading."""
     dags: dict[str, DAG] = {}
@@ -497,21 +506,10 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
             loaded = load_spec(path)
         except SpecError as exc:
             log.error("%s", exc)
-            dag = build_error_dag(path, exc)
+            built = [build_error_dag(path, exc)]
         else:
-            dag = build_train_dag(loaded)
-            rollback = build_rollback_dag(loaded)
-            dags[rollback.dag_id] = rollback
-            if loaded.spec.watch is not None:
-                watch = build_watch_dag(loaded)
-                dags[watch.dag_id] = watch
-            if loaded.spec.monitor is not None:
-                monitor = build_monitor_dag(loaded)
-                dags[monitor.dag_id] = monitor
-            if loaded.spec.score is not None:
-                score = build_score_dag(loaded)
-                dags[score.dag_id] = score
-        dags[dag.dag_id] = dag
+            built = [BUILDERS[role](loaded) for role in loaded.spec.dag_ids()]
+        dags.update((dag.dag_id, dag) for dag in built)
     for dag in dags.values():
         if "spec-error" not in dag.tags:
             dag.doc_md = f"{dag.doc_md}\n{manual_run_doc(dag)}"

@@ -860,6 +860,12 @@ class PipelineSpec(_Model):
     def direction(self, metric: str) -> Direction:
         return METRICS[self.target.task][metric]
 
+    def dag_ids(self) -> dict[str, str]:
+        """The DAGs this spec yields, by role: train and rollback always, watch/monitor/score when configured."""
+        roles = ["train", "rollback"]
+        roles += [role for role in ("watch", "monitor", "score") if getattr(self, role) is not None]
+        return {role: f"{self.name}_{role}" for role in roles}
+
     def candidate(self, name: str) -> CandidateSpec:
         for cand in self.candidates:
             if cand.name == name:

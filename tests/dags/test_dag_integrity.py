@@ -61,6 +61,15 @@ def test_no_import_errors(dagbag) -> None:
     assert "flights_delay_train" in dagbag.dags
 
 
+def test_each_pipeline_yields_the_dags_its_spec_lists(dagbag) -> None:
+    from mlpipe.spec import load_spec, spec_paths
+
+    expected = {"wine_train", "wine_rollback", "wine_score", "flights_delay_watch", "flights_delay_monitor"}
+    listed = {dag_id for path in spec_paths() for dag_id in load_spec(path).spec.dag_ids().values()}
+    assert expected <= listed
+    assert set(dagbag.dags) == listed
+
+
 def test_every_dag_has_owner_tags_retries_and_no_catchup(dagbag) -> None:
     for dag_id, dag in dagbag.dags.items():
         assert "mlpipe" in dag.tags, dag_id

@@ -59,13 +59,7 @@ class Pipeline:
     def dag_ids(self) -> dict[str, str]:
         if self.loaded is None:
             return {"train": f"{self.name}_train"}
-        spec = self.loaded.spec
-        dags = {"train": f"{spec.name}_train"}
-        if spec.watch is not None:
-            dags["watch"] = f"{spec.name}_watch"
-        if spec.monitor is not None:
-            dags["monitor"] = f"{spec.name}_monitor"
-        return dags
+        return self.loaded.spec.dag_ids()
 
 
 def pipelines(pipelines_dir: Path | None = None) -> list[Pipeline]:
