@@ -42,6 +42,7 @@ NAME = "demo"
 PIPELINE = "flights_delay"
 DAG_ID = f"{PIPELINE}_train"
 TASK_ORDER = (
+    "check_params",
     "extract_snapshot",
     "validate_snapshot",
     "build_features",
