@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -40,7 +41,8 @@ from servers import free_port
 
 PIPELINE = "flights_delay"
 TRAIN, WATCH, MONITOR = f"{PIPELINE}_train", f"{PIPELINE}_watch", f"{PIPELINE}_monitor"
-NEW_DATA, DRIFT = f"{PIPELINE}.new_data", f"{PIPELINE}.drift"
+SCORE = f"{PIPELINE}_score"
+NEW_DATA, DRIFT, CHAMPION = f"{PIPELINE}.new_data", f"{PIPELINE}.drift", f"{PIPELINE}.champion"
 FIRST_ROWS = 15_000  # the GX suite wants >= 10,000; training on them takes ~30 s
 MIN_NEW_ROWS = 200
 # Real seasonal drift: on these flights the champion trained on January scores ROC AUC 0.591, 0.058
@@ -148,10 +150,12 @@ def metadata_db() -> Iterator[str]:
 
 
 def _test_spec(include: Path, now: datetime) -> None:
-    """flights_delay.yaml with a quick deferrable watch; the watch and the monitor run only when the
-    test triggers them (``schedule: null``)."""
+    """flights_delay.yaml with a quick deferrable watch; the watch, the monitor and scoring run only when
+    the test (or an asset event) starts them (``schedule: null``)."""
     watch = {"schedule": None, "poke_interval": 5, "timeout": WATCH_TIMEOUT, "min_new_rows": MIN_NEW_ROWS}
-    write_test_spec(include, now, watch={**watch, "deferrable": True}, monitor={"schedule": None})
+    write_test_spec(
+        include, now, watch={**watch, "deferrable": True}, monitor={"schedule": None}, score={"schedule": None}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +194,7 @@ def stack(metadata_db: str, tmp_path_factory: pytest.TempPathFactory, flights_fr
             stack.mark("airflow db migrate")
             for name, args in COMPONENTS.items():
                 stack.start(name, args)
-            stack.wait_ready(TRAIN, WATCH, MONITOR)
+            stack.wait_ready(TRAIN, WATCH, MONITOR, SCORE)
             stack.unpause(TRAIN, WATCH, MONITOR)
             stack.mark("unpaused")
         yield stack
@@ -333,3 +337,42 @@ def test_drift_starts_training_by_itself(stack: Stack) -> None:
         time.sleep(5)  # a few scheduler loops: no second training run for the same window
         assert len(stack.runs(TRAIN)) == trained + 1 and len(stack.asset_events(DRIFT)) == 1
         stack.mark("drift scenario done")
+
+
+def test_a_rollback_starts_scoring_with_the_restored_champion(stack: Stack) -> None:
+    champion = stack.champion()
+    assert champion is not None and champion.version == 2, "needs the two champions the tests above train"
+    # Each promotion announced the champion; scoring was paused then (paused DAGs queue nothing).
+    assert [e["extra"]["version"] for e in stack.asset_events(CHAMPION)] == [1, 2]
+    source = stack.home / "source.db"
+    with closing(sqlite3.connect(source)) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM flights").fetchone()
+
+    with stack.dump_on_failure():
+        stack.unpause(SCORE)
+        out = stack.run(
+            sys.executable, "-m", "mlpipe", "registry", "rollback", PIPELINE, "1", "--reason", "v2 misroutes"
+        )
+        assert "emitted asset event" in out, out
+        back = stack.champion()
+        assert back.version == 1
+        event = stack.asset_events(CHAMPION)[-1]
+        assert event["extra"]["version"] == 1 and event["extra"]["previous_version"] == 2
+
+        # The CLI's event (written in the metadata DB, no Airflow process involved) starts scoring.
+        score, run_type, _ = stack.wait_new_run(SCORE, 1)
+        assert run_type == "asset_triggered"
+        assert stack.wait_run_done(SCORE, score) == "success"
+        with closing(sqlite3.connect(source)) as conn:
+            scored = conn.execute(
+                f"SELECT model_version, count(*), count(DISTINCT id) FROM {PIPELINE}_predictions GROUP BY 1"
+            ).fetchall()
+        assert scored == [(1, rows, rows)], scored
+        log = stack.registry()
+        try:
+            history = log.champion_history(PIPELINE)
+        finally:
+            log.dispose()
+        assert [(e.action, e.version, e.previous_version) for e in history][-1] == ("rollback", 1, 2)
+        assert history[-1].reason == "v2 misroutes"
+        stack.mark("rollback scenario done")
