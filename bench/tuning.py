@@ -43,8 +43,9 @@ ROUNDS = 3
 # The training itself (after the imports): the mapped run's slowest worker over the sequential
 # process training both. The demo's candidates are unequal (logreg's 10-fit search ~3x hgb's fit),
 # so the ideal is logreg / (logreg + hgb), ~0.75 (the sequential process also reads the split twice):
-# measured 0.53-0.66.
-TRAINING_LIMIT = 0.85
+# measured 0.53-0.87 (the high end in a full `make test`). The bound sits below 1.0, where the
+# workers would have trained one after the other, with room for the noise above the ideal.
+TRAINING_LIMIT = 0.95
 # Mapped wall time over sequential wall time, imports included. Each worker repeats the imports
 # (pandas, scikit-learn: 6-9 s on the reference VM, more than the demo's training), so the best
 # possible is (imports + slowest) / (imports + both), ~0.9: measured 0.72-0.95. The bound says
