@@ -40,6 +40,27 @@ class DataValidationError(MlpipeError):
         )
 
 
+class ReferenceValidationError(DataValidationError):
+    """A snapshot kept its schema but changed its meaning against the champion's training snapshot.
+
+    ``failures`` holds one dict per failed reference check (stages/reference.py): ``check``,
+    ``column``, ``figure``, ``limit`` and ``detail`` (one line naming the column, figure, limit and examples).
+    """
+
+    def __init__(self, reference: str, failures: list[dict[str, Any]], report_uri: str | None = None) -> None:
+        self.suite = "reference"
+        self.failures = failures
+        self.report_uri = report_uri
+        lines = [f"  - {f['detail']}" for f in failures]
+        tail = f"\nfull report: {report_uri}" if report_uri else ""
+        MlpipeError.__init__(
+            self,
+            f"data changed its meaning against {reference}: {len(failures)} reference check(s) failed\n"
+            + "\n".join(lines)
+            + tail,
+        )
+
+
 class ExtractError(MlpipeError):
     """The source could not be read into a snapshot (query, connection or schema problem)."""
 

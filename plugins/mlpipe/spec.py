@@ -658,8 +658,57 @@ class GateSpec(_Model):
         return problems
 
 
+class ReferenceSpec(_Model):
+    """``validation.reference``: the snapshot against the champion's training snapshot (stages/reference.py).
+
+    Every limit stops the run when crossed; shares are fractions (0.02 = 2 %). Share comparisons add
+    three standard errors of the difference, so small samples do not stop on noise alone.
+    """
+
+    enabled: bool = Field(default=True, description="false: no comparison (the report says so)")
+    max_unseen_share: float = Field(
+        default=0.02, ge=0, le=1, description="per categorical feature: rows whose category the reference never saw"
+    )
+    max_null_share_change: float = Field(default=0.05, ge=0, le=1, description="per column: change of its null share")
+    max_target_shift: float = Field(
+        default=0.05, ge=0, le=1, description="classification: largest change of a class's share of the rows"
+    )
+    max_target_mean_shift: float = Field(
+        default=0.5, ge=0, description="regression: change of the target's mean, in reference standard deviations"
+    )
+    max_segment_shift: float = Field(
+        default=0.25,
+        ge=0,
+        description="per categorical value: change of the target's class shares (regression: mean, in sd)",
+    )
+    segment_min_share: float = Field(
+        default=0.02, gt=0, le=1, description="values rarer than this share (on either side) are not judged"
+    )
+    max_duplicate_share: float = Field(
+        default=0.02, ge=0, le=1, description="rows equal to another on every non-key column, beyond the reference's"
+    )
+    key_columns: list[str] = Field(
+        default_factory=list, description="id columns left out of the duplicate check (score.key is always)"
+    )
+    leakage_purity: float = Field(
+        default=0.99, gt=0.5, le=1, description="a feature value whose rows are this pure in the target leaks it"
+    )
+    leakage_min_share: float = Field(
+        default=0.005, gt=0, le=1, description="leak candidates cover at least this share of the rows"
+    )
+    max_out_of_range_share: float = Field(
+        default=0.02, ge=0, le=1, description="per numeric feature: rows outside the reference's range (+ margin)"
+    )
+    range_margin: float = Field(default=0.1, ge=0, description="the range widened by this share of its span each side")
+    stop_psi: float = Field(default=1.0, gt=0, description="numeric feature PSI that stops the run (reported always)")
+    stop_js: float = Field(default=0.5, gt=0, le=1, description="categorical JS distance that stops the run")
+    max_rows: int = Field(default=500_000, ge=1_000, description="larger snapshots are compared on a sample")
+    min_rows: int = Field(default=30, ge=1, description="groups smaller than this are not judged")
+
+
 class ValidationSpec(_Model):
     suite: str = Field(description="GX suite JSON under include/expectations/")
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
 
     @field_validator("suite")
     @classmethod

@@ -45,6 +45,10 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
                 f"            - {failure.get('expectation')} on {failure.get('column') or 'table'}: "
                 f"observed {failure.get('observed')}"
             )
+        reference = validation.get("reference")
+        if reference:
+            lines.append(f"reference   {reference.get('line')}")
+            lines += [f"            - {failure.get('detail')}" for failure in reference.get("failures", [])[:10]]
     else:
         lines.append("validation  not reached")
     if features:
@@ -88,6 +92,8 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         lines.append(f"report      {verdict['report_uri']}")
     if validation and validation.get("data_docs_uri"):
         lines.append(f"data docs   {validation['data_docs_uri']}")
+    if validation and (validation.get("reference") or {}).get("html_uri"):
+        lines.append(f"ref report  {validation['reference']['html_uri']}")
     return "\n".join(lines)
 
 

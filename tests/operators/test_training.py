@@ -320,8 +320,12 @@ class TestSnapshotValidateOperator:
             "rows",
             "result_uri",
             "data_docs_uri",
+            "reference",
             "seconds",
         }
+        # No champion yet: nothing to compare with, and the summary says so.
+        assert validation["reference"]["status"] == "no_reference"
+        assert validation["reference"]["line"] == "no reference: no champion yet (first run), nothing to compare with"
         suite = json.loads((REPO / "include" / "expectations" / "flights_delay.json").read_text())
         n = len(suite["expectations"])
         assert validation["success"] is True

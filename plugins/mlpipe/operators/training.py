@@ -160,7 +160,8 @@ class SnapshotExtractOperator(PipelineOperator):
 
 
 class SnapshotValidateOperator(PipelineOperator):
-    """Run the spec's Great Expectations suite on the snapshot; failed expectations stop the run."""
+    """Run the spec's Great Expectations suite on the snapshot, then compare it with the champion's
+    training snapshot; failed expectations or reference checks stop the run."""
 
     template_fields: Sequence[str] = ("pipeline", "snapshot")
     operator_extra_links = (DataDocsLink(),)
@@ -172,6 +173,8 @@ class SnapshotValidateOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.stages.validate import validate_snapshot
 
+        # The reference is the champion's training snapshot (none on a first run).
+        champion = self.registry.champion(self.loaded.spec.name)
         with fail_fast_on_user_errors():
             report = validate_snapshot(
                 self.loaded,
@@ -179,8 +182,10 @@ class SnapshotValidateOperator(PipelineOperator):
                 run_key=self.run_key(context),
                 snapshot_key=self.snapshot["key"],
                 snapshot_sha256=self.snapshot["sha256"],
+                champion=champion,
             )
         self.log.info("Validation passed: %s; Data Docs at %s", report["statistics"], report["data_docs_uri"])
+        self.log.info("Reference %s; report at %s", report["reference"]["line"], report["reference"]["html_uri"])
         return report
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ExpectationValidationResult,
     )
 
+    from mlpipe.registry import ModelVersion
     from mlpipe.spec import LoadedSpec
     from mlpipe.storage import ArtifactStore
 
@@ -188,17 +189,26 @@ def raise_for_outcome(outcome: ValidationOutcome, report_uri: str | None = None)
 
 
 def validate_snapshot(
-    loaded: LoadedSpec, store: ArtifactStore, *, run_key: str, snapshot_key: str, snapshot_sha256: str
+    loaded: LoadedSpec,
+    store: ArtifactStore,
+    *,
+    run_key: str,
+    snapshot_key: str,
+    snapshot_sha256: str,
+    champion: ModelVersion | None,
 ) -> dict[str, Any]:
-    """Validate a run's snapshot with the spec's suite; keep the result and Data Docs with the run.
+    """Validate a run's snapshot with the spec's suite, then against ``champion``'s training snapshot
+    (stages/reference.py; None: no champion yet); keep results and reports with the run.
 
-    Result, summary and Data Docs are stored before a failure is raised, so the failed run can be
-    read afterwards. Raises :class:`DataValidationError` listing every failed expectation.
+    Result, summary, Data Docs and the reference report are stored before a failure is raised, so
+    the failed run can be read afterwards. Raises :class:`DataValidationError` listing every failed
+    expectation, or its :class:`ReferenceValidationError` listing every failed reference check.
     """
     import tempfile
     import time
 
     from mlpipe.stages.extract import read_snapshot
+    from mlpipe.stages.reference import ReferenceReport, check_against_champion, raise_for_report, write_report
 
     started = time.perf_counter()
     prefix = f"{loaded.name}/runs/{run_key}/validate"
@@ -211,6 +221,11 @@ def validate_snapshot(
     # The validation page is self-contained; GX's index fills its list with CDN scripts.
     page = pages[0].relative_to(docs).as_posix() if pages else "index.html"
     result = store.put_bytes(f"{prefix}/result.json", json.dumps(outcome.result, indent=2).encode())
+    if outcome.success:
+        reference = check_against_champion(loaded.spec, store, champion, frame)
+    else:
+        reference = ReferenceReport("skipped", "not run: the schema suite failed")
+    reference_uris = write_report(store, prefix, reference)
     summary = {
         "success": outcome.success,
         "suite": outcome.suite,
@@ -220,10 +235,12 @@ def validate_snapshot(
         "rows": len(frame),
         "result_uri": result.uri,
         "data_docs_uri": store.uri(f"{prefix}/data_docs/{page}"),
+        "reference": reference.summary(**reference_uris),
         "seconds": round(time.perf_counter() - started, 3),
     }
     store.put_bytes(f"{prefix}/summary.json", json.dumps(summary, indent=2).encode())
     raise_for_outcome(outcome, summary["data_docs_uri"])
+    raise_for_report(reference, reference_uris["html_uri"])
     return summary
 
 
