@@ -17,9 +17,10 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, monitor, score, sensor, stack, tuning
+    from bench import dag_parse, demo_stages, extract_memory, monitor, reference, score, sensor, stack, tuning
 
-    return {m.NAME: m for m in (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning)}
+    modules = (extract_memory, dag_parse, demo_stages, monitor, reference, sensor, stack, score, tuning)
+    return {m.NAME: m for m in modules}
 
 
 TITLES = {
@@ -27,6 +28,7 @@ TITLES = {
     "parse": "DAG parsing (per file of dags/)",
     "demo": "Per-stage wall times of `airflow dags test flights_delay_train` (make demo)",
     "monitor": "Drift monitor (drift_report on 1,000,000 current rows, in its own process)",
+    "reference": "Validation against a reference (the reference checks on the whole-year demo, in its own process)",
     "sensor": "New-data watch, idle (count_new_rows with nothing new, per check)",
     "stack": "The distributed run (CeleryExecutor, PostgreSQL, Redis, S3) next to `airflow dags test`",
     "score": "Batch scoring (score_window with the demo champion, each run in its own process)",

@@ -222,11 +222,13 @@ def compare(
 ) -> ReferenceReport:
     """Every reference check of ``current`` against ``reference``; ``status`` failed when one stops the run."""
     s = settings if settings is not None else spec.validation.reference
-    # Duplicates are counted on every row (hashing is cheap); the rest on samples of at most max_rows.
-    findings = [_duplicates(spec, s, reference, current)]
+    # Duplicates are counted on every row (integer codes are cheap); the rest on samples of at most max_rows.
+    ref_all, cur_all = _Codes(reference), _Codes(current)
+    findings = [_duplicates(spec, s, ref_all, cur_all)]
     sampled = len(reference) > s.max_rows or len(current) > s.max_rows
     ref = _sample(reference, s.max_rows, spec.split.seed)
     cur = _sample(current, s.max_rows, spec.split.seed)
+    codes = (ref_all if ref is reference else _Codes(ref), cur_all if cur is current else _Codes(cur))
     common = [c for c in cur.columns if c in ref.columns]
     findings += [_null_share(s, c, ref[c], cur[c]) for c in common]
     target = spec.target.column
@@ -239,7 +241,7 @@ def compare(
             continue
         findings += _categorical(s, column, ref[column], cur[column])
         if has_target:
-            findings.append(_segment_shift(s, task, column, ref, cur, target))
+            findings.append(_segment_shift(s, task, column, ref, cur, target, codes))
     for column in spec.features.numeric:
         if column not in common:
             continue
@@ -250,7 +252,7 @@ def compare(
     if has_target:
         for column in [*spec.features.categorical, *spec.features.numeric]:
             if column in common:
-                findings.append(_leakage(s, task, column, ref, cur, target))
+                findings.append(_leakage(s, task, column, ref, cur, target, codes))
     failed = any(not f.passed for f in findings)
     return ReferenceReport(
         status="failed" if failed else "passed",
@@ -272,25 +274,38 @@ def _numbers(values: pd.Series) -> pd.Series | None:
     return values.astype("float64")
 
 
-def _row_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """One 64-bit hash per row over ``columns``: equal rows, equal hashes (collisions ~ n² / 2⁶⁵)."""
-    return pd.util.hash_pandas_object(frame[columns], index=False)
+class _Codes:
+    """The columns of one frame as group codes (:func:`_group_codes`), each computed once for all checks."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._cache: dict[tuple[str, tuple[float, float] | None], tuple[np.ndarray, list[Any]]] = {}
+
+    def of(self, column: str, bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, list[Any]]:
+        key = (column, bounds)
+        if key not in self._cache:
+            self._cache[key] = _group_codes(self.frame[column], bounds)
+        return self._cache[key]
+
+    def rows(self, columns: list[str]) -> pd.DataFrame:
+        """``columns`` as integer codes: equal rows, equal codes."""
+        return pd.DataFrame({c: self.of(c)[0] for c in columns}, index=self.frame.index)
 
 
-def _duplicates(spec: PipelineSpec, s: ReferenceSpec, reference: pd.DataFrame, current: pd.DataFrame) -> Finding:
+def _duplicates(spec: PipelineSpec, s: ReferenceSpec, ref_codes: _Codes, cur_codes: _Codes) -> Finding:
+    reference, current = ref_codes.frame, cur_codes.frame
     keys = [k for k in key_columns(spec) if k in current.columns]
     columns = [c for c in current.columns if c not in keys]
     ref_columns = [c for c in columns if c in reference.columns]
-    ref_share = (
-        float(_row_hashes(reference, ref_columns).duplicated().mean()) if len(reference) and ref_columns else 0.0
-    )
+    ref_share = float(ref_codes.rows(ref_columns).duplicated().mean()) if len(reference) and ref_columns else 0.0
     share, examples = 0.0, []
     if len(current) and columns:
-        hashes = _row_hashes(current, columns)
-        share = float(hashes.duplicated().mean())
-        repeated = hashes[hashes.duplicated(keep=False)]
-        for value in repeated.drop_duplicates().head(EXAMPLES):
-            rows = current.loc[repeated.index[(repeated == value).to_numpy()][:3]]
+        rows_as_codes = cur_codes.rows(columns)
+        share = float(rows_as_codes.duplicated().mean())
+        repeated = rows_as_codes[rows_as_codes.duplicated(keep=False)]
+        for _, first in repeated.drop_duplicates().head(EXAMPLES).iterrows():
+            same = (repeated == first).all(axis=1).to_numpy()
+            rows = current.loc[repeated.index[same][:3]]
             ids = ", ".join(f"{k}={clip(v)}" for k in keys for v in rows[k]) or f"{len(rows)} rows"
             content = ", ".join(f"{c}={clip(rows.iloc[0][c])}" for c in columns)
             examples.append(clip(f"{ids}: {content}"))
@@ -482,7 +497,13 @@ def _mean_table(codes: np.ndarray, labels: list[Any], target: pd.Series) -> pd.D
 
 
 def _segment_shift(
-    s: ReferenceSpec, task: str, column: str, ref: pd.DataFrame, cur: pd.DataFrame, target: str
+    s: ReferenceSpec,
+    task: str,
+    column: str,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    target: str,
+    codes: tuple[_Codes, _Codes],
 ) -> Finding:
     """The common value of ``column`` whose target moved most (class shares; regression: mean in sd)."""
     min_ref = max(s.min_rows, math.ceil(s.segment_min_share * len(ref)))
@@ -491,9 +512,9 @@ def _segment_shift(
     if regression and (_numbers(ref[target]) is None or _numbers(cur[target]) is None):
         return Finding("segment_shift", column, None, s.max_segment_shift, True, f"target {target!r} is not numeric")
     tables = []
-    for frame in (ref, cur):
-        codes, labels = _group_codes(frame[column])
-        tables.append((_mean_table if regression else _class_counts)(codes, labels, frame[target]))
+    for frame, frame_codes in zip((ref, cur), codes, strict=True):
+        group, labels = frame_codes.of(column)
+        tables.append((_mean_table if regression else _class_counts)(group, labels, frame[target]))
     r, c = tables
     if regression:
         r_rows, c_rows = r["rows"], c["rows"]
@@ -557,7 +578,15 @@ def _purity(codes: np.ndarray, labels: list[Any], target: pd.Series, regression:
     return pd.DataFrame({"rows": rows, "purity": purity, "gain": purity - base.to_numpy()[majority]})
 
 
-def _leakage(s: ReferenceSpec, task: str, column: str, ref: pd.DataFrame, cur: pd.DataFrame, target: str) -> Finding:
+def _leakage(
+    s: ReferenceSpec,
+    task: str,
+    column: str,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    target: str,
+    codes: tuple[_Codes, _Codes],
+) -> Finding:
     """A value of ``column`` covering a real share of the rows that now (nearly) fixes the target."""
     regression = task == "regression"
     noun = "target value" if regression else "class"
@@ -568,9 +597,9 @@ def _leakage(s: ReferenceSpec, task: str, column: str, ref: pd.DataFrame, cur: p
     if r_num is not None and c_num is not None and r_num.notna().any():
         bounds = (float(r_num.min()), float(r_num.max()))
     tables = []
-    for values, frame in ((r_num if bounds else ref[column], ref), (c_num if bounds else cur[column], cur)):
-        codes, labels = _group_codes(values, bounds)
-        tables.append(_purity(codes, labels, frame[target], regression))
+    for frame, frame_codes in zip((ref, cur), codes, strict=True):
+        group, labels = frame_codes.of(column, bounds)
+        tables.append(_purity(group, labels, frame[target], regression))
     r, c = tables
     min_rows = max(s.min_rows, math.ceil(s.leakage_min_share * len(cur)))
     judged = c[c["rows"] >= min_rows]
