@@ -671,7 +671,7 @@ class ReferenceSpec(_Model):
     )
     max_null_share_change: float = Field(default=0.05, ge=0, le=1, description="per column: change of its null share")
     max_target_shift: float = Field(
-        default=0.05, ge=0, le=1, description="classification: largest change of a class's share of the rows"
+        default=0.1, ge=0, le=1, description="classification: largest change of a class's share of the rows"
     )
     max_target_mean_shift: float = Field(
         default=0.5, ge=0, description="regression: change of the target's mean, in reference standard deviations"

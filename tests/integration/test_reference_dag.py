@@ -41,7 +41,7 @@ CORRUPTIONS: dict[str, tuple[str, tuple[str, str | None], list[str]]] = {
     "null_target_30_percent": (
         "UPDATE flights SET arr_delay = NULL WHERE id % 10 < 3",
         ("target_shift", "is_late"),
-        ["target 'is_late': share of class", "limit 0.05"],
+        ["target 'is_late': share of class", "limit 0.1)"],
     ),
     "unknown_codes_10_percent": (
         "UPDATE flights SET dest = 'QQQ' WHERE id % 10 = 1; UPDATE flights SET carrier = 'Q9' WHERE id % 10 = 2",
@@ -146,8 +146,8 @@ def test_seasonal_drift_passes_validation_and_is_judged_by_the_gate(champion_hom
 
     home, dag = champion_home["home"], champion_home["dag"]
     shutil.copyfile(home / "seed.db", home / "source.db")
-    added, newest = feed_flights(home, days=150)  # `demo feed --days 150`: March to July
-    assert added > 100_000 and newest.startswith("2013-07-28")
+    added, newest = feed_flights(home, days=31)  # `demo feed --days 31`: March (later months: tests/stages)
+    assert added > 25_000 and newest.startswith("2013-03-31")
 
     run = dag.test(logical_date=FIRST + timedelta(days=30))
     states = task_states(run)
