@@ -51,7 +51,10 @@ class ReferenceValidationError(DataValidationError):
         self.suite = "reference"
         self.failures = failures
         self.report_uri = report_uri
-        lines = [f"  - {f['detail']}" for f in failures]
+        # Bounded: each line cut to a few hundred characters, a handful of lines; the report has them all.
+        lines = [f"  - {_cut(str(f['detail']), 300)}" for f in failures[:10]]
+        if len(failures) > 10:
+            lines.append(f"  - … and {len(failures) - 10} more")
         tail = f"\nfull report: {report_uri}" if report_uri else ""
         MlpipeError.__init__(
             self,
@@ -59,6 +62,10 @@ class ReferenceValidationError(DataValidationError):
             + "\n".join(lines)
             + tail,
         )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ExtractError(MlpipeError):

@@ -316,6 +316,14 @@ def test_a_failed_report_raises_one_bounded_data_error_listing_each_failed_check
     assert "Validation against the reference" in page and "unseen_categories" in page and "is_late" in page
 
 
+def test_the_error_message_stays_short_however_many_checks_fail() -> None:
+    failures = [
+        {"check": "null_share", "column": f"c{i}", "detail": f"null share of 'c{i}': " + "x" * 5_000} for i in range(40)
+    ]
+    message = str(ReferenceValidationError("v1's snapshot", failures, "file:///r.html"))
+    assert len(message) < 4096 and "… and 30 more" in message and message.count("\n  - ") == 11
+
+
 def test_a_typo_in_validation_reference_is_a_spec_error_naming_the_field() -> None:
     import yaml
 
