@@ -267,7 +267,8 @@ def _train_doc(spec: PipelineSpec) -> str:
         else ""
     )
     return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
-`validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`)
+`validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`, then the champion's training
+snapshot as the reference: `validation.reference`)
 → `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
 `evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
 {approve}`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
