@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from mlpipe.spec import PipelineSpec, parse_spec
 from mlpipe.stages.evaluate import compute_metrics
 from mlpipe.stages.evaluation_report import permutation_importance_of, render_evaluation_report
+from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
 from unit.conftest import spec_dict, tiny_frame
 from unit.test_train_evaluate_promote import TASK_SPECS
@@ -172,8 +174,43 @@ def test_permutation_importance_is_bounded_and_seeded() -> None:
     counting = CountingModel(case.models["hgb"])
     first = permutation_importance_of(case.spec, counting, case.X, case.y, rows=50, repeats=3)
     again = permutation_importance_of(case.spec, case.models["hgb"], case.X, case.y, rows=50, repeats=3)
-    assert set(counting.rows) == {50}, "every pass sees the bounded sample only"
-    assert len(counting.rows) == 1 + 3 * len(case.spec.features.columns)
-    assert first.equals(again), "same seed, same figures"
-    assert list(first.index) == sorted(first.index, key=lambda c: -first.loc[c, "mean"])
-    assert first.loc["num", "mean"] > 0, "the column the label depends on matters"
+    columns = case.spec.features.columns
+    assert counting.rows == [50] + [50 * 3] * len(columns), "one unshuffled pass, then one per column (3 shuffles)"
+    assert first.frame.equals(again.frame), "same seed, same figures"
+    assert (first.rows, first.repeats, first.note) == (50, 3, "")
+    frame = first.frame
+    assert list(frame.index) == sorted(frame.index, key=lambda c: -frame.loc[c, "mean"])
+    assert frame.loc["num", "mean"] > 0, "the column the label depends on matters"
+
+    # Given the model's predictions on the holdout, the unshuffled figure costs no pass: same result.
+    counting.rows.clear()
+    stored = permutation_importance_of(
+        case.spec, counting, case.X, case.y, rows=50, repeats=3, baseline=predict(case.spec, case.models["hgb"], case.X)
+    )
+    assert counting.rows == [50 * 3] * len(columns)
+    assert stored.frame.equals(first.frame)
+
+
+def test_permutation_importance_fits_its_budget_or_says_it_was_cut(tmp_path: Path) -> None:
+    case = Case("binary", n=1400)
+    model, columns, h = case.models["hgb"], case.spec.features.columns, len(case.X)
+    per_row = 0.001  # a model this slow: 5 shuffles of the 420 holdout rows of every column would take ~6 s
+    full = len(columns) * 5 * h * per_row
+    fewer = permutation_importance_of(
+        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=full * 0.7
+    )
+    assert (fewer.rows, fewer.repeats) == (h, 3), "fewer shuffles first"
+    assert f"reduced from {h} rows and 5 shuffles" in fewer.note and fewer.frame is not None
+    smaller = permutation_importance_of(
+        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=full * 0.5
+    )
+    assert smaller.repeats == 3 and smaller.rows < h and smaller.frame is not None, "then fewer rows"
+    assert len(columns) * smaller.rows * smaller.repeats * per_row <= full * 0.5
+    skipped = permutation_importance_of(
+        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=0.2
+    )
+    assert skipped.frame is None and skipped.note.startswith("skipped: it would take about")
+
+    page = case.render(tmp_path, deadline=time.perf_counter() - 1)
+    assert "importance.png" not in img_sources(page), "no time left: not drawn"
+    assert "Not drawn: permutation importance: skipped" in page

@@ -20,7 +20,7 @@ from sklearn import metrics as skm
 
 from mlpipe.errors import SpecError
 from mlpipe.spec import PipelineSpec, parse_spec
-from mlpipe.stages.evaluate import Answered, Verdict, compute_metrics, judge, measure_slices, paired_uncertainty
+from mlpipe.stages.evaluate import Verdict, judge, measure_slices, metric_values, paired_uncertainty, spec_metrics
 from mlpipe.stages.predict import Predictions
 from mlpipe.stages.uncertainty import (
     RESAMPLES,
@@ -82,10 +82,10 @@ def judged_pair(spec: PipelineSpec, X: pd.DataFrame, y: pd.Series, cand: Predict
     return judge(
         spec,
         run_id="manual__new",
-        scores={"logreg": compute_metrics(spec, Answered(cand), X, y), "hgb": {"roc_auc": 0.5, "log_loss": 1.0}},
+        scores={"logreg": metric_values(spec, spec_metrics(spec), y, cand), "hgb": {"roc_auc": 0.5, "log_loss": 1.0}},
         champion=champion_version(),
         champion_seq=4,
-        champion_metrics=compute_metrics(spec, Answered(champ), X, y),
+        champion_metrics=metric_values(spec, spec_metrics(spec), y, champ),
         champion_error=None,
         holdout_rows=len(y),
         slices=slices,
@@ -156,7 +156,7 @@ def task_data(task: str, n: int = 600, seed: int = 1) -> tuple[np.ndarray, Predi
 def test_every_metric_from_weights_equals_sklearns(task: str) -> None:
     spec = parse_spec(spec_dict(**TASKS[task]), Path("tiny.yaml"))
     y, p = task_data(task)
-    expected = compute_metrics(spec, Answered(p), None, pd.Series(y))
+    expected = metric_values(spec, spec_metrics(spec), pd.Series(y), p)
     weights = np.random.default_rng(2).poisson(1.0, len(y))
 
     for metric, value in expected.items():
@@ -313,17 +313,17 @@ class TestIntervalRules:
         assert "worsening_low" not in v.slices[0]
 
     def test_judge_refuses_to_apply_a_confidence_without_intervals(self) -> None:
-        X, y, cand, champ = constructed({"a": 500})
+        _, y, cand, champ = constructed({"a": 500})
         spec = gate_spec(slices=[])
 
         with pytest.raises(ValueError, match=r"gate\.confidence is set: judge\(\) needs the paired intervals"):
             judge(
                 spec,
                 run_id="r",
-                scores={"logreg": compute_metrics(spec, Answered(cand), X, y), "hgb": {"roc_auc": 0.5}},
+                scores={"logreg": metric_values(spec, spec_metrics(spec), y, cand), "hgb": {"roc_auc": 0.5}},
                 champion=champion_version(),
                 champion_seq=1,
-                champion_metrics=compute_metrics(spec, Answered(champ), X, y),
+                champion_metrics=metric_values(spec, spec_metrics(spec), y, champ),
                 champion_error=None,
                 holdout_rows=len(y),
             )

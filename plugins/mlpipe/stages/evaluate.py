@@ -7,11 +7,19 @@ rules to figures already measured (pure, so each rule is tested on constructed f
 and how the champion's input columns differ from this run's (:func:`feature_change_of`). The edge
 cases (first run, a champion that cannot be loaded or read this holdout, ties, slices too small
 to judge) are rules of their own, described in docs/spec.md, section ``gate``.
+
+Each model (every candidate, the champion) is applied to the holdout exactly once
+(:func:`predict_holdout`); every metric, slice and plot derives from those stored predictions
+(:class:`HoldoutPredictions`) through :func:`metric_value` / :func:`metric_values`, which take a
+subset of row positions and call no model, so resampling them (a bootstrap) is cheap. The only
+further model calls are the report's permutation importance, bounded by the evaluation's budget
+(:func:`evaluation_budget`, docs/benchmarks.md section 9).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import warnings
@@ -25,7 +33,7 @@ from mlpipe.errors import ArtifactIntegrityError, FeatureError
 from mlpipe.registry import ModelVersion
 from mlpipe.spec import LoadedSpec, PipelineSpec, SliceSpec
 from mlpipe.stages.features import read_split
-from mlpipe.stages.predict import Predictions, predict
+from mlpipe.stages.predict import Predictions, predict, rows_of
 from mlpipe.stages.train import load_model
 from mlpipe.stages.uncertainty import Interval, PairedUncertainty, SliceRows, paired_bootstrap
 from mlpipe.storage import ArtifactStore
@@ -33,17 +41,50 @@ from mlpipe.storage import ArtifactStore
 VERDICT_FILE = "verdict.json"
 FLOAT_SLACK = 1e-12
 WORST_SLICES_SHOWN = 3
+# The evaluation's budget (docs/benchmarks.md, section 9): the larger of this share of the run's
+# training time and BUDGET_SECONDS per BUDGET_ROWS holdout rows (never less than BUDGET_SECONDS).
+TRAINING_SHARE = 0.30
+BUDGET_SECONDS = 20.0
+BUDGET_ROWS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """The spec's primary and secondary metrics of ``model`` on (X, y)."""
+    """The spec's primary and secondary metrics of ``model`` on (X, y): one prediction pass."""
+    return metric_values(spec, spec_metrics(spec), y, predict(spec, model, X))
+
+
+def spec_metrics(spec: PipelineSpec) -> list[str]:
+    """The spec's primary metric, then its secondary metrics."""
+    return [spec.primary_metric, *spec.secondary_metrics]
+
+
+def metric_value(
+    spec: PipelineSpec, metric: str, y_true: Any, predictions: Predictions, rows: np.ndarray | None = None
+) -> float:
+    """One metric of the spec's task from predictions already made; no model is called.
+
+    ``y_true`` and ``predictions`` are aligned row by row (position i = holdout row i); ``rows``
+    (positions, repeats allowed, or a boolean mask) restricts both to a subset or a resample. NaN
+    when the metric is undefined there (AUC on one class, log loss without probabilities).
+    """
+    return metric_values(spec, [metric], y_true, predictions, rows)[metric]
+
+
+def metric_values(
+    spec: PipelineSpec, metrics: list[str], y_true: Any, predictions: Predictions, rows: np.ndarray | None = None
+) -> dict[str, float]:
+    """Several metrics of :func:`metric_value` at once (the subset is taken once)."""
     from sklearn import metrics as skm
 
-    names = [spec.primary_metric, *spec.secondary_metrics]
+    y = np.asarray(y_true)
+    p = predictions
+    if rows is not None:
+        y, p = y[rows], rows_of(p, rows)
     task = spec.target.task
-    out: dict[str, float] = {}
     if task == "regression":
-        pred = model.predict(X)
+        pred = p.prediction
         fns = {
             "rmse": lambda: skm.root_mean_squared_error(y, pred),
             "mae": lambda: skm.mean_absolute_error(y, pred),
@@ -51,19 +92,11 @@ def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Serie
             "mape": lambda: skm.mean_absolute_percentage_error(y, pred),
             "median_ae": lambda: skm.median_absolute_error(y, pred),
         }
-        return {n: float(fns[n]()) for n in names}
-    classes = list(model.classes_)
-    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
-    pred = model.predict(X)
-    if task == "binary":
-        positive = spec.target.positive_class if spec.target.positive_class is not None else classes[-1]
-        if positive not in classes:
-            positive = classes[-1]
-        pos_idx = classes.index(positive)
-        y_bin = (np.asarray(y) == positive).astype(int)
-        pred_bin = (np.asarray(pred) == positive).astype(int)
-        score = proba[:, pos_idx] if proba is not None else np.asarray(model.decision_function(X), dtype=float)
-        prob_like = proba is not None
+    elif task == "binary":
+        y_bin = (y == p.positive).astype(int)
+        pred_bin = (p.prediction == p.positive).astype(int)
+        # The positive class's probability, or (no predict_proba) its decision margin.
+        score, prob_like = p.score, p.proba is not None
         fns = {
             "roc_auc": lambda: skm.roc_auc_score(y_bin, score),
             "average_precision": lambda: skm.average_precision_score(y_bin, score),
@@ -76,6 +109,7 @@ def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Serie
             "recall": lambda: skm.recall_score(y_bin, pred_bin, zero_division=0),
         }
     else:
+        pred, proba, classes = p.prediction, p.proba, list(p.classes or [])
         fns = {
             "accuracy": lambda: skm.accuracy_score(y, pred),
             "balanced_accuracy": lambda: skm.balanced_accuracy_score(y, pred),
@@ -84,7 +118,8 @@ def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Serie
             "log_loss": lambda: skm.log_loss(y, proba, labels=classes) if proba is not None else math.nan,
             "roc_auc_ovr": lambda: _multiclass_auc(skm, y, proba, classes),
         }
-    for n in names:
+    out: dict[str, float] = {}
+    for n in metrics:
         try:
             out[n] = float(fns[n]())
         except ValueError:
@@ -97,6 +132,56 @@ def _multiclass_auc(skm: Any, y: Any, proba: Any, classes: list[Any]) -> float:
     if proba is None or len(set(y)) < 2:
         return math.nan
     return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+
+
+@dataclass
+class HoldoutPredictions:
+    """Every model's predictions on one holdout, each made once; all figures derive from them.
+
+    Row i of ``y`` and of every :class:`~mlpipe.stages.predict.Predictions` is holdout row i (by
+    position, as read). ``candidates`` are by name in the spec's order; ``champion`` is None when
+    there is no champion or it could not be scored on this holdout. ``seconds`` is each pass's wall
+    time (``"champion"`` for the champion's), which also prices the report's permutation importance.
+    """
+
+    y: np.ndarray
+    candidates: dict[str, Predictions]
+    champion: Predictions | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self, spec: PipelineSpec, name: str | None, rows: np.ndarray | None = None) -> dict[str, float]:
+        """The spec's metrics of candidate ``name`` (None: the champion), optionally on ``rows`` only."""
+        p = self.champion if name is None else self.candidates[name]
+        if p is None:
+            raise ValueError("no champion predictions on this holdout")
+        return metric_values(spec, spec_metrics(spec), self.y, p, rows)
+
+
+def predict_timed(spec: PipelineSpec, model: Any, X: pd.DataFrame, who: str) -> tuple[Predictions, float]:
+    """``model``'s one prediction pass over ``X``, logged with its duration."""
+    started = time.perf_counter()
+    p = predict(spec, model, X)
+    seconds = time.perf_counter() - started
+    log.info("Evaluate: %s predicted %s holdout rows in %.2f s", who, f"{len(X):,}", seconds)
+    return p, seconds
+
+
+def predict_holdout(
+    spec: PipelineSpec, models: dict[str, Any], champion_model: Any | None, X: pd.DataFrame, y: pd.Series
+) -> HoldoutPredictions:
+    """Apply each model to the holdout once (the champion too, when given)."""
+    out = HoldoutPredictions(np.asarray(y), {})
+    for name, model in models.items():
+        out.candidates[name], out.seconds[name] = predict_timed(spec, model, X, f"candidate {name}")
+    if champion_model is not None:
+        out.champion, out.seconds["champion"] = predict_timed(spec, champion_model, X, "champion")
+    return out
+
+
+def evaluation_budget(training_seconds: float, holdout_rows: int) -> float:
+    """Seconds the whole evaluation may take: 30 % of the run's training time, or 20 s per 10,000
+    holdout rows (at least 20 s), whichever is larger."""
+    return max(TRAINING_SHARE * training_seconds, BUDGET_SECONDS * max(1.0, holdout_rows / BUDGET_ROWS))
 
 
 def better(direction: str, a: float, b: float) -> float:
@@ -233,37 +318,22 @@ class SliceMeasure:
     other_rows: int = 0
 
 
-class Answered:
-    """A model stand-in that gives back predictions already made, so a metric costs no second pass."""
-
-    def __init__(self, answer: Predictions) -> None:
-        self.answer = answer
-        if answer.classes is not None:
-            self.classes_ = np.asarray(answer.classes)
-            if answer.proba is not None:
-                self.predict_proba = lambda X: answer.proba
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.answer.prediction
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        return self.answer.score
-
-
-def metric_only(spec: PipelineSpec, metric: str) -> PipelineSpec:
-    """``spec`` with ``metric`` as its only metric, so :func:`compute_metrics` computes just that one."""
-    return spec.model_copy(update={"metrics": spec.metrics.model_copy(update={"primary": metric, "secondary": []})})
-
-
-def _rows_of(p: Predictions, mask: np.ndarray) -> Predictions:
-    proba = p.proba[mask] if p.proba is not None else None
-    return Predictions(p.prediction[mask], p.score[mask], proba, p.classes, p.positive)
-
-
 def slice_labels(values: pd.Series) -> pd.Series:
     """The slice each row belongs to, as text; missing values form the slice ``(missing)``."""
     labels = values.astype(object).map(str)
     return labels.where(values.notna().to_numpy(), "(missing)")
+
+
+def slice_groups(values: pd.Series, max_slices: int) -> tuple[list[tuple[str, np.ndarray]], int, int]:
+    """The rows of each slice of one column: ``(value, row positions)`` for the ``max_slices`` most
+    frequent values (equal counts by value), and the number of other values and of their rows."""
+    labels = slice_labels(values.reset_index(drop=True))
+    codes, uniques = pd.factorize(labels, sort=False)
+    counts = np.bincount(codes, minlength=len(uniques))
+    order = sorted(range(len(uniques)), key=lambda i: (-counts[i], uniques[i]))
+    groups = [(str(uniques[i]), np.flatnonzero(codes == i)) for i in order[:max_slices]]
+    rest = order[max_slices:]
+    return groups, len(rest), int(sum(counts[i] for i in rest))
 
 
 def measure_slices(
@@ -272,36 +342,33 @@ def measure_slices(
     """The best candidate's and the champion's slice metric on each slice of ``spec.gate.slices``.
 
     Slices smaller than ``min_rows`` are listed without figures; a metric a slice cannot define (AUC
-    on one class) is NaN with a note. ``best``/``champion`` are predictions for every row of ``X``.
+    on one class) is NaN with a note. ``best``/``champion`` are predictions for every row of ``X``:
+    no model is called here.
     """
     from sklearn.exceptions import UndefinedMetricWarning
 
-    y = y.reset_index(drop=True)
+    y_all = np.asarray(y)
     out: list[SliceMeasure] = []
     for s in spec.gate.slices:
         metric = s.metric or spec.primary_metric
-        only = metric_only(spec, metric)
-        labels = slice_labels(X[s.column].reset_index(drop=True))
-        counts = sorted(labels.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+        groups, other_values, other_rows = slice_groups(X[s.column], s.max_slices)
         rows = []
-        for value, n in counts[: s.max_slices]:
-            row: dict[str, Any] = {"value": value, "rows": int(n), "candidate": math.nan, "champion": None, "note": ""}
+        for value, where in groups:
+            n = len(where)
+            row: dict[str, Any] = {"value": value, "rows": n, "candidate": math.nan, "champion": None, "note": ""}
             if champion is not None:
                 row["champion"] = math.nan
             if n >= s.min_rows:
-                mask = (labels == value).to_numpy()
-                y_s, X_s = y[mask], X.iloc[np.flatnonzero(mask)]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UndefinedMetricWarning)
-                    row["candidate"] = compute_metrics(only, Answered(_rows_of(best, mask)), X_s, y_s)[metric]
+                    row["candidate"] = metric_value(spec, metric, y_all, best, where)
                     if champion is not None:
-                        row["champion"] = compute_metrics(only, Answered(_rows_of(champion, mask)), X_s, y_s)[metric]
+                        row["champion"] = metric_value(spec, metric, y_all, champion, where)
                 if math.isnan(row["candidate"]) or (champion is not None and math.isnan(row["champion"])):
-                    one_class = spec.target.task != "regression" and y_s.nunique() < 2
+                    one_class = spec.target.task != "regression" and len(set(y_all[where].tolist())) < 2
                     row["note"] = f"{metric} undefined on this slice" + (" (one class only)" if one_class else "")
             rows.append(row)
-        rest = counts[s.max_slices :]
-        out.append(SliceMeasure(s.column, metric, rows, len(rest), int(sum(n for _, n in rest))))
+        out.append(SliceMeasure(s.column, metric, rows, other_values, other_rows))
     return out
 
 
@@ -321,9 +388,10 @@ def paired_uncertainty(
     config = {s.column: s for s in spec.gate.slices}
     rows = []
     for m in slices:
-        labels = slice_labels(X[m.column].reset_index(drop=True)).to_numpy()
-        judged = [r["value"] for r in m.rows if r["rows"] >= config[m.column].min_rows and not r["note"]]
-        rows.append(SliceRows(m.column, m.metric, {v: np.flatnonzero(labels == v) for v in judged}))
+        cfg = config[m.column]
+        judged = {r["value"] for r in m.rows if r["rows"] >= cfg.min_rows and not r["note"]}
+        groups = slice_groups(X[m.column], cfg.max_slices)[0]
+        rows.append(SliceRows(m.column, m.metric, {v: where for v, where in groups if v in judged}))
     return paired_bootstrap(spec, y.to_numpy(), best, champion, confidence=spec.gate.confidence, slices=rows)
 
 
@@ -714,7 +782,12 @@ def evaluate_candidates(
     champion: ModelVersion | None,
     champion_seq: int,
 ) -> Verdict:
-    """Score every trained candidate and the champion on this run's holdout; save the verdict."""
+    """Score every trained candidate and the champion on this run's holdout; save the verdict.
+
+    Each model predicts the holdout once; metrics, slices and the report's plots derive from those
+    predictions. The whole call keeps to :func:`evaluation_budget` (the report's permutation
+    importance is sized to what remains of it, or skipped with a note). Progress goes to the log.
+    """
     spec = loaded.spec
     started = time.perf_counter()
     holdout = read_split(store, holdout_key, holdout_sha256)
@@ -729,11 +802,25 @@ def evaluate_candidates(
             raise FeatureError(
                 f"gate.slices[{i}].column: {s.column!r} is not in this run's holdout; it has {list(X.columns)}"
             )
+    training_seconds = sum(float(by_name[c.name].get("fit_seconds") or 0.0) for c in spec.candidates)
+    budget = evaluation_budget(training_seconds, len(holdout))
+    log.info(
+        "Evaluate: %d candidate(s)%s on %s holdout rows; budget %.1f s (training took %.1f s)",
+        len(spec.candidates),
+        " and the champion" if champion is not None else "",
+        f"{len(holdout):,}",
+        budget,
+        training_seconds,
+    )
     scores, models = {}, {}
+    answers = HoldoutPredictions(np.asarray(y), {})
     for cand in spec.candidates:
         t = by_name[cand.name]
         models[cand.name] = load_model(store, t["model_key"], t["model_sha256"])
-        scores[cand.name] = compute_metrics(spec, models[cand.name], X, y)
+        who = f"candidate {cand.name}"
+        answers.candidates[cand.name], answers.seconds[cand.name] = predict_timed(spec, models[cand.name], X, who)
+        scores[cand.name] = answers.metrics(spec, cand.name)
+        log.info("Evaluate: %s: %s", who, _brief(scores[cand.name]))
     champion_metrics, champion_error, champ_model, change = None, None, None, None
     if champion is not None:
         try:
@@ -741,21 +828,30 @@ def evaluate_candidates(
             change = feature_change_of(spec, champ_model, X)
             if change is not None and change.missing:
                 champ_model = None  # it cannot read this holdout; the verdict's feature_set rule says why
+                log.info("Evaluate: champion v%s reads %s, missing here: not scored", champion.version, change.missing)
             else:
-                champion_metrics = compute_metrics(spec, champ_model, X, y)
+                who = f"champion v{champion.version}"
+                answers.champion, answers.seconds["champion"] = predict_timed(spec, champ_model, X, who)
+                champion_metrics = answers.metrics(spec, None)
+                log.info("Evaluate: %s: %s", who, _brief(champion_metrics))
         except Exception as exc:  # any failure to load or score it means "cannot compare"
             champion_error = f"{type(exc).__name__}: {exc}"
-            champ_model = None
+            champ_model, answers.champion = None, None
+            log.warning("Evaluate: champion v%s could not be scored: %s", champion.version, champion_error)
     best, _ = _pick_best(spec, scores)
     slices, uncertainty = None, None
-    paired = spec.gate.confidence is not None and champion_metrics is not None
-    if best is not None and (spec.gate.slices or paired):
-        best_answer = predict(spec, models[best], X)
-        champ_answer = predict(spec, champ_model, X) if champ_model is not None else None
-        if spec.gate.slices:
-            slices = measure_slices(spec, X, y, best_answer, champ_answer)
-        if paired and champ_answer is not None:
-            uncertainty = paired_uncertainty(spec, X, y, best_answer, champ_answer, slices or [])
+    if spec.gate.slices and best is not None:
+        step = time.perf_counter()
+        slices = measure_slices(spec, X, y, answers.candidates[best], answers.champion)
+        log.info("Evaluate: %d slice column(s) measured in %.2f s", len(slices), time.perf_counter() - step)
+    if spec.gate.confidence is not None and best is not None and answers.champion is not None:
+        uncertainty = paired_uncertainty(spec, X, y, answers.candidates[best], answers.champion, slices or [])
+        log.info(
+            "Evaluate: paired bootstrap (%d resamples, %d slice(s)) in %.2f s",
+            uncertainty.resamples,
+            len(uncertainty.slices),
+            uncertainty.seconds,
+        )
     verdict = judge(
         spec,
         run_id=run_id,
@@ -769,14 +865,31 @@ def evaluate_candidates(
         slices=slices,
         uncertainty=uncertainty,
     )
+    log.info("Evaluate: verdict %s (best %s)", verdict.decision, verdict.best_candidate)
     from mlpipe.stages.evaluation_report import report_prefix, save_evaluation_report
 
+    step = time.perf_counter()
     verdict.report_uri = save_evaluation_report(
-        store, spec, verdict, models, champ_model, X, y, prefix=report_prefix(spec.name, run_key)
+        store,
+        spec,
+        verdict,
+        models,
+        champ_model,
+        X,
+        y,
+        prefix=report_prefix(spec.name, run_key),
+        predictions=answers,
+        deadline=started + budget,
     )
+    log.info("Evaluate: report written in %.2f s", time.perf_counter() - step)
     verdict.seconds = round(time.perf_counter() - started, 3)
     store.put_bytes(verdict_key(spec.name, run_key), json.dumps(verdict.as_dict(), indent=2).encode())
+    log.info("Evaluate: done in %.2f s (budget %.1f s)", verdict.seconds, budget)
     return verdict
+
+
+def _brief(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def load_verdict(store: ArtifactStore, pipeline: str, run_key: str) -> dict[str, Any]:

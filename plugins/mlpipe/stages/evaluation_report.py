@@ -8,8 +8,14 @@ candidates against the champion, per-slice figures when the verdict has them, an
   class of the best candidate for multiclass), calibration (best candidate and champion) and the
   best candidate's confusion matrix;
 * regression: predicted against actual values and the residuals of the best candidate and champion;
-* every task: permutation importance of the raw input columns for the best candidate, on a bounded,
-  seeded sample of the holdout, in units of the primary metric.
+* every task: permutation importance of the raw input columns for the best candidate (a one-hot
+  encoded or categorical column counts once, as the user's input), on a bounded, seeded sample of
+  the holdout, in units of the primary metric.
+
+Every plot is drawn from the predictions the evaluation made once per model
+(:class:`~mlpipe.stages.evaluate.HoldoutPredictions`); the only model calls here are permutation
+importance's, one per input column on all its shuffles at once, sized to what the evaluation's
+budget leaves (fewer rows, fewer shuffles, or skipped, and the page says so).
 
 The page follows the drift report (:mod:`mlpipe.stages.html_page`): inline CSS, no JavaScript, PNGs
 drawn on Agg canvases, the page written last and atomically.
@@ -18,7 +24,9 @@ drawn on Agg canvases, the page written last and atomically.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.spec import PipelineSpec
-from mlpipe.stages.evaluate import Answered, Verdict, compute_metrics, metric_only
+from mlpipe.stages.evaluate import HoldoutPredictions, Verdict, metric_value, predict_holdout
 from mlpipe.stages.html_page import badge, e, fmt, img, new_figure, page, save_figure, write_index
 from mlpipe.stages.predict import Predictions, predict
 from mlpipe.storage import ArtifactStore
@@ -40,6 +48,13 @@ if TYPE_CHECKING:
 CURVE_SIZE = (5.0, 3.8)
 IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 5
+# When the budget is short: fewer shuffles first (down to this), then fewer rows (down to this), then skipped.
+IMPORTANCE_MIN_REPEATS = 3
+IMPORTANCE_MIN_ROWS = 300
+# Seconds kept for drawing the importance figure and writing the page after importance.
+REPORT_RESERVE = 1.0
+
+log = logging.getLogger(__name__)
 SCATTER_POINTS = 5_000
 MAX_CLASSES_SHOWN = 12
 CALIBRATION_BINS = 10
@@ -75,6 +90,23 @@ class Curve:
     champion: bool = False
 
 
+@dataclass(frozen=True)
+class Importance:
+    """Permutation importance of the best candidate's input columns, and how it was measured.
+
+    ``frame`` (index: input column; ``mean``, ``std`` over shuffles; most important first) is None
+    when importance was not measured: ``note`` says why (undefined metric, no time left).
+    ``note`` also says when the sample or the shuffles were reduced, or columns left out, to keep
+    to the budget.
+    """
+
+    frame: pd.DataFrame | None
+    rows: int
+    holdout_rows: int
+    repeats: int
+    note: str = ""
+
+
 def render_evaluation_report(
     spec: PipelineSpec,
     verdict: dict[str, Any],
@@ -88,26 +120,32 @@ def render_evaluation_report(
     subtitle: str = "",
     importance_rows: int = IMPORTANCE_ROWS,
     importance_repeats: int = IMPORTANCE_REPEATS,
+    predictions: HoldoutPredictions | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and its PNG plots for one run's verdict; return the index's path.
 
     ``verdict`` is the verdict as a dict (:meth:`~mlpipe.stages.evaluate.Verdict.as_dict`; a
     ``slices`` list is shown when present), ``models`` the fitted candidates by name, and
     ``champion_model`` the champion when it could be loaded. ``X``/``y`` are the holdout every one
-    of them was scored on. Plots a model cannot have (calibration without probabilities, curves on
-    a holdout with one class) are left out with a note saying why.
+    of them was scored on, and ``predictions`` their predictions on it (made here when not given).
+    ``deadline`` (a :func:`time.perf_counter` value) bounds permutation importance, which runs last.
+    Plots a model cannot have (calibration without probabilities, curves on a holdout with one
+    class) are left out with a note saying why.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if predictions is None:
+        predictions = predict_holdout(spec, models, champion_model, X, y)
     best = verdict.get("best_candidate")
     by_name = {
-        name: Curve(f"{name} (best)" if name == best else name, predict(spec, model, X))
-        for name, model in models.items()
+        name: Curve(f"{name} (best)" if name == best else name, answer)
+        for name, answer in predictions.candidates.items()
     }
     curves = list(by_name.values())
-    if champion_model is not None:
+    if predictions.champion is not None:
         label = f"champion v{verdict.get('champion_version')}"
-        curves.append(Curve(label, predict(spec, champion_model, X), champion=True))
+        curves.append(Curve(label, predictions.champion, champion=True))
     best_curve = by_name.get(best) if best is not None else None
     y_values = np.asarray(y)
 
@@ -121,17 +159,39 @@ def render_evaluation_report(
             figures += [("residuals.png", _residuals(shown, y_values, spec.split.seed))]
     elif best_curve is not None:
         figures += _classification_figures(spec, curves, best_curve, y_values, notes)
-    importance = None
-    if best is not None and best in models:
-        importance = permutation_importance_of(spec, models[best], X, y, importance_rows, importance_repeats)
-        if importance is not None:
-            figures.append(("importance.png", _importance_figure(importance, spec.primary_metric)))
-        else:
-            notes.append("permutation importance: the primary metric is undefined on the sample")
     for file, figure in figures:
         width, height = figure.get_size_inches()
         save_figure(figure, out_dir / file)
         plots[file] = (float(width), float(height))
+    importance = None
+    if best is not None and best in models:
+        step = time.perf_counter()
+        importance = permutation_importance_of(
+            spec,
+            models[best],
+            X,
+            y,
+            importance_rows,
+            importance_repeats,
+            baseline=predictions.candidates.get(best),
+            seconds_per_row=predictions.seconds.get(best, 0.0) / max(len(X), 1) if predictions.seconds else None,
+            budget=None if deadline is None else deadline - step - REPORT_RESERVE,
+        )
+        log.info(
+            "Evaluate: permutation importance of %s on %s rows x %d shuffles in %.2f s%s",
+            best,
+            f"{importance.rows:,}",
+            importance.repeats,
+            time.perf_counter() - step,
+            f" ({importance.note})" if importance.note else "",
+        )
+        if importance.frame is not None:
+            figure = _importance_figure(importance.frame, spec.primary_metric)
+            width, height = figure.get_size_inches()
+            save_figure(figure, out_dir / "importance.png")
+            plots["importance.png"] = (float(width), float(height))
+        else:
+            notes.append(f"permutation importance: {importance.note}")
 
     body = "".join(
         [
@@ -161,8 +221,13 @@ def save_evaluation_report(
     y: pd.Series,
     *,
     prefix: str,
+    predictions: HoldoutPredictions | None = None,
+    deadline: float | None = None,
 ) -> str:
-    """Render the run's evaluation report and keep it under ``prefix``; return the page's URI."""
+    """Render the run's evaluation report and keep it under ``prefix``; return the page's URI.
+
+    ``predictions`` and ``deadline``: see :func:`render_evaluation_report`.
+    """
     about = f"{spec.target.task}, target {spec.target.column}, primary metric {spec.primary_metric}"
     with tempfile.TemporaryDirectory(prefix="mlpipe-report-") as tmp:
         index = render_evaluation_report(
@@ -175,6 +240,8 @@ def save_evaluation_report(
             Path(tmp),
             title=f"{spec.name}: evaluation of run {verdict.run_id}",
             subtitle=f"{about}: {verdict.holdout_rows:,} holdout rows",
+            predictions=predictions,
+            deadline=deadline,
         )
         store.put_tree(prefix, index.parent)
     return store.uri(f"{prefix}/{index.name}")
@@ -372,38 +439,92 @@ def _importance_figure(importance: pd.DataFrame, metric: str) -> Any:
 
 
 def permutation_importance_of(
-    spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Series, rows: int, repeats: int
-) -> pd.DataFrame | None:
+    spec: PipelineSpec,
+    model: Any,
+    X: pd.DataFrame,
+    y: pd.Series,
+    rows: int,
+    repeats: int,
+    *,
+    baseline: Predictions | None = None,
+    seconds_per_row: float | None = None,
+    budget: float | None = None,
+) -> Importance:
     """Mean and standard deviation, over ``repeats`` seeded shuffles, of how much the primary metric
     worsens when one raw input column is shuffled, on at most ``rows`` seeded holdout rows.
 
-    Positive means the model relies on the column. None when the metric is undefined on the sample.
+    Positive means the model relies on the column. The columns are the model's raw inputs, so a
+    column it one-hot encodes is shuffled (and reported) as one. The model predicts once per column,
+    on all of its shuffles at once; the unshuffled figure comes from ``baseline`` (the model's
+    predictions on every row of ``X``) when given. With a ``budget`` (seconds) and the model's
+    ``seconds_per_row``, fewer shuffles (down to ``IMPORTANCE_MIN_REPEATS``), then fewer rows
+    (down to ``IMPORTANCE_MIN_ROWS``) are used to fit it, or none when even that would not fit; and
+    columns not reached when the budget runs out are left out. The note says what was cut.
     """
     from sklearn.exceptions import UndefinedMetricWarning
-    from sklearn.inspection import permutation_importance
 
     metric = spec.primary_metric
     sign = 1.0 if spec.direction(metric) == "maximize" else -1.0
-    # Only the primary metric, from one pass of the model per shuffle (not one per metric).
-    primary_only = metric_only(spec, metric)
-    if len(X) > rows:
-        sample = X.sample(n=rows, random_state=spec.split.seed)
-        X, y = sample, y.loc[sample.index]
+    columns = list(X.columns)
+    n = min(rows, len(X))
+    r = repeats
+    notes: list[str] = []
+    if budget is not None and seconds_per_row is not None:
 
-    def scorer(estimator: Any, X_: pd.DataFrame, y_: pd.Series) -> float:
-        answered = Answered(predict(spec, estimator, X_))
-        return sign * compute_metrics(primary_only, answered, X_, y_)[metric]
+        def cost(n_: int, r_: int) -> float:
+            return len(columns) * r_ * n_ * seconds_per_row
 
+        while r > min(IMPORTANCE_MIN_REPEATS, repeats) and cost(n, r) > budget:
+            r -= 1
+        if cost(n, r) > budget:
+            n = int(max(budget, 0.0) / (len(columns) * r * seconds_per_row)) if seconds_per_row > 0 else n
+        if n < min(IMPORTANCE_MIN_ROWS, len(X)):
+            why = (
+                f"skipped: it would take about {cost(min(rows, len(X)), repeats):.1f} s, more than the "
+                f"{max(budget, 0.0):.1f} s the evaluation budget leaves"
+            )
+            return Importance(None, 0, len(X), 0, why)
+        if (n, r) != (min(rows, len(X)), repeats):
+            notes.append(
+                f"reduced from {min(rows, len(X)):,} rows and {repeats} shuffles to fit the evaluation budget "
+                f"({max(budget, 0.0):.1f} s left)"
+            )
+    rng = np.random.default_rng(spec.split.seed)
+    sample = np.sort(rng.choice(len(X), size=n, replace=False)) if n < len(X) else np.arange(len(X))
+    y_all = np.asarray(y)
     with warnings.catch_warnings():
         # An undefined metric (one class in the sample) is reported below as "no importance", once.
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        result = permutation_importance(
-            model, X, y, scoring=scorer, n_repeats=repeats, random_state=spec.split.seed, n_jobs=1
-        )
-    if not np.isfinite(result.importances_mean).all():
-        return None
-    frame = pd.DataFrame({"mean": result.importances_mean, "std": result.importances_std}, index=list(X.columns))
-    return frame.sort_values("mean", ascending=False)
+        if baseline is not None:
+            base = metric_value(spec, metric, y_all, baseline, sample)
+        else:
+            base = metric_value(spec, metric, y_all[sample], predict(spec, model, X.iloc[sample]))
+        if not np.isfinite(base):
+            return Importance(None, n, len(X), r, "the primary metric is undefined on the sample")
+        rows_x = X.iloc[sample].reset_index(drop=True)
+        batch = pd.concat([rows_x] * r, ignore_index=True)
+        y_batch = np.tile(y_all[sample], r)
+        blocks = [np.arange(k * n, (k + 1) * n) for k in range(r)]
+        means, stds, done = [], [], []
+        started = time.perf_counter()
+        for i, column in enumerate(columns):
+            spent = time.perf_counter() - started
+            if budget is not None and i and spent + spent / i > budget:
+                notes.append(f"{len(columns) - i} column(s) not measured, the budget ran out: {columns[i:]}")
+                break
+            original = batch[column]
+            shuffled = [rows_x[column].iloc[rng.permutation(n)] for _ in range(r)]
+            batch[column] = pd.concat(shuffled, ignore_index=True)
+            answer = predict(spec, model, batch)
+            batch[column] = original
+            drops = np.array([sign * (base - metric_value(spec, metric, y_batch, answer, b)) for b in blocks])
+            if not np.isfinite(drops).all():
+                return Importance(None, n, len(X), r, "the primary metric is undefined on the sample")
+            means.append(drops.mean())
+            stds.append(drops.std())
+            done.append(column)
+    frame = pd.DataFrame({"mean": means, "std": stds}, index=done)
+    return Importance(frame.sort_values("mean", ascending=False), n, len(X), r, "; ".join(notes))
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -517,16 +638,20 @@ def _slices_section(slices: list[dict[str, Any]] | None) -> str:
     return f"<h2>Slices</h2>{about}<table>{header}{''.join(rows)}</table>"
 
 
-def _importance_section(importance: pd.DataFrame | None, metric: str) -> str:
-    if importance is None:
+def _importance_section(importance: Importance | None, metric: str) -> str:
+    if importance is None or importance.frame is None:
         return ""
     rows = "".join(
         f'<tr><td>{e(name)}<td class="num">{e(fmt(row["mean"], ".4f"))}<td class="num">{e(fmt(row["std"], ".4f"))}</tr>'
-        for name, row in importance.iterrows()
+        for name, row in importance.frame.iterrows()
+    )
+    about = (
+        f"On {importance.rows:,} of {importance.holdout_rows:,} holdout rows (seeded sample), "
+        f"{importance.repeats} shuffles per input column" + (f"; {importance.note}" if importance.note else "") + "."
     )
     return (
-        f"<h2>Permutation importance</h2><table><tr><th>input column<th>worsening of {e(metric)}"
-        f"<th>std over shuffles</tr>{rows}</table>"
+        f'<h2>Permutation importance</h2><p class="muted">{e(about)}</p>'
+        f"<table><tr><th>input column<th>worsening of {e(metric)}<th>std over shuffles</tr>{rows}</table>"
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mlpipe.spec import PipelineSpec
-from mlpipe.stages.predict import Predictions, positive_label
+from mlpipe.stages.predict import Predictions, positive_label, rows_of
 
 # Resamples of the holdout, shared by the primary metric, the secondary ones and every slice.
 RESAMPLES = 1_000
@@ -128,7 +128,7 @@ def paired_bootstrap(
     for s in slices:
         for value, rows in s.rows.items():
             rows = np.asarray(rows)
-            cand, champ = _rows_of(candidate, rows), _rows_of(champion, rows)
+            cand, champ = rows_of(candidate, rows), rows_of(champion, rows)
             key = (s.column, value)
             fns = scorer(spec, s.metric, truth[rows], cand), scorer(spec, s.metric, truth[rows], champ)
             jobs.append((key, s.metric, rows, *fns))
@@ -188,11 +188,6 @@ def _interval(point: float, diffs: np.ndarray, confidence: float) -> Interval:
 
 def _better(spec: PipelineSpec, metric: str, cand: np.ndarray, champ: np.ndarray) -> np.ndarray:
     return cand - champ if spec.direction(metric) == "maximize" else champ - cand
-
-
-def _rows_of(p: Predictions, rows: np.ndarray) -> Predictions:
-    proba = p.proba[rows] if p.proba is not None else None
-    return Predictions(p.prediction[rows], p.score[rows], proba, p.classes, p.positive)
 
 
 # -- metrics from per-row weights, vectorised over resamples -------------------------------------------
