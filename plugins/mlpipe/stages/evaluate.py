@@ -379,10 +379,11 @@ def paired_uncertainty(
     best: Predictions,
     champion: Predictions,
     slices: list[SliceMeasure],
+    metrics: list[str] | None = None,
 ) -> PairedUncertainty:
     """The best candidate's paired intervals against the champion at ``gate.confidence``.
 
-    Every metric the gate compares, and every slice large enough to be judged (its ``min_rows``).
+    Every spec metric (or only ``metrics``), and every slice large enough to be judged (its ``min_rows``).
     """
     assert spec.gate.confidence is not None
     config = {s.column: s for s in spec.gate.slices}
@@ -392,7 +393,8 @@ def paired_uncertainty(
         judged = {r["value"] for r in m.rows if r["rows"] >= cfg.min_rows and not r["note"]}
         groups = slice_groups(X[m.column], cfg.max_slices)[0]
         rows.append(SliceRows(m.column, m.metric, {v: where for v, where in groups if v in judged}))
-    return paired_bootstrap(spec, y.to_numpy(), best, champion, confidence=spec.gate.confidence, slices=rows)
+    confidence = spec.gate.confidence
+    return paired_bootstrap(spec, np.asarray(y), best, champion, confidence=confidence, metrics=metrics, slices=rows)
 
 
 def _slice_rules(
