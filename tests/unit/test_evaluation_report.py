@@ -194,21 +194,21 @@ def test_permutation_importance_is_bounded_and_seeded() -> None:
 def test_permutation_importance_fits_its_budget_or_says_it_was_cut(tmp_path: Path) -> None:
     case = Case("binary", n=1400)
     model, columns, h = case.models["hgb"], case.spec.features.columns, len(case.X)
-    per_row = 0.001  # a model this slow: 5 shuffles of the 420 holdout rows of every column would take ~6 s
-    full = len(columns) * 5 * h * per_row
-    fewer = permutation_importance_of(
-        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=full * 0.7
-    )
+    slow = 0.02 * h  # a model this slow (20 ms a row): 5 shuffles of every column would take ~2 min
+    full = len(columns) * 5 * h * 0.02
+
+    def importance(budget: float) -> Any:
+        return permutation_importance_of(
+            case.spec, model, case.X, case.y, rows=2000, repeats=5, holdout_seconds=slow, budget=budget
+        )
+
+    fewer = importance(full * 0.7)
     assert (fewer.rows, fewer.repeats) == (h, 3), "fewer shuffles first"
     assert f"reduced from {h} rows and 5 shuffles" in fewer.note and fewer.frame is not None
-    smaller = permutation_importance_of(
-        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=full * 0.5
-    )
-    assert smaller.repeats == 3 and smaller.rows < h and smaller.frame is not None, "then fewer rows"
-    assert len(columns) * smaller.rows * smaller.repeats * per_row <= full * 0.5
-    skipped = permutation_importance_of(
-        case.spec, model, case.X, case.y, rows=2000, repeats=5, seconds_per_row=per_row, budget=0.2
-    )
+    smaller = importance(full * 0.5)
+    assert smaller.repeats == 3 and 200 <= smaller.rows < h and smaller.frame is not None, "then fewer rows"
+    assert len(columns) * smaller.rows * smaller.repeats * 0.02 <= full * 0.5 * 1.1, "(less the one-row call it timed)"
+    skipped = importance(0.2)
     assert skipped.frame is None and skipped.note.startswith("skipped: it would take about")
 
     page = case.render(tmp_path, deadline=time.perf_counter() - 1)

@@ -452,6 +452,30 @@ class TestEvaluate:
         assert (v.blessed, v.champion_status, v.champion_metrics) == (False, "unavailable", None)
         assert "ArtifactIntegrityError" in v.reasons[0]
 
+    def test_each_model_predicts_the_holdout_once_and_a_byte_identical_champion_not_at_all(
+        self, make_pipe, monkeypatch, caplog
+    ) -> None:
+        from mlpipe.stages import evaluate
+
+        pipe = make_pipe()
+        first = pipe.run("manual__a")
+        pipe.promote(first)
+        passes: list[int] = []
+        real = evaluate.predict
+        monkeypatch.setattr(evaluate, "predict", lambda spec, model, X: passes.append(len(X)) or real(spec, model, X))
+        caplog.set_level("INFO", logger="mlpipe.stages.evaluate")
+
+        v = pipe.run("manual__b").verdict  # same data, same seeds: the same models, byte for byte
+
+        holdout = first.features.holdout_rows
+        assert passes == [holdout, holdout], "one pass per candidate; the champion is a candidate's twin"
+        assert f"champion v1 is candidate {v.best_candidate}'s artifact (same sha256): its predictions reused" in (
+            caplog.text
+        )
+        assert v.champion_status == "scored" and v.champion_metrics == v.candidates[v.best_candidate]
+        for step in ("budget", f"candidate {v.best_candidate} predicted", "report written", "done in"):
+            assert step in caplog.text, step
+
     def test_a_missing_trained_candidate_is_an_error(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")

@@ -825,15 +825,28 @@ def evaluate_candidates(
         log.info("Evaluate: %s: %s", who, _brief(scores[cand.name]))
     champion_metrics, champion_error, champ_model, change = None, None, None, None
     if champion is not None:
+        who = f"champion v{champion.version}"
+        # A candidate byte-identical to the champion (unchanged data and spec) answers for it, once
+        # the champion's stored artifact is checked to be those bytes (a tampered one must fail).
+        twins = [c.name for c in spec.candidates if by_name[c.name]["model_sha256"] == champion.artifact_sha256]
+        same = None
         try:
-            champ_model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+            key = store.key_for_uri(champion.artifact_uri)
+            if twins and store.exists(key) and store.sha256(key) == champion.artifact_sha256:
+                same = twins[0]
+                champ_model = models[same]
+            else:
+                champ_model = load_model(store, key, champion.artifact_sha256)
             change = feature_change_of(spec, champ_model, X)
             if change is not None and change.missing:
                 champ_model = None  # it cannot read this holdout; the verdict's feature_set rule says why
-                log.info("Evaluate: champion v%s reads %s, missing here: not scored", champion.version, change.missing)
+                log.info("Evaluate: %s reads %s, missing here: not scored", who, change.missing)
+            elif same is not None:
+                answers.champion, answers.seconds["champion"] = answers.candidates[same], 0.0
+                log.info("Evaluate: %s is candidate %s's artifact (same sha256): its predictions reused", who, same)
             else:
-                who = f"champion v{champion.version}"
                 answers.champion, answers.seconds["champion"] = predict_timed(spec, champ_model, X, who)
+            if answers.champion is not None:
                 champion_metrics = answers.metrics(spec, None)
                 log.info("Evaluate: %s: %s", who, _brief(champion_metrics))
         except Exception as exc:  # any failure to load or score it means "cannot compare"

@@ -50,8 +50,11 @@ IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 5
 # When the budget is short: fewer shuffles first (down to this), then fewer rows (down to this), then skipped.
 IMPORTANCE_MIN_REPEATS = 3
-IMPORTANCE_MIN_ROWS = 300
-# Seconds kept for drawing the importance figure and writing the page after importance.
+IMPORTANCE_MIN_ROWS = 200
+# Permutation importance may take this share of what the evaluation's budget leaves when it starts
+# (its estimate can be off on a busy machine; the rest is the margin), less the seconds kept for
+# drawing its figure and writing the page.
+IMPORTANCE_SHARE = 0.75
 REPORT_RESERVE = 1.0
 
 log = logging.getLogger(__name__)
@@ -185,8 +188,8 @@ def render_evaluation_report(
             importance_rows,
             importance_repeats,
             baseline=predictions.candidates.get(best),
-            seconds_per_row=predictions.seconds.get(best, 0.0) / max(len(X), 1) if predictions.seconds else None,
-            budget=None if deadline is None else deadline - step - REPORT_RESERVE,
+            holdout_seconds=predictions.seconds.get(best),
+            budget=None if deadline is None else IMPORTANCE_SHARE * (deadline - step) - REPORT_RESERVE,
         )
         log.info(
             "Evaluate: permutation importance of %s on %s rows x %d shuffles in %.2f s%s",
@@ -458,7 +461,7 @@ def permutation_importance_of(
     repeats: int,
     *,
     baseline: Predictions | None = None,
-    seconds_per_row: float | None = None,
+    holdout_seconds: float | None = None,
     budget: float | None = None,
 ) -> Importance:
     """Mean and standard deviation, over ``repeats`` seeded shuffles, of how much the primary metric
@@ -467,10 +470,12 @@ def permutation_importance_of(
     Positive means the model relies on the column. The columns are the model's raw inputs, so a
     column it one-hot encodes is shuffled (and reported) as one. The model predicts once per column,
     on all of its shuffles at once; the unshuffled figure comes from ``baseline`` (the model's
-    predictions on every row of ``X``) when given. With a ``budget`` (seconds) and the model's
-    ``seconds_per_row``, fewer shuffles (down to ``IMPORTANCE_MIN_REPEATS``), then fewer rows
-    (down to ``IMPORTANCE_MIN_ROWS``) are used to fit it, or none when even that would not fit; and
-    columns not reached when the budget runs out are left out. The note says what was cut.
+    predictions on every row of ``X``) when given. With a ``budget`` (seconds) and
+    ``holdout_seconds`` (the time the model took to predict every row of ``X``), the cost of one
+    column is priced as a call's fixed cost (timed on one row) plus the rest of that pass per row,
+    and fewer shuffles (down to ``IMPORTANCE_MIN_REPEATS``), then fewer rows (down to
+    ``IMPORTANCE_MIN_ROWS``) are used to fit the budget, or none when even that would not fit;
+    columns not reached if the budget still runs out are left out. The note says what was cut.
     """
     from sklearn.exceptions import UndefinedMetricWarning
 
@@ -480,15 +485,21 @@ def permutation_importance_of(
     n = min(rows, len(X))
     r = repeats
     notes: list[str] = []
-    if budget is not None and seconds_per_row is not None:
+    if budget is not None and holdout_seconds is not None:
+        started = time.perf_counter()
+        predict(spec, model, X.iloc[:1])
+        per_call = time.perf_counter() - started
+        per_row = max(holdout_seconds - per_call, 0.0) / max(len(X), 1)
+        budget -= per_call
 
         def cost(n_: int, r_: int) -> float:
-            return len(columns) * r_ * n_ * seconds_per_row
+            return len(columns) * (per_call + r_ * n_ * per_row)
 
         while r > min(IMPORTANCE_MIN_REPEATS, repeats) and cost(n, r) > budget:
             r -= 1
         if cost(n, r) > budget:
-            n = int(max(budget, 0.0) / (len(columns) * r * seconds_per_row)) if seconds_per_row > 0 else n
+            room = budget / len(columns) - per_call
+            n = int(room / (r * per_row)) if room > 0 and per_row > 0 else (0 if room <= 0 else n)
         if n < min(IMPORTANCE_MIN_ROWS, len(X)):
             why = (
                 f"skipped: it would take about {cost(min(rows, len(X)), repeats):.1f} s, more than the "
