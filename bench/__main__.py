@@ -1,4 +1,4 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score|tuning|evaluation ...]``: run benchmarks.
+"""``python -m bench [NAME ...]``: run benchmarks (each bench/<module>.py that defines NAME, run and table).
 
 Without a name, all of them. Each benchmark writes bench/out/<name>.json and prints a Markdown table.
 The exit code is 1 when a benchmark fails to run or a stated requirement is not met (the demo and
@@ -18,10 +18,24 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, evaluation, extract_memory, monitor, reference, score, sensor, stack, tuning
+    import importlib
+    import pkgutil
 
-    modules = (extract_memory, dag_parse, demo_stages, monitor, reference, sensor, stack, score, tuning, evaluation)
-    return {m.NAME: m for m in modules}
+    import bench
+
+    found = []
+    for info in pkgutil.iter_modules(bench.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"bench.{info.name}")
+        if all(hasattr(module, attr) for attr in ("NAME", "run", "table")):
+            found.append(module)
+    found.sort(key=lambda m: (ORDER.index(m.NAME) if m.NAME in ORDER else len(ORDER), m.NAME))
+    return {m.NAME: m for m in found}
+
+
+# The order of `python -m bench` without names; a bench module not listed here runs after these.
+ORDER = ["extract", "parse", "demo", "monitor", "reference", "sensor", "stack", "score", "tuning", "evaluation"]
 
 
 TITLES = {
@@ -35,6 +49,7 @@ TITLES = {
     "score": "Batch scoring (score_window with the demo champion, each run in its own process)",
     "tuning": "Tuning the demo's candidates: one after another vs mapped on 2 workers (one process each)",
     "evaluation": "Evaluation cost: evaluate_candidates on a 10,000-row, 23-column, 7-class pipeline vs its budget",
+    "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
 }
 
 
@@ -60,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         module = modules[name]
-        print(f"## {TITLES[name]}\n", flush=True)
+        print(f"## {TITLES.get(name, name)}\n", flush=True)
         started = time.perf_counter()
         kwargs: dict[str, Any] = {"control": True} if name == "extract" and args.control else {}
         try:

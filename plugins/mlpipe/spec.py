@@ -628,6 +628,12 @@ class GateSpec(_Model):
         default_factory=dict, description="secondary metric -> largest allowed worsening vs the champion"
     )
     slices: list[SliceSpec] = Field(default_factory=list, description="per-value regression checks of columns")
+    confidence: float | None = Field(
+        default=None,
+        gt=0.5,
+        lt=1.0,
+        description="judge on paired bootstrap intervals at this level (e.g. 0.95); null: on point estimates",
+    )
 
     @field_validator("max_regression")
     @classmethod

@@ -25,9 +25,10 @@ from typing import Any
 
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry, champion_log
 from mlpipe.spec import LoadedSpec
-from mlpipe.stages.evaluate import judge, verdict_key
+from mlpipe.stages.evaluate import better, judge, verdict_key
 from mlpipe.stages.promote import PromotionResult, result_key
 from mlpipe.stages.runs import record_run, run_prefix
+from mlpipe.stages.uncertainty import Interval, PairedUncertainty
 from mlpipe.storage import LocalStore, run_key
 
 PIPELINE = "flights_delay"
@@ -78,6 +79,22 @@ def _metrics(roc_auc: float) -> dict[str, float]:
     return {"roc_auc": roc_auc, **SECONDARY}
 
 
+def _intervals(spec: Any, scores: dict[str, dict[str, float]], champion: dict[str, float] | None) -> Any:
+    """Paired intervals of the best candidate against the champion, +-0.005 around each gain (the demo
+    spec's gate has a confidence); None without a champion or a confidence."""
+    if champion is None or spec.gate.confidence is None:
+        return None
+    best = max(scores.values(), key=lambda m: m[spec.primary_metric])
+    gains = {m: better(spec.direction(m), best[m], champion[m]) for m in best}
+    return PairedUncertainty(
+        confidence=spec.gate.confidence,
+        resamples=1000,
+        seed=spec.split.seed,
+        stratified=True,
+        metrics={m: Interval(g, g - 0.005, g + 0.005, 1.0) for m, g in gains.items()},
+    )
+
+
 def _write_validation(store: LocalStore, run: TrainingRun) -> None:
     prefix = f"{run_prefix(PIPELINE, run.key)}/validate"
     page = f"{prefix}/data_docs/validations/flights_delay/{run.key}/result.html"
@@ -109,15 +126,17 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
         )
         _write_validation(store, run)
         scores = {name: _metrics(value) for name, value in run.scores.items()}
+        champion_metrics = champion.metrics if champion else None
         verdict = judge(
             spec,
             run_id=run.run_id,
             scores=scores,
             champion=champion,
             champion_seq=seq,
-            champion_metrics=champion.metrics if champion else None,
+            champion_metrics=champion_metrics,
             champion_error=None,
             holdout_rows=200,
+            uncertainty=_intervals(spec, scores, champion_metrics),
         ).as_dict()
         if run.trigger == "drift":
             report = f"{run_prefix(PIPELINE, run.key)}/evaluate/report"

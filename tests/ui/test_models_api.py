@@ -132,6 +132,7 @@ def test_overview_json(api_client, models_home) -> None:
     last = row["last_run"]  # the drift-triggered run 4, not the rollback DAG's run record
     assert last["run_id"] == RUNS[3].run_id and last["trigger"] == "drift"
     assert last["verdict"]["decision"] == "promote" and last["verdict"]["primary_value"] == pytest.approx(0.75)
+    assert last["verdict"]["gain"]["text"] == "+0.0200 [+0.0150, +0.0250] at 95%"
     assert set(last["links"]) == {"run", "data_docs", "evaluation_report"}
 
     drift = row["last_drift"]
@@ -242,6 +243,9 @@ def test_version_and_run_pages(api_client) -> None:
 
     drifted = get(api_client, run_path(3)).text
     assert 'class="slices"' in drifted and "<td>JFK</td>" in drifted and "too small" in drifted
+    # The demo spec's gate has a confidence: the gains carry their paired intervals, rule and table alike.
+    assert "gain +0.0200 [+0.0150, +0.0250] (95% interval), lower bound \u2265 0.001: pass" in drifted
+    assert "gain of the best (95% interval)" in drifted and "+0.0200 [+0.0150, +0.0250]" in drifted
     assert f'href="/mlpipe/pipelines/{PIPELINE}/versions/3"' in drifted
 
 

@@ -30,6 +30,7 @@ from mlpipe.stages.evaluate import (
 )
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
+from mlpipe.storage import run_key
 from unit.conftest import spec_dict, tiny_frame
 from unit.test_train_evaluate_promote import TASK_SPECS, Pipe, binary_scores, champion_version, rule
 
@@ -424,6 +425,35 @@ class TestEvaluateSlices:
         for s in v.slices:
             assert f'<td>cat<td>{s["value"]}<td class="num">{s["rows"]:,}<td' in page
         assert "-0.0000" not in page
+
+    def test_with_a_confidence_the_verdict_and_report_carry_the_intervals(self, pipe_of) -> None:
+        gate = {**GATE, "confidence": 0.9, "max_regression": {"log_loss": 0.05}}
+        pipe_of(gate=gate).promote(pipe_of(gate=gate).run("manual__a"))
+        pipe = pipe_of(report=True, gate=gate, candidates=[spec_dict()["candidates"][1]])  # hgb, not logreg
+
+        v = pipe.run("manual__b").verdict
+
+        assert v.champion_status == "scored" and v.confidence == 0.9
+        assert v.uncertainty["resamples"] == 1000 and set(v.uncertainty["metrics"]) == {"roc_auc", "log_loss", "brier"}
+        improvement = rule(v, "improvement")
+        i = v.uncertainty["metrics"]["roc_auc"]
+        assert (improvement.figures["gain_low"], improvement.figures["gain_high"]) == (i["low"], i["high"])
+        assert f"[{i['low']:+.4f}, {i['high']:+.4f}] (90% interval), lower bound" in improvement.detail
+        assert "worsening_low" in rule(v, "regression:log_loss").figures
+        assert all("worsening_low" in s for s in v.slices)
+        saved = load_verdict(pipe.store, pipe.name, run_key("manual__b"))
+        assert saved["uncertainty"]["metrics"]["roc_auc"]["low"] == pytest.approx(i["low"])
+        report = Path(pipe.store.path(pipe.store.key_for_uri(v.report_uri)))
+        page = report.read_text()
+        assert (report.parent / "gain.png").stat().st_size > 1000 and 'src="gain.png"' in page
+        assert (
+            "gain of the best (90% interval)" in page
+            and f"{i['gain']:+.4f} [{i['low']:+.4f}, {i['high']:+.4f}]" in page
+        )
+        judged = [s for s in v.slices if s["judged"]]
+        assert ('src="slices.png"' in page) is bool(judged)
+        for s in judged:
+            assert f"{s['worsening']:+.4f} [{s['worsening_low']:+.4f}, {s['worsening_high']:+.4f}]" in page
 
     def test_a_slice_column_missing_from_the_holdout_is_an_error_naming_the_field(self, pipe_of) -> None:
         pipe = pipe_of()

@@ -33,8 +33,9 @@ from mlpipe.errors import ArtifactIntegrityError, FeatureError
 from mlpipe.registry import ModelVersion
 from mlpipe.spec import LoadedSpec, PipelineSpec, SliceSpec
 from mlpipe.stages.features import read_split
-from mlpipe.stages.predict import Predictions, predict
+from mlpipe.stages.predict import Predictions, predict, rows_of
 from mlpipe.stages.train import load_model
+from mlpipe.stages.uncertainty import Interval, PairedUncertainty, SliceRows, paired_bootstrap
 from mlpipe.storage import ArtifactStore
 
 VERDICT_FILE = "verdict.json"
@@ -57,12 +58,6 @@ def compute_metrics(spec: PipelineSpec, model: Any, X: pd.DataFrame, y: pd.Serie
 def spec_metrics(spec: PipelineSpec) -> list[str]:
     """The spec's primary metric, then its secondary metrics."""
     return [spec.primary_metric, *spec.secondary_metrics]
-
-
-def rows_of(p: Predictions, rows: np.ndarray) -> Predictions:
-    """``p`` restricted to ``rows`` (positions, or a boolean mask over every row)."""
-    proba = p.proba[rows] if p.proba is not None else None
-    return Predictions(p.prediction[rows], p.score[rows], proba, p.classes, p.positive)
 
 
 def metric_value(
@@ -221,6 +216,8 @@ class Verdict:
     slices: list[dict[str, Any]] | None = None  # one flat dict per slice; None when the spec has none
     seconds: float = 0.0
     report_uri: str | None = None
+    confidence: float | None = None  # gate.confidence: rules judged on these intervals; None: on points
+    uncertainty: dict[str, Any] | None = None  # how the intervals were made, and the metrics' intervals
 
     def as_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -375,32 +372,83 @@ def measure_slices(
     return out
 
 
+def paired_uncertainty(
+    spec: PipelineSpec,
+    X: pd.DataFrame,
+    y: pd.Series,
+    best: Predictions,
+    champion: Predictions,
+    slices: list[SliceMeasure],
+    metrics: list[str] | None = None,
+) -> PairedUncertainty:
+    """The best candidate's paired intervals against the champion at ``gate.confidence``.
+
+    Every spec metric (or only ``metrics``), and every slice large enough to be judged (its ``min_rows``).
+    """
+    assert spec.gate.confidence is not None
+    config = {s.column: s for s in spec.gate.slices}
+    rows = []
+    for m in slices:
+        cfg = config[m.column]
+        judged = {r["value"] for r in m.rows if r["rows"] >= cfg.min_rows and not r["note"]}
+        groups = slice_groups(X[m.column], cfg.max_slices)[0]
+        rows.append(SliceRows(m.column, m.metric, {v: where for v, where in groups if v in judged}))
+    confidence = spec.gate.confidence
+    return paired_bootstrap(spec, np.asarray(y), best, champion, confidence=confidence, metrics=metrics, slices=rows)
+
+
 def _slice_rules(
-    spec: PipelineSpec, measures: list[SliceMeasure], champion: ModelVersion | None, status: str
+    spec: PipelineSpec,
+    measures: list[SliceMeasure],
+    champion: ModelVersion | None,
+    status: str,
+    uncertainty: PairedUncertainty | None = None,
 ) -> tuple[list[Rule], list[dict[str, Any]]]:
     """One ``slice:<column>`` rule per measured column, and the verdict's flat list of slices."""
     config = {s.column: s for s in spec.gate.slices}
     rules: list[Rule] = []
     flat: list[dict[str, Any]] = []
     for m in measures:
-        items = _judge_slices(spec, m, config[m.column], status)
-        rules.append(_slice_rule(m, config[m.column], items, champion, status))
+        items = _judge_slices(spec, m, config[m.column], status, uncertainty)
+        rules.append(_slice_rule(m, config[m.column], items, champion, status, uncertainty))
         flat += items
     return rules, flat
 
 
-def _judge_slices(spec: PipelineSpec, m: SliceMeasure, cfg: SliceSpec, status: str) -> list[dict[str, Any]]:
-    """Each measured slice with its worsening and pass/fail, or why it is not judged."""
+def _judge_slices(
+    spec: PipelineSpec, m: SliceMeasure, cfg: SliceSpec, status: str, uncertainty: PairedUncertainty | None = None
+) -> list[dict[str, Any]]:
+    """Each measured slice with its worsening and pass/fail, or why it is not judged.
+
+    With intervals (``gate.confidence``), a slice fails only when the lower bound of its worsening
+    exceeds the tolerance, and a slice without a usable interval is reported, not judged.
+    """
     direction = spec.direction(m.metric)
     items = []
     for row in m.rows:
         item = {"column": m.column, "value": row["value"], "rows": row["rows"], "metric": m.metric}
         item |= {"candidate": row["candidate"], "champion": row["champion"], "worsening": None}
+        if uncertainty is not None:
+            item |= {"worsening_low": None, "worsening_high": None}
         item |= {"judged": False, "passed": True, "note": row["note"]}
+        interval = uncertainty.slices.get((m.column, row["value"])) if uncertainty is not None else None
         if row["rows"] < cfg.min_rows:
             item["note"] = f"too small (< {cfg.min_rows} rows), not judged"
         elif row["note"]:
             item["note"] += ", not judged"
+        elif status == "scored" and uncertainty is not None:
+            worsening = -better(direction, row["candidate"], row["champion"]) + 0.0  # no -0.0
+            item["worsening"] = worsening
+            if interval is None or not interval.usable:
+                defined = f"{interval.defined:.0%}" if interval is not None else "none"
+                item["note"] = (
+                    f"no usable {uncertainty.confidence:.0%} interval ({m.metric} defined in {defined} of "
+                    f"{uncertainty.resamples} resamples), not judged"
+                )
+            else:
+                low, high = interval.worsening
+                item |= {"worsening_low": low, "worsening_high": high, "judged": True}
+                item["passed"] = low <= cfg.max_regression + FLOAT_SLACK
         elif status == "scored":
             worsening = -better(direction, row["candidate"], row["champion"]) + 0.0  # no -0.0
             item |= {"worsening": worsening, "judged": True, "passed": worsening <= cfg.max_regression + FLOAT_SLACK}
@@ -411,15 +459,28 @@ def _judge_slices(spec: PipelineSpec, m: SliceMeasure, cfg: SliceSpec, status: s
 
 
 def _slice_rule(
-    m: SliceMeasure, cfg: SliceSpec, items: list[dict[str, Any]], champion: ModelVersion | None, status: str
+    m: SliceMeasure,
+    cfg: SliceSpec,
+    items: list[dict[str, Any]],
+    champion: ModelVersion | None,
+    status: str,
+    uncertainty: PairedUncertainty | None = None,
 ) -> Rule:
-    """``slice:<column>`` fails when any judged slice is worse than the champion beyond the tolerance."""
-    judged = sorted((i for i in items if i["judged"]), key=lambda i: -i["worsening"])
+    """``slice:<column>`` fails when any judged slice is worse than the champion beyond the tolerance.
+
+    With intervals, "worse beyond the tolerance" means the lower bound of the worsening is; the worst
+    slices are then ordered by that lower bound.
+    """
+    ranked = "worsening_low" if uncertainty is not None else "worsening"
+    judged = sorted((i for i in items if i["judged"]), key=lambda i: -i[ranked])
     failed = [i for i in judged if not i["passed"]]
     small = sum(i["rows"] < cfg.min_rows for i in items)
+    unusable = sum("no usable" in i["note"] for i in items)
     undefined = sum(not i["judged"] and i["rows"] >= cfg.min_rows for i in items) if status == "scored" else 0
+    undefined -= unusable
     unjudged = [f"{small} too small (< {cfg.min_rows} rows)"] if small else []
     unjudged += [f"{undefined} with {m.metric} undefined"] if undefined else []
+    unjudged += [f"{unusable} without a usable interval"] if unusable else []
     if m.other_values:
         unjudged.append(f"{m.other_values} rarer values beyond max_slices {cfg.max_slices} ({m.other_rows:,} rows)")
     suffix = f"; not judged: {', '.join(unjudged)}" if unjudged else ""
@@ -431,21 +492,30 @@ def _slice_rule(
         "failed": len(failed),
         "not_judged": len(items) - len(judged) + m.other_values,
         "worst": [
-            {k: i[k] for k in ("value", "rows", "candidate", "champion", "worsening")}
+            {k: i[k] for k in ("value", "rows", "candidate", "champion", "worsening", *_INTERVAL_KEYS) if k in i}
             for i in judged[:WORST_SLICES_SHOWN]
         ],
     }
+    if uncertainty is not None:
+        figures["confidence"] = uncertainty.confidence
     name = f"slice:{m.column}"
     if status != "scored":
         why = "first run, no champion" if champion is None else f"champion v{champion.version} not scored"
         detail = f"{m.column}: {why} to compare slices with; {len(items)} slice(s) reported, none judged"
         return Rule(name, True, detail + suffix, figures)
+    credibly = "credibly " if uncertainty is not None else ""
     if failed:
         listed = "; ".join(_slice_text(i) for i in failed[:WORST_SLICES_SHOWN])
         more = f"; {len(failed) - WORST_SLICES_SHOWN} more" if len(failed) > WORST_SLICES_SHOWN else ""
         detail = (
-            f"{m.column}: {len(failed)} of {len(judged)} judged slice(s) worse than the champion by more "
+            f"{m.column}: {len(failed)} of {len(judged)} judged slice(s) {credibly}worse than the champion by more "
             f"than {cfg.max_regression} {m.metric}: {listed}{more}"
+        )
+    elif judged and uncertainty is not None:
+        detail = (
+            f"{m.column}: {len(judged)} judged slice(s) not credibly worse than the champion by more than "
+            f"{cfg.max_regression} {m.metric} (lower bound of the worsening, {uncertainty.confidence:.0%} interval); "
+            f"worst {_slice_text(judged[0])}"
         )
     elif judged:
         detail = (
@@ -457,9 +527,20 @@ def _slice_rule(
     return Rule(name, not failed, detail + suffix, figures)
 
 
+_INTERVAL_KEYS = ("worsening_low", "worsening_high")
+
+
 def _slice_text(item: dict[str, Any]) -> str:
+    head = f"{item['column']}={item['value']} {item['candidate']:.4f} vs {item['champion']:.4f}"
+    if item.get("worsening_low") is not None:
+        span = _span(item["worsening_low"], item["worsening_high"])
+        return f"{head} (worsening {item['worsening']:+.4f} {span}, {item['rows']:,} rows)"
     worse = f"worse by {item['worsening']:.4f}" if item["worsening"] > FLOAT_SLACK else "not worse"
-    return f"{item['column']}={item['value']} {item['candidate']:.4f} vs {item['champion']:.4f} ({worse})"
+    return f"{head} ({worse})"
+
+
+def _span(low: float, high: float) -> str:
+    return f"[{low:+.4f}, {high:+.4f}]"
 
 
 def judge(
@@ -474,12 +555,17 @@ def judge(
     holdout_rows: int,
     feature_change: FeatureChange | None = None,
     slices: list[SliceMeasure] | None = None,
+    uncertainty: PairedUncertainty | None = None,
 ) -> Verdict:
     """Apply the gate to candidates' and champion's holdout metrics. Pure: no I/O.
 
     ``feature_change`` compares the champion's inputs with this run's features (None: not known or
-    no champion); ``slices`` are the measured slices of ``spec.gate.slices`` (None: none measured).
+    no champion); ``slices`` are the measured slices of ``spec.gate.slices`` (None: none measured);
+    ``uncertainty`` the paired intervals of the best candidate against the champion, which
+    ``gate.confidence`` requires whenever the champion was scored (None: judged on point values).
     """
+    if spec.gate.confidence is None:
+        uncertainty = None
     metric = spec.primary_metric
     direction = spec.direction(metric)
     gate = spec.gate
@@ -538,6 +624,8 @@ def judge(
         )
     else:
         status = "scored"
+        if spec.gate.confidence is not None and uncertainty is None:
+            raise ValueError("gate.confidence is set: judge() needs the paired intervals (uncertainty)")
         if feature_change is not None and feature_change.changed:
             rules.append(
                 Rule(
@@ -548,13 +636,17 @@ def judge(
                     {"champion_version": champion.version, **feature_change.figures()},
                 )
             )
-        rules.append(_improvement_rule(spec, best, value, champion, champion_metrics[metric]))
+        interval = uncertainty.metrics.get(metric) if uncertainty is not None else None
+        rules.append(_improvement_rule(spec, best, value, champion, champion_metrics[metric], interval))
         for sec, tolerance in gate.max_regression.items():
             cand_v, champ_v = scores[best][sec], champion_metrics.get(sec, math.nan)
             if math.isnan(champ_v):
                 rules.append(Rule(f"regression:{sec}", True, f"champion has no {sec}; not compared"))
                 continue
             worsening = -better(spec.direction(sec), cand_v, champ_v) + 0.0  # no -0.0
+            if uncertainty is not None:
+                rules.append(_regression_rule(sec, cand_v, champ_v, worsening, tolerance, uncertainty))
+                continue
             ok = worsening <= tolerance + FLOAT_SLACK
             rules.append(
                 Rule(
@@ -567,22 +659,47 @@ def judge(
             )
     flat = None
     if slices is not None:
-        slice_rules, flat = _slice_rules(spec, slices, champion, status)
+        slice_rules, flat = _slice_rules(spec, slices, champion, status, uncertainty if status == "scored" else None)
         rules += slice_rules
     verdict = _verdict(
         spec, run_id, best, scores, champion, champion_seq, champion_metrics, status, rules, holdout_rows
     )
     verdict.slices = flat
+    verdict.confidence = spec.gate.confidence
+    if uncertainty is not None and status == "scored":
+        verdict.uncertainty = uncertainty.figures()
     return verdict
 
 
-def _improvement_rule(spec: PipelineSpec, best: str, value: float, champion: ModelVersion, champ: float) -> Rule:
-    """Does the best candidate beat the champion by ``gate.min_improvement``? A tie never does."""
+def _improvement_rule(
+    spec: PipelineSpec,
+    best: str,
+    value: float,
+    champion: ModelVersion,
+    champ: float,
+    interval: Interval | None = None,
+) -> Rule:
+    """Does the best candidate beat the champion by ``gate.min_improvement``? A tie never does.
+
+    With an interval (``gate.confidence``), the *lower bound* of the gain must reach
+    ``min_improvement`` and be above zero: the improvement must be credible, not only measured.
+    """
     metric, need = spec.primary_metric, spec.gate.min_improvement
     gain = better(spec.direction(metric), value, champ) if not math.isnan(champ) else math.inf
     # Metric arithmetic is floating point: a gain of exactly min_improvement must count.
     ok = gain > FLOAT_SLACK and gain >= need - FLOAT_SLACK
     figures = {"candidate": value, "champion": champ, "gain": gain, "min_improvement": need}
+    if interval is not None and math.isfinite(gain) and abs(gain) > FLOAT_SLACK:
+        conf = f"{spec.gate.confidence:.0%}"
+        figures |= {"gain_low": interval.low, "gain_high": interval.high, "confidence": spec.gate.confidence}
+        head = f"{best} {metric}={value:.4f} vs champion v{champion.version} {champ:.4f}: gain {gain:+.4f} "
+        if not interval.usable:
+            detail = f"{head}with no usable {conf} interval ({metric} defined in {interval.defined:.0%} of resamples)"
+            return Rule("improvement", False, detail + ": fail", figures)
+        ok = interval.low > FLOAT_SLACK and interval.low >= need - FLOAT_SLACK
+        sign = "\u2265" if ok else "<"
+        detail = f"{head}{_span(interval.low, interval.high)} ({conf} interval), lower bound {sign} {need}"
+        return Rule("improvement", ok, detail + (": pass" if ok else ": fail, not a credible improvement"), figures)
     if abs(gain) <= FLOAT_SLACK:
         detail = (
             f"tie with champion: {best} {metric}={value:.4f} equals champion v{champion.version}'s; "
@@ -594,6 +711,28 @@ def _improvement_rule(spec: PipelineSpec, best: str, value: float, champion: Mod
         f"gain {gain:+.4f}, needed > 0 and >= {need}"
     )
     return Rule("improvement", ok, detail, figures)
+
+
+def _regression_rule(
+    sec: str, cand_v: float, champ_v: float, worsening: float, tolerance: float, uncertainty: PairedUncertainty
+) -> Rule:
+    """``regression:<metric>`` with intervals: fails only when the worsening's lower bound exceeds the tolerance."""
+    interval = uncertainty.metrics.get(sec)
+    figures = {"candidate": cand_v, "champion": champ_v, "worsening": worsening, "tolerance": tolerance}
+    head = f"{sec}: candidate {cand_v:.4f} vs champion {champ_v:.4f}, worsening {worsening:+.4f}"
+    if interval is None or not interval.usable:
+        defined = f"{interval.defined:.0%}" if interval is not None else "none"
+        detail = f"{head}; no usable interval ({sec} defined in {defined} of the resamples), not judged"
+        return Rule(f"regression:{sec}", True, detail, figures)
+    low, high = interval.worsening
+    figures |= {"worsening_low": low, "worsening_high": high, "confidence": uncertainty.confidence}
+    ok = low <= tolerance + FLOAT_SLACK
+    verdict, sign = ("pass", "\u2264") if ok else ("fail, credibly worse", ">")
+    detail = (
+        f"{head} {_span(low, high)} ({uncertainty.confidence:.0%} interval), lower bound "
+        f"{sign} tolerance {tolerance}: {verdict}"
+    )
+    return Rule(f"regression:{sec}", ok, detail, figures)
 
 
 def _verdict(
@@ -715,11 +854,19 @@ def evaluate_candidates(
             champ_model, answers.champion = None, None
             log.warning("Evaluate: champion v%s could not be scored: %s", champion.version, champion_error)
     best, _ = _pick_best(spec, scores)
-    slices = None
+    slices, uncertainty = None, None
     if spec.gate.slices and best is not None:
         step = time.perf_counter()
         slices = measure_slices(spec, X, y, answers.candidates[best], answers.champion)
         log.info("Evaluate: %d slice column(s) measured in %.2f s", len(slices), time.perf_counter() - step)
+    if spec.gate.confidence is not None and best is not None and answers.champion is not None:
+        uncertainty = paired_uncertainty(spec, X, y, answers.candidates[best], answers.champion, slices or [])
+        log.info(
+            "Evaluate: paired bootstrap (%d resamples, %d slice(s)) in %.2f s",
+            uncertainty.resamples,
+            len(uncertainty.slices),
+            uncertainty.seconds,
+        )
     verdict = judge(
         spec,
         run_id=run_id,
@@ -731,6 +878,7 @@ def evaluate_candidates(
         holdout_rows=len(holdout),
         feature_change=change,
         slices=slices,
+        uncertainty=uncertainty,
     )
     log.info("Evaluate: verdict %s (best %s)", verdict.decision, verdict.best_candidate)
     from mlpipe.stages.evaluation_report import report_prefix, save_evaluation_report

@@ -77,6 +77,16 @@ PLOT_TEXT = {
     ),
     "predicted_actual.png": ("predicted against actual", "each point a holdout row; on the diagonal, exact"),
     "residuals.png": ("residuals", "actual minus predicted, against the prediction; and their distribution"),
+    "gain.png": (
+        "best candidate against the champion",
+        "the best candidate's gain over the champion per metric (positive = better) with its paired bootstrap "
+        "interval as whiskers; red ticks: where the gate's threshold lies (min_improvement, minus a tolerance)",
+    ),
+    "slices.png": (
+        "slices against the champion",
+        "each judged slice's worsening against the champion (positive = worse) with its paired bootstrap interval "
+        "as whiskers; red ticks: the slice tolerance (a slice fails when its whole interval lies beyond it)",
+    ),
     "importance.png": (
         "permutation importance",
         "how much the primary metric worsens when one input column is shuffled (best candidate)",
@@ -162,6 +172,7 @@ def render_evaluation_report(
             figures += [("residuals.png", _residuals(shown, y_values, spec.split.seed))]
     elif best_curve is not None:
         figures += _classification_figures(spec, curves, best_curve, y_values, notes)
+    figures += interval_figures(spec, verdict)
     for file, figure in figures:
         width, height = figure.get_size_inches()
         save_figure(figure, out_dir / file)
@@ -594,17 +605,23 @@ def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any], models: dict[s
         f"<th>{e(name)}{' (best)' if name == best else ''}" for name in candidates
     )
     header += f"<th>champion v{e(verdict.get('champion_version'))}" if champion else ""
+    intervals = (verdict.get("uncertainty") or {}).get("metrics") or {}
+    if intervals:
+        header += f"<th>gain of the best ({verdict['uncertainty']['confidence']:.0%} interval)"
     rows = []
     for metric in metrics:
         arrow = "↑ higher" if spec.direction(metric) == "maximize" else "↓ lower"
         cells = "".join(f'<td class="num">{_value(values.get(metric))}' for values in candidates.values())
         if champion:
             cells += f'<td class="num">{_value(champion.get(metric))}'
+        if intervals:
+            cells += f'<td class="num">{_interval_text(intervals.get(metric) or {}, "gain", "low", "high")}'
         primary = " (primary)" if metric == metrics[0] else ""
         rows.append(f"<tr><td>{e(metric)}{primary}<td>{arrow}{cells}</tr>")
     searches = {name: getattr((models or {}).get(name), "mlpipe_search_", None) for name in candidates}
     if any(searches.values()):
         cells = "".join(f"<td>{_search_text(s)}" for s in searches.values()) + ("<td>" if champion else "")
+        cells += "<td>" if intervals else ""
         rows.append(f"<tr><td>tuning (cross-validated on the train split)<td>{cells}</tr>")
     return f"<h2>Candidates and champion on this run's holdout</h2><table>{header}</tr>{''.join(rows)}</table>"
 
@@ -624,6 +641,66 @@ def _value(value: Any) -> str:
     return e(fmt(float(value), ".4f")) if isinstance(value, (int, float)) else "n/a"
 
 
+def interval_figures(spec: PipelineSpec, verdict: dict[str, Any]) -> list[tuple[str, Any]]:
+    """With ``gate.confidence``: the gains over the champion and the slices' worsening, each with its whiskers."""
+    uncertainty = verdict.get("uncertainty")
+    if not uncertainty:
+        return []
+    rules = {r.get("rule"): r for r in verdict.get("rules", [])}
+    rows = []
+    for metric, i in uncertainty["metrics"].items():
+        if metric == verdict.get("primary_metric"):
+            threshold = spec.gate.min_improvement
+        else:
+            tolerance = (rules.get(f"regression:{metric}") or {}).get("figures", {}).get("tolerance")
+            threshold = -tolerance if tolerance is not None else None
+        rows.append((metric, i["gain"], i["low"], i["high"], threshold))
+    level = f"{uncertainty['confidence']:.0%}"
+    out = [("gain.png", _whiskers(rows, f"gain over the champion ({level} interval)", "candidate - champion"))]
+    tolerances = {s.column: s.max_regression for s in spec.gate.slices}
+    judged = [s for s in verdict.get("slices") or [] if s.get("worsening_low") is not None]
+    if judged:
+        rows = [
+            (
+                f"{s['column']}={s['value']}",
+                s["worsening"],
+                s["worsening_low"],
+                s["worsening_high"],
+                tolerances.get(s["column"]),
+            )
+            for s in judged
+        ]
+        out.append(("slices.png", _whiskers(rows, f"slice worsening ({level} interval)", "champion - candidate")))
+    return out
+
+
+def _whiskers(rows: list[tuple[str, float, float, float, float | None]], title: str, xlabel: str) -> Any:
+    """One row per (label, value, low, high, threshold): a point with its interval, and a red threshold tick."""
+    fig = new_figure((6.0, 1.2 + 0.3 * len(rows)))
+    ax = fig.add_subplot()
+    ys = np.arange(len(rows))[::-1]
+    values = np.array([r[1] for r in rows], dtype=float)
+    spans = np.array([[r[1] - r[2], r[3] - r[1]] for r in rows], dtype=float).T
+    ax.errorbar(values, ys, xerr=np.clip(spans, 0, None), fmt="o", color="#1f77b4", capsize=3, markersize=4)
+    for y_at, row in zip(ys, rows, strict=True):
+        if row[4] is not None:
+            ax.plot([row[4], row[4]], [y_at - 0.35, y_at + 0.35], color="#c62828", linewidth=2)
+    ax.axvline(0.0, color="#555555", linewidth=0.8)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _interval_text(item: dict[str, Any], value: str, low: str, high: str) -> str:
+    """A figure with its interval, ``+0.0123 [-0.0040, +0.0290]``, when the item has one."""
+    if item.get(low) is None:
+        return _value(item.get(value))
+    return e(f"{item[value]:+.4f} [{item[low]:+.4f}, {item[high]:+.4f}]")
+
+
 def _slices_section(slices: list[dict[str, Any]] | None) -> str:
     if slices is None:
         return ""
@@ -633,7 +710,8 @@ def _slices_section(slices: list[dict[str, Any]] | None) -> str:
     for s in slices:
         judged = bool(s.get("judged"))
         state = ("pass" if s.get("passed") else "FAIL") if judged else "not judged"
-        numbers = [f"{int(s.get('rows') or 0):,}", *(_value(s.get(k)) for k in ("candidate", "champion", "worsening"))]
+        numbers = [f"{int(s.get('rows') or 0):,}", *(_value(s.get(k)) for k in ("candidate", "champion"))]
+        numbers.append(_interval_text(s, "worsening", "worsening_low", "worsening_high"))
         rows.append(
             f"<tr><td>{e(s.get('column'))}<td>{e(s.get('value'))}"
             + "".join(f'<td class="num">{n}' for n in numbers)
@@ -644,7 +722,8 @@ def _slices_section(slices: list[dict[str, Any]] | None) -> str:
     )
     about = (
         '<p class="muted">The best candidate and the champion on each slice of the holdout (one per value of '
-        "the column, most frequent first); worsening is in the metric's direction, positive = worse.</p>"
+        "the column, most frequent first); worsening is in the metric's direction, positive = worse, with its "
+        "paired bootstrap interval when the gate has a confidence.</p>"
     )
     return f"<h2>Slices</h2>{about}<table>{header}{''.join(rows)}</table>"
 

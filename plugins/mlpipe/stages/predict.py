@@ -31,6 +31,12 @@ class Predictions:
     positive: Any = None  # binary: the class whose probability ``score`` is
 
 
+def rows_of(p: Predictions, rows: np.ndarray) -> Predictions:
+    """``p`` restricted to ``rows`` (positions, or a boolean mask over every row)."""
+    proba = p.proba[rows] if p.proba is not None else None
+    return Predictions(p.prediction[rows], p.score[rows], proba, p.classes, p.positive)
+
+
 def positive_label(spec: PipelineSpec, classes: list[Any]) -> Any:
     """The class counted as positive in a binary task: the spec's ``positive_class`` if the model knows it."""
     wanted = spec.target.positive_class

@@ -122,7 +122,21 @@ def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
         "primary_value": value,
         "champion_version": verdict.get("champion_version"),
         "reasons": list(verdict.get("reasons") or []),
+        "gain": _gain_of(verdict),
     }
+
+
+def _gain_of(verdict: dict[str, Any]) -> dict[str, Any] | None:
+    """The best candidate's gain over the champion on the primary metric, with its interval when the gate had one."""
+    rule = next((r for r in verdict.get("rules") or [] if r.get("rule") == "improvement"), None)
+    figures = (rule or {}).get("figures") or {}
+    if not isinstance(figures.get("gain"), (int, float)):
+        return None
+    low, high = figures.get("gain_low"), figures.get("gain_high")
+    text = f"{figures['gain']:+.4f}"
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        text += f" [{low:+.4f}, {high:+.4f}] at {figures.get('confidence', 0):.0%}"
+    return {"gain": figures["gain"], "low": low, "high": high, "text": text}
 
 
 def _run_summary(store: ArtifactStore, pipeline: str, record: dict[str, Any], files: set[str]) -> dict[str, Any]:
