@@ -64,10 +64,15 @@ venv: $(SYNC_STAMP) activate-hook
 $(VENV_PY):
 	$(PYTHON) -m venv "$(VENV)"
 
-# Re-synced whenever the lock changes; `uv pip sync` also removes what the lock no longer lists.
-$(SYNC_STAMP): requirements.lock | $(VENV_PY)
+# Re-synced whenever the lock changes; `uv pip sync` also removes what the lock no longer lists,
+# mlpipe itself included, so the project is installed again after every sync: editable (the code
+# stays in plugins/mlpipe), without dependencies (the lock has them) and built with the lock's
+# setuptools (no build isolation: nothing is downloaded). That gives .venv/bin/mlpipe and
+# `.venv/bin/python -m mlpipe` without activation.
+$(SYNC_STAMP): requirements.lock pyproject.toml | $(VENV_PY)
 	@$(ENSURE_UV)
 	"$(UV)" pip sync --python "$(VENV_PY)" requirements.lock
+	"$(UV)" pip install --quiet --no-deps --no-build-isolation --editable "$(CURDIR)" --python "$(VENV_PY)"
 	@touch "$@"
 
 # `source .venv/bin/activate` then gives the same environment as the recipes; appended once.

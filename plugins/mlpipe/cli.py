@@ -1,4 +1,4 @@
-"""The ``python -m mlpipe`` command line: registry queries, demo data and the demo summary."""
+"""The ``mlpipe`` command line (also ``python -m mlpipe``): registry queries, demo data and the demo summary."""
 
 from __future__ import annotations
 
@@ -272,7 +272,7 @@ def _location(uri: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mlpipe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mlpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     reg = sub.add_parser("registry", help="model versions and champions").add_subparsers(dest="action", required=True)
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    config.checkout_environment()
     args = build_parser().parse_args(argv)
     # Keep stdout for the answer (``--json`` is parsed by scripts): no info logs from lookups.
     for name in ("mlpipe", "alembic"):
