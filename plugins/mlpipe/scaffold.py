@@ -187,16 +187,16 @@ def _candidates(plan: Plan) -> str:
     if plan.task == "regression":
         first = ("ridge", "sklearn.linear_model.Ridge", {"alpha": 1.0})
         second = (
-            ("forest", "sklearn.ensemble.RandomForestRegressor", {"n_estimators": 200, "min_samples_leaf": 2})
+            ("forest", "sklearn.ensemble.RandomForestRegressor", {"n_estimators": 100, "min_samples_leaf": 2})
             if small
-            else ("hgb", "sklearn.ensemble.HistGradientBoostingRegressor", {"max_iter": 200, "learning_rate": 0.1})
+            else ("hgb", "sklearn.ensemble.HistGradientBoostingRegressor", {"max_iter": 100, "learning_rate": 0.1})
         )
     else:
         first = ("logreg", "sklearn.linear_model.LogisticRegression", {"max_iter": 1000})
         second = (
-            ("forest", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 200, "min_samples_leaf": 2})
+            ("forest", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 100, "min_samples_leaf": 2})
             if small
-            else ("hgb", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 200, "learning_rate": 0.1})
+            else ("hgb", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 100, "learning_rate": 0.1})
         )
     second[2]["random_state"] = 42
     lines = []
