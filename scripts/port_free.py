@@ -28,9 +28,10 @@ def main(argv: list[str]) -> int:
     reason = port_taken(port)
     if reason is None:
         return 0
+    other = port + 10000 if port < 55535 else 18080
     print(
         f"error: port {port} is taken ({reason}): another Airflow, or another program, serves on it.\n"
-        f"Stop it, or choose a free port for the UI and the execution API, e.g.:  AIRFLOW__API__PORT={port + 10000 if port < 55535 else 18080} make ui",
+        f"Stop it, or choose a free port for the UI and the execution API, e.g.:  AIRFLOW__API__PORT={other} make ui",
         file=sys.stderr,
     )
     return 1
