@@ -3,9 +3,10 @@
 SQLAlchemy's ``text()`` takes every ``:name`` of the text as a bind parameter, also one inside a
 ``--`` or ``/* */`` comment; the database then ignores the comment, and the statement has fewer
 parameters than were bound ("Incorrect number of bindings supplied"). So mlpipe strips the
-comments first (sqlparse's lexer, which leaves string literals alone) and binds only what is left.
+comments first, as the database would (string literals and quoted names are left alone), and binds
+only what is left.
 
-Cheap to import (sqlparse is imported on first use): the spec loader calls it at DAG-parse time.
+Standard library only, and fast: the spec loader calls it for every query at DAG-parse time.
 """
 
 from __future__ import annotations
@@ -16,13 +17,30 @@ from typing import Any
 # SQLAlchemy's own rule for bind parameters in text() (sqlalchemy.sql.elements.TextClause):
 # ':name' not preceded by ':', a word character or a backslash, and not followed by ':' ('::cast').
 _BIND = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)", re.UNICODE)
+# What may hide a comment marker: literals and quoted names (kept), and the comments themselves.
+_LEXEMES = re.compile(
+    r"""
+      '(?:[^']|'')*'            # a string literal ('' is a quote inside it)
+    | "(?:[^"]|"")*"            # a quoted identifier
+    | `[^`]*`                   # a MySQL quoted identifier
+    | \$(?P<tag>\w*)\$.*?\$(?P=tag)\$  # a PostgreSQL dollar-quoted string
+    | --[^\n]*                  # a line comment
+    | /\*.*?\*/                 # a block comment
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+
+
+def _without_comment(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.startswith("--"):
+        return ""
+    return " " if text.startswith("/*") else text
 
 
 def strip_comments(sql: str) -> str:
     """``sql`` without its comments, as the database would run it."""
-    import sqlparse
-
-    return sqlparse.format(sql, strip_comments=True).strip()
+    return _LEXEMES.sub(_without_comment, sql).strip()
 
 
 def bind_names(sql: str) -> list[str]:
