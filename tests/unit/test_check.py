@@ -224,3 +224,29 @@ class TestDraftedFlightsSuite:
 
         assert not outcome.success
         assert (expectation, column) in {(f["expectation"], f["column"]) for f in outcome.failures}
+
+
+def test_suite_draft_from_a_runs_snapshot(include: Path, week: Path, tmp_path: Path, capsys) -> None:
+    """--from-snapshot profiles what a run extracted (here: the first 2 days of the week), not the query."""
+    import sqlalchemy as sa
+
+    from mlpipe.stages.extract import snapshot_key
+    from mlpipe.stages.profile import sample_query
+    from mlpipe.storage import LocalStore, run_key
+
+    engine = sa.create_engine(f"sqlite:///{week / 'source.db'}")
+    frame = sample_query(engine, QUERY.read_text(), {}, 100_000).frame
+    engine.dispose()
+    snapshot = frame[frame["time_hour"] < "2013-01-03"]
+    store = LocalStore(week / "artifacts")
+    run = "manual__2013-01-03T00:00:00+00:00"
+    store.put_bytes(snapshot_key("first", run_key(run)), snapshot.to_parquet(index=False))
+    out = tmp_path / "from-snapshot.json"
+
+    assert main(["suite", "draft", "first", "--from-snapshot", run, "--output", str(out)]) == 0
+
+    suite = json.loads(out.read_text())
+    rows = next(e for e in suite["expectations"] if e["type"] == "expect_table_row_count_to_be_between")
+    assert rows["kwargs"]["min_value"] == len(snapshot) // 2 and f"the snapshot of run {run}" in rows["notes"]
+    assert main(["suite", "draft", "first", "--from-snapshot", "manual__nope", "--output", str(out), "--force"]) == 1
+    assert "no snapshot at first/runs/" in capsys.readouterr().err
