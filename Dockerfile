@@ -16,6 +16,12 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
 # the embedded default and the UI password file airflow-init writes.
 RUN mkdir -p /opt/airflow/mlpipe /opt/airflow/auth && chmod 0775 /opt/airflow/mlpipe /opt/airflow/auth
 
+# The `mlpipe` command, as `make setup` gives it locally: the package is mounted (plugins/), not
+# installed, so the script runs it from PYTHONPATH.
+RUN mkdir -p /home/airflow/.local/bin \
+ && printf '#!/bin/sh\nexec python -m mlpipe "$@"\n' > /home/airflow/.local/bin/mlpipe \
+ && chmod 0755 /home/airflow/.local/bin/mlpipe
+
 ENV PYTHONPATH=/opt/airflow/plugins \
     MLPIPE_HOME=/opt/airflow/mlpipe \
     MLPIPE_INCLUDE=/opt/airflow/include

@@ -64,10 +64,15 @@ venv: $(SYNC_STAMP) activate-hook
 $(VENV_PY):
 	$(PYTHON) -m venv "$(VENV)"
 
-# Re-synced whenever the lock changes; `uv pip sync` also removes what the lock no longer lists.
-$(SYNC_STAMP): requirements.lock | $(VENV_PY)
+# Re-synced whenever the lock changes; `uv pip sync` also removes what the lock no longer lists,
+# mlpipe itself included, so the project is installed again after every sync: editable (the code
+# stays in plugins/mlpipe), without dependencies (the lock has them) and built with the lock's
+# setuptools (no build isolation: nothing is downloaded). That gives .venv/bin/mlpipe and
+# `.venv/bin/python -m mlpipe` without activation.
+$(SYNC_STAMP): requirements.lock pyproject.toml | $(VENV_PY)
 	@$(ENSURE_UV)
 	"$(UV)" pip sync --python "$(VENV_PY)" requirements.lock
+	"$(UV)" pip install --quiet --no-deps --no-build-isolation --editable "$(CURDIR)" --python "$(VENV_PY)"
 	@touch "$@"
 
 # `source .venv/bin/activate` then gives the same environment as the recipes; appended once.
@@ -123,11 +128,15 @@ test: venv
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
+# The port is checked first: a port in use would otherwise show only deep in standalone's output.
+# scripts/env.sh derives the base URL and the execution API's URL from AIRFLOW__API__PORT, so the
+# tasks of `AIRFLOW__API__PORT=18080 make ui` call the API server where it listens.
 # The demo is trained first when the registry has no champion yet, so the Models view has something to
 # show. The simple auth manager keeps generated passwords in $AIRFLOW_HOME/simple_auth_manager_passwords
 # .json.generated and prints one only when it first creates it; `airflow standalone` says "previously
 # generated, not echoing" after that. So create it here the same way standalone does, then print it.
 ui: setup
+	@$(ENV) python "$(CURDIR)/scripts/port_free.py" "$(UI_PORT)"
 	@$(ENV) python -m mlpipe registry champion $(DEMO_PIPELINE) >/dev/null 2>&1 || { \
 		echo "No $(DEMO_PIPELINE) champion yet: training the demo first"; $(MAKE) demo; }
 	@$(ENV) python -c 'from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()' >/dev/null

@@ -58,6 +58,23 @@ if [ -n "$_mlpipe_root" ]; then
         AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION \
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS
 
+    # One port setting, AIRFLOW__API__PORT (default 8080), and every URL Airflow needs derived from
+    # it: the UI's base URL and the execution API that task supervisors (the workers of `airflow
+    # standalone`, `make ui`) call to start, heartbeat and finish tasks. Airflow derives the latter
+    # from the base URL, or 8080 without one, so a UI on another port alone would leave every task
+    # failing with "Connection refused". Derived on every sourcing (the port may change between
+    # commands); MLPIPE_KEEP_ENV=1 keeps URLs the caller set (a deployment with its own host names).
+    _mlpipe_port=${AIRFLOW__API__PORT:-8080}
+    if [ "${MLPIPE_KEEP_ENV:-}" = "1" ]; then
+        AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:$_mlpipe_port}
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-$AIRFLOW__API__BASE_URL/execution/}
+    else
+        AIRFLOW__API__BASE_URL=http://localhost:$_mlpipe_port
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=$AIRFLOW__API__BASE_URL/execution/
+    fi
+    export AIRFLOW__API__BASE_URL AIRFLOW__CORE__EXECUTION_API_SERVER_URL
+    unset _mlpipe_port
+
     # plugins/ on sys.path so `python -m mlpipe` and `import mlpipe` work without installing the
     # package. Prepended once: sourcing this file again does not grow PYTHONPATH.
     case ":${PYTHONPATH:-}:" in

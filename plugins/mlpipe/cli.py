@@ -1,4 +1,4 @@
-"""The ``python -m mlpipe`` command line: registry queries, demo data and the demo summary."""
+"""The ``mlpipe`` command line (also ``python -m mlpipe``): registry queries, demo data and the demo summary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from mlpipe import config
@@ -266,13 +267,92 @@ def cmd_report_open(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlpipe.operators.resources import source_engine
+    from mlpipe.scaffold import new_pipeline
+    from mlpipe.stages.columns import shown_path
+
+    engine = source_engine(args.conn_id)
+    try:
+        drafted = new_pipeline(
+            args.name,
+            engine,
+            target=args.target,
+            table=args.table,
+            query_file=args.query,
+            task=args.task,
+            time_column=args.time_column,
+            conn_id=args.conn_id,
+            owner=args.owner or getpass.getuser(),
+            description=args.description,
+            sample_rows=args.sample_rows,
+            force=args.force,
+        )
+    finally:
+        engine.dispose()
+    plan = drafted.plan
+    print(f"{args.name}: {plan.task_reason}; {plan.rows:,} rows sampled")
+    print(f"  features    numeric {plan.numeric}, categorical {plan.categorical}, datetime {list(plan.datetime_parts)}")
+    for s in plan.suggestions:
+        print(f"  review      {s.column}: {s.reason} (commented out in the spec)")
+    print(f"  split       {'time, by ' + plan.time_column if plan.time_column else 'random'}")
+    for role, path in drafted.files.items():
+        extra = f" ({drafted.suite_expectations} expectations)" if role == "suite" else ""
+        print(f"  wrote       {shown_path(path)}{extra}")
+    print(f"next: review the files, then  mlpipe check {args.name}  and  airflow dags test {args.name}_train")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mlpipe.check import check_pipeline
+    from mlpipe.operators.resources import open_source
+    from mlpipe.spec import find_spec
+
+    loaded = find_spec(args.name)
+    with open_source(loaded.spec.source) as source:
+        report = check_pipeline(loaded, source, rows=args.sample_rows)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_suite_draft(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from mlpipe.check import draft_pipeline_suite
+    from mlpipe.operators.resources import open_source
+    from mlpipe.spec import find_spec
+    from mlpipe.stages.columns import shown_path
+
+    loaded = find_spec(args.name)
+    out = Path(args.output) if args.output else loaded.suite_path
+    if out.exists() and not args.force:
+        raise MlpipeError(f"{out} exists already: pass --force to replace it (or --output another file)")
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if not args.from_snapshot:
+            engine = stack.enter_context(open_source(loaded.spec.source))
+        store = _store() if args.from_snapshot else None
+        suite, drawn_from, rows = draft_pipeline_suite(
+            loaded, engine=engine, store=store, from_snapshot=args.from_snapshot, rows=args.sample_rows
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(suite, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"wrote {shown_path(out)}: {len(suite['expectations'])} expectations drafted from {rows:,} rows of {drawn_from}"
+    )
+    print(f"each expectation's notes say what it was derived from; review them, then: mlpipe check {args.name}")
+    return 0
+
+
 def _location(uri: str) -> str:
     """A local file's path (what a browser or ``open`` takes), any other URI as it is."""
     return uri.removeprefix("file://")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mlpipe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mlpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     reg = sub.add_parser("registry", help="model versions and champions").add_subparsers(dest="action", required=True)
@@ -317,10 +397,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report_open)
 
+    p = sub.add_parser(
+        "new",
+        help="draft a pipeline (spec, SQL, GX suite under include/) from a table or query and a target column",
+    )
+    p.add_argument("name", help="the pipeline's name: include/pipelines/NAME.yaml, DAG NAME_train")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--table", help="a table (or schema.table) of the source: every column is selected")
+    what.add_argument("--query", type=Path, help="a SQL file whose result is the training data (copied)")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--task", choices=["binary", "multiclass", "regression"], help="default: from the target's values")
+    p.add_argument(
+        "--time-column", help="a timestamp column: time split, and the query reads rows before the run's :as_of"
+    )
+    p.add_argument(
+        "--conn-id", default=config.SOURCE_CONN_ID, help="the source's Airflow Connection (default %(default)s)"
+    )
+    p.add_argument("--owner", help="the DAG's owner (default: your login name)")
+    p.add_argument("--description", help="what the model predicts, in a sentence")
+    p.add_argument(
+        "--sample-rows", type=int, default=100_000, help="rows read to decide and draft (default %(default)s)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser(
+        "check", help="dry run without a scheduler: spec, :as_of, the query on a sample, columns, the suite (exit 1)"
+    )
+    p.add_argument("name")
+    p.add_argument("--sample-rows", type=int, default=100_000, help="rows of the query checked (default %(default)s)")
+    p.set_defaults(func=cmd_check)
+
+    suite = sub.add_parser("suite", help="GX expectation suites").add_subparsers(dest="action", required=True)
+    p = suite.add_parser("draft", help="profile the query's result (or a run's snapshot) and write a GX suite")
+    p.add_argument("name")
+    p.add_argument("--from-snapshot", metavar="RUN", help="the snapshot of this run id of NAME_train, not the query")
+    p.add_argument("--sample-rows", type=int, default=100_000, help="rows of the query profiled (default %(default)s)")
+    p.add_argument("--output", help="write here instead of the spec's validation.suite file")
+    p.add_argument("--force", action="store_true", help="replace an existing suite file")
+    p.set_defaults(func=cmd_suite_draft)
+
     demo = sub.add_parser("demo", help="demo data and summary").add_subparsers(dest="action", required=True)
     p = demo.add_parser(
         "seed",
-        help="load the 2013 NYC flights (January-February), diabetes and wine into the source (default MLPIPE_HOME)",
+        help="load the 2013 NYC flights (January-February), diabetes, wine and breast_cancer into the source",
     )
     p.add_argument("pipeline", nargs="?", default="flights_delay", choices=["flights_delay"])
     p.add_argument("--force", action="store_true", help="rewrite the table even if it exists (drops fed rows)")
@@ -356,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    config.checkout_environment()
     args = build_parser().parse_args(argv)
     # Keep stdout for the answer (``--json`` is parsed by scripts): no info logs from lookups.
     for name in ("mlpipe", "alembic"):

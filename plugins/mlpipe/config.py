@@ -17,6 +17,26 @@ REGISTRY_CONN_ID = "mlpipe_registry"
 STORE_CONN_ID = "mlpipe_store"
 
 
+def checkout_environment() -> None:
+    """Outside an activated venv (``.venv/bin/mlpipe``), fill in what scripts/env.sh would set for this checkout.
+
+    Only variables that are unset, and only when this checkout has its Airflow home (``make setup``
+    made ``.airflow/``): Airflow would otherwise create and use ``~/airflow``.
+    """
+    home = REPO_ROOT / ".airflow"
+    if os.environ.get("AIRFLOW_HOME") or not home.is_dir():
+        return
+    defaults = {
+        "AIRFLOW_HOME": str(home),
+        "MLPIPE_HOME": str(REPO_ROOT / ".mlpipe"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
 def mlpipe_home() -> Path:
     """The embedded default's home: source DB, registry DB and artifact directory."""
     return Path(os.environ.get("MLPIPE_HOME") or REPO_ROOT / ".mlpipe").resolve()

@@ -118,6 +118,10 @@ class SqlSourceSpec(_Model):
     connection_id: str = config.SOURCE_CONN_ID
     query: str = Field(description="SQL file under include/sql/; bound parameters only (:as_of, params).")
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    as_of: Literal["required", "none"] = Field(
+        default="required",
+        description="required: the query bounds its rows with :as_of; none: a table without a time column",
+    )
     # Memory is about 1.5 KiB per row in flight (docs/benchmarks.md): 500k rows stays under 1 GiB.
     chunk_rows: int = Field(default=50_000, ge=1_000, le=500_000)
     table: str | None = Field(default=None, pattern=IDENTIFIER_PATTERN, description="table new rows land in")
@@ -1020,9 +1024,48 @@ def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
         missing.append(f"score.query: file {score_query_path} not found")
     if missing:
         raise SpecError(str(path), missing)
+    problems = _query_problems(spec, query_path, score_query_path)
+    if problems:
+        raise SpecError(str(path), problems)
     return LoadedSpec(
         spec=spec, path=path, query_path=query_path, suite_path=suite_path, score_query_path=score_query_path
     )
+
+
+def _query_problems(spec: PipelineSpec, query_path: Path | None, score_query_path: Path | None) -> list[str]:
+    """What the SQL files' bind parameters (outside comments) say is wrong with the spec's source."""
+    from mlpipe.sqltext import bind_names, commented_binds
+
+    if query_path is None:
+        return []
+    source, problems = spec.source, []
+    provided = {*source.params, "as_of"}
+    for field, path in (("source.query", query_path), ("score.query", score_query_path)):
+        if path is None:
+            continue
+        sql = path.read_text(encoding="utf-8")
+        binds = bind_names(sql)
+        unknown = [name for name in binds if name not in provided]
+        if unknown:
+            problems.append(
+                f"{field}: {path.name} binds {', '.join(':' + n for n in unknown)}, which neither source.params "
+                "nor mlpipe (:as_of) provides"
+            )
+        if field == "source.query" and source.as_of == "required" and "as_of" not in binds:
+            only_comment = "as_of" in commented_binds(sql)
+            problems.append(
+                f"source.query: {path.name} has no :as_of bind parameter"
+                + (" outside comments (the database ignores the one in a comment)" if only_comment else "")
+                + "; bound to the run's logical date, it makes a re-run read the same rows: add "
+                "'WHERE <time column> < :as_of', or set source.as_of: none for a table without a time column"
+            )
+        if field == "source.query":
+            problems += [
+                f"source.params.{name}: {path.name} has no :{name} (outside comments)"
+                for name in source.params
+                if name not in binds
+            ]
+    return problems
 
 
 def spec_paths(pipelines_dir: Path | None = None) -> list[Path]:

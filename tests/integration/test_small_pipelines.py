@@ -42,6 +42,7 @@ def home(airflow_db, tmp_path_factory):
     assert [(t, n, c) for t, n, c in seed_datasets(home / "source.db")] == [
         ("diabetes", 442, True),
         ("wine", 178, True),
+        ("breast_cancer", 569, True),
     ]
     yield home
     if old is None:

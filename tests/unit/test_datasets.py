@@ -1,4 +1,4 @@
-"""Tests of mlpipe.datasets: the diabetes and wine tables `demo seed` adds beside the flights."""
+"""Tests of mlpipe.datasets: the diabetes, wine and breast_cancer tables `demo seed` adds beside the flights."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ from mlpipe.spec import find_spec
 
 def test_seeds_both_tables_once_and_keeps_them(tmp_path: Path) -> None:
     db = tmp_path / "source.db"
-    assert seed_datasets(db) == [("diabetes", 442, True), ("wine", 178, True)]
+    assert seed_datasets(db) == [("diabetes", 442, True), ("wine", 178, True), ("breast_cancer", 569, True)]
     with closing(sqlite3.connect(db)) as conn:
         wine = pd.read_sql("SELECT * FROM wine ORDER BY id", conn)
     assert wine["id"].tolist() == list(range(1, 179)) and wine["id"].is_unique
     assert wine["cultivar"].value_counts().to_dict() == {"class_1": 71, "class_0": 59, "class_2": 48}
     assert wine["recorded_at"].iloc[0] == "2013-01-01 00:00:00" and wine["recorded_at"].is_monotonic_increasing
 
-    assert seed_datasets(db) == [("diabetes", 442, False), ("wine", 178, False)]
+    assert seed_datasets(db) == [("diabetes", 442, False), ("wine", 178, False), ("breast_cancer", 569, False)]
+    cancer = dataset_frame("breast_cancer")
+    assert cancer["diagnosis"].value_counts().to_dict() == {"benign": 357, "malignant": 212}
+    assert "mean_radius" in cancer.columns and not [c for c in cancer.columns if " " in c]
 
 
 def test_a_truncated_table_is_written_again(tmp_path: Path) -> None:
@@ -50,7 +53,9 @@ def test_demo_seed_adds_them_beside_the_flights(tmp_path: Path, monkeypatch, cap
     assert main(["demo", "seed"]) == 0
     out = capsys.readouterr().out
     assert "already seeded" in out and "(table flights, 1 rows" in out
-    assert "\nseeded: table diabetes (442 rows)\nseeded: table wine (178 rows)\n" in out
+    assert (
+        "\nseeded: table diabetes (442 rows)\nseeded: table wine (178 rows)\nseeded: table breast_cancer (569 rows)\n"
+    ) in out
 
 
 def test_demo_seed_into_postgresql_adds_them_there(pg_url: str, monkeypatch, capsys) -> None:
@@ -65,9 +70,9 @@ def test_seeds_a_postgresql_source_too(pg_url: str) -> None:
     engine = sa.create_engine(pg_url)
     try:
         with engine.begin() as conn:  # the module's database: another test may have seeded it
-            conn.execute(sa.text("DROP TABLE IF EXISTS diabetes, wine"))
-        assert seed_datasets(engine) == [("diabetes", 442, True), ("wine", 178, True)]
-        assert seed_datasets(engine) == [("diabetes", 442, False), ("wine", 178, False)]
+            conn.execute(sa.text("DROP TABLE IF EXISTS diabetes, wine, breast_cancer"))
+        assert seed_datasets(engine) == [("diabetes", 442, True), ("wine", 178, True), ("breast_cancer", 569, True)]
+        assert seed_datasets(engine) == [("diabetes", 442, False), ("wine", 178, False), ("breast_cancer", 569, False)]
         with engine.connect() as conn:
             newest = conn.execute(
                 sa.text("SELECT max(id), count(*) FROM diabetes WHERE recorded_at < :t"), {"t": "2014"}

@@ -188,7 +188,9 @@ class TestExtractSnapshot:
             rows = [(i, "2013-01-01 00:00:00", i if i < 1000 else f"x{i}") for i in range(1500)]
             conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
         conn.close()
-        loaded = load_spec(include_tree(make_spec(), sql="SELECT id, code FROM t WHERE ts < :as_of ORDER BY id\n"))
+        # The spec's columns are there (the first chunk's check passes); 'code' changes type at row 1000.
+        sql = "SELECT id, ts, 'a' AS cat, 1.0 AS num, 1 AS y, code FROM t WHERE ts < :as_of ORDER BY id\n"
+        loaded = load_spec(include_tree(make_spec(), sql=sql))
         engine = sa.create_engine(f"sqlite:///{db}")
 
         with pytest.raises(ExtractError, match="column 'code' changes type near row 1000"):

@@ -102,7 +102,7 @@ class TestAsOf:
     def test_as_of_keeps_the_rows_before_it(
         self, include_tree, make_spec, engine: sa.Engine, tmp_path, column: str, rows: int
     ) -> None:
-        sql = f"SELECT id, ts, cat, y FROM flights WHERE {column} < :as_of ORDER BY id\n"
+        sql = f"SELECT id, ts, cat, r AS num, y FROM flights WHERE {column} < :as_of ORDER BY id\n"
         loaded = loaded_for(include_tree, make_spec, sql)
         store = LocalStore(tmp_path / "store")
 
@@ -114,7 +114,7 @@ class TestAsOf:
     def test_as_of_in_another_zone_means_the_same_instant(
         self, include_tree, make_spec, engine: sa.Engine, tmp_path
     ) -> None:
-        sql = "SELECT id, ts, cat, y FROM flights WHERE tz < :as_of ORDER BY id\n"
+        sql = "SELECT id, ts, cat, r AS num, y FROM flights WHERE tz < :as_of ORDER BY id\n"
         loaded = loaded_for(include_tree, make_spec, sql)
         as_of = as_of_after(10).astimezone(ZoneInfo("Asia/Tokyo"))
 

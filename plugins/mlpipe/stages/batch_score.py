@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from mlpipe.errors import FeatureError, MlpipeError
 from mlpipe.registry import Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, ScoreSpec
+from mlpipe.sqltext import executable
 from mlpipe.stages.extract import bind_time, frame_to_arrow, query_error, utc_session
 from mlpipe.stages.predict import predict
 from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window, window_prefix
@@ -188,8 +189,10 @@ def spool_rows(loaded: LoadedSpec, engine: sa.Engine, *, as_of: datetime, folder
     each file has its own schema, so one odd value makes its rows rejects, not the run a failure.
     """
     score = score_spec(loaded)
-    query = sa.text(loaded.score_query_text())
-    params = {**loaded.spec.source.params, "as_of": bind_time(as_of, engine.dialect.name)}
+    text, params = executable(
+        loaded.score_query_text(), {**loaded.spec.source.params, "as_of": bind_time(as_of, engine.dialect.name)}
+    )
+    query = sa.text(text)
     paths: list[Path] = []
     with engine.connect() as conn:
         utc_session(conn)

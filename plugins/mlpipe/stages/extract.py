@@ -21,6 +21,8 @@ import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError
 from mlpipe.spec import LoadedSpec
+from mlpipe.sqltext import executable
+from mlpipe.stages.columns import check_result_columns
 from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
 
@@ -313,8 +315,11 @@ def _extract_sql(
     if reused is not None:
         return reused
 
-    params = {**spec.source.params, "as_of": bind_time(as_of_naive, engine.dialect.name)}
-    query = sa.text(loaded.query_text())
+    # Comments stripped and only the parameters the statement really has bound (mlpipe.sqltext).
+    text, params = executable(
+        loaded.query_text(), {**spec.source.params, "as_of": bind_time(as_of_naive, engine.dialect.name)}
+    )
+    query = sa.text(text)
     with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
         written = SnapshotWriter(
             Path(tmp) / SNAPSHOT_FILE,
@@ -329,7 +334,10 @@ def _extract_sql(
                 try:
                     chunks = pd.read_sql(query, conn, params=params, chunksize=spec.source.chunk_rows)
                     for frame in chunks:
-                        written.write(frame_to_arrow(frame), f"near row {written.rows}")
+                        table = frame_to_arrow(frame)
+                        if written.schema is None:  # the first chunk: fail in seconds, naming the spec field
+                            check_result_columns(loaded, table.schema)
+                        written.write(table, f"near row {written.rows}")
                 except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
                     raise query_error(exc, loaded.query_path, engine) from None
         finally:

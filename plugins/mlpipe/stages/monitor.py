@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec
+from mlpipe.sqltext import executable
 from mlpipe.stages.drift import DriftThresholds, drift_report
 from mlpipe.stages.evaluate import better, compute_metrics, json_safe
 from mlpipe.stages.extract import bind_time, read_snapshot, utc_session
@@ -92,15 +93,14 @@ def _read_sql_window(
     end = _as_datetime(newest.watermark_to)
     start = end - timedelta(days=days)
     dialect = engine.dialect.name
+    inner, params = executable(
+        loaded.query_text(), {**source.params, "as_of": bind_time(end + timedelta(seconds=1), dialect)}
+    )
     query = sa.text(
-        f"SELECT * FROM ({loaded.query_text().strip().rstrip(';')}) AS mlpipe_window "
+        f"SELECT * FROM ({inner.rstrip(';')}) AS mlpipe_window "
         f"WHERE mlpipe_window.{source.watermark_column} >= :window_start"
     )
-    params = {
-        **source.params,
-        "as_of": bind_time(end + timedelta(seconds=1), dialect),
-        "window_start": bind_time(start, dialect),
-    }
+    params["window_start"] = bind_time(start, dialect)
     with engine.connect() as conn:
         utc_session(conn)
         frame = pd.read_sql(query, conn, params=params)
