@@ -17,6 +17,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlpipe import notify
 from mlpipe.errors import SpecError
 from mlpipe.operators.links import base_path
 from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
@@ -24,6 +25,7 @@ from mlpipe.operators.promotion import (
     ChampionRollbackOperator,
     PromotionApproveOperator,
     RunParamsCheckOperator,
+    approval_args,
     rollback_param_specs,
     train_param_specs,
 )
@@ -214,6 +216,7 @@ def _pipeline_dag(
             "retry_delay": RETRY_DELAY,
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": MAX_RETRY_DELAY,
+            **notify.failure_callbacks(spec, role),
         },
     )
 
@@ -260,10 +263,15 @@ def _train_doc(spec: PipelineSpec) -> str:
         else f"a random {split.holdout_fraction:.0%} (seed {split.seed})"
     )
     metrics = ", ".join(f"`{m}`" for m in [spec.primary_metric, *spec.secondary_metrics])
+    deadline = (
+        f"; without an answer within {spec.approval.timeout_text} it is {spec.approval.default}ed"
+        if spec.approval.timeout is not None
+        else ""
+    )
     approve = (
         "`approve_promotion` (**approval required**: a person approves or rejects the blessed or forced model "
-        "under *Required actions* in the Airflow UI; a rejection promotes nothing) → "
-        if spec.approval == "required"
+        f"under *Required actions* in the Airflow UI{deadline}; a rejection promotes nothing) → "
+        if spec.approval.required
         else ""
     )
     return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
@@ -307,8 +315,14 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
             task_id="evaluate_candidates", features=features.output, trained=train.output, **common
         )
         approval = None
-        if spec.approval == "required":
-            approval = PromotionApproveOperator(task_id="approve_promotion", verdict=evaluate.output, **common).output
+        if spec.approval.required:
+            approval = PromotionApproveOperator(
+                task_id="approve_promotion",
+                verdict=evaluate.output,
+                notifiers=notify.approval_notifiers(spec),
+                **approval_args(spec),
+                **common,
+            ).output
         ModelPromoteOperator(
             task_id="promote_model",
             verdict=evaluate.output,
@@ -317,6 +331,7 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
             features=features.output,
             approval=approval,
             outlets=[champion_asset(spec.name)],
+            **notify.outcome_callbacks(spec, "train", "promote_model"),
             **common,
         )
     return dag
@@ -338,7 +353,12 @@ version; the log is never edited) and emits `{spec.name}.champion`, which starts
         schedule=None,
         params=rollback_param_specs(),
     ) as dag:
-        ChampionRollbackOperator(task_id="roll_back_champion", pipeline=spec.name, outlets=[champion_asset(spec.name)])
+        ChampionRollbackOperator(
+            task_id="roll_back_champion",
+            pipeline=spec.name,
+            outlets=[champion_asset(spec.name)],
+            **notify.outcome_callbacks(spec, "rollback", "roll_back_champion"),
+        )
     return dag
 
 
@@ -424,6 +444,7 @@ when ≥ {monitor.drifted_share:.0%} of the features or the score act, or the me
             pipeline=spec.name,
             check=check.output,
             outlets=[drift_asset(spec.name)],
+            **notify.outcome_callbacks(spec, "monitor", "announce_drift"),
             **CHECK_PRIORITY,
         )
     return dag

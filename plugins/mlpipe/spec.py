@@ -806,6 +806,108 @@ class ScoreSpec(_Model):
         return self
 
 
+# -- notifications and approval --------------------------------------------------------------------
+
+# What a notify entry may subscribe to, and the DAG role that sends each (docs/spec.md, "notify").
+NOTIFY_EVENTS: dict[str, tuple[str, ...]] = {
+    "failure": ("train", "rollback", "watch", "monitor", "score"),
+    "data_invalid": ("train",),
+    "rejected": ("train",),
+    "promoted": ("train",),
+    "approval_waiting": ("train",),
+    "rolled_back": ("rollback",),
+    "drift": ("monitor",),
+    "unchanged": ("train", "monitor"),
+}
+NotifyEvent = Literal[
+    "failure", "data_invalid", "rejected", "promoted", "approval_waiting", "rolled_back", "drift", "unchanged"
+]
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds of ``value``: an integer (seconds) or text such as '24h', '90m', '1d12h', '30s'."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as '24h', '90m', '2d' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = int(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"{value!r} is not a duration: use e.g. '24h', '90m', '2d', '1h30m' or seconds")
+        seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0 seconds")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """``seconds`` as people say it: '24h', '1h30m', '2d12h', '30s' (days from two days on)."""
+    out, rest = [], int(seconds)
+    for unit, size in _DURATION_UNITS.items():
+        if rest >= size and (unit != "d" or rest >= 2 * size):
+            out.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(out) or "0s"
+
+
+class NotifySpec(_Model):
+    """One ``notify`` entry: which events go where, through which Airflow Connection."""
+
+    on: list[NotifyEvent] = Field(min_length=1, description="events; 'unchanged' only when listed")
+    via: Literal["smtp", "slack_webhook"] = Field(description="the Airflow provider notifier that delivers")
+    connection_id: str = Field(min_length=1, description="Airflow Connection of the mail server / webhook")
+    to: list[str] = Field(default_factory=list, description="smtp: the recipients' addresses")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("on")
+    @classmethod
+    def _unique_events(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists an event twice ({value})")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if not re.match(EMAIL_PATTERN, a)]
+        if bad:
+            raise ValueError(f"not mail addresses: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _recipients(self) -> NotifySpec:
+        if self.via == "smtp" and not self.to:
+            raise ValueError("via smtp needs `to` (the recipients' addresses)")
+        if self.via == "slack_webhook" and self.to:
+            raise ValueError("`to` is for smtp; a Slack webhook posts to the channel its Connection's URL is for")
+        return self
+
+
+class ApprovalSpec(_Model):
+    """``approval``: a person approves each promotion, within ``timeout``, else ``default`` is taken."""
+
+    required: bool = False
+    timeout: int | None = Field(default=None, description="seconds (written '24h', '90m'...); none: wait for ever")
+    default: Literal["reject", "approve"] = Field(default="reject", description="taken when the timeout passes")
+
+    _duration = field_validator("timeout", mode="before")(lambda cls, v: v if v is None else parse_duration(v))
+
+    @property
+    def timeout_text(self) -> str | None:
+        return None if self.timeout is None else format_duration(self.timeout)
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1)
@@ -825,9 +927,19 @@ class PipelineSpec(_Model):
     watch: WatchSpec | None = None
     monitor: MonitorSpec | None = None
     score: ScoreSpec | None = None
-    approval: Literal["required", "none"] = Field(
-        default="none", description="required: a person approves each promotion in the Airflow UI"
+    approval: ApprovalSpec = Field(
+        default_factory=ApprovalSpec,
+        description="a person approves each promotion in the Airflow UI ('required', or required/timeout/default)",
     )
+    notify: list[NotifySpec] = Field(default_factory=list, description="who hears about which events, and how")
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _approval_shorthand(cls, value: Any) -> Any:
+        # `approval: required` / `approval: none`, the form before timeouts existed, stays valid.
+        if value in ("required", "none"):
+            return {"required": value == "required"}
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -878,9 +990,24 @@ class PipelineSpec(_Model):
             problems.append(f"features: the target column {self.target.column!r} cannot also be a feature")
         if self.score is not None and self.score.key == self.target.column:
             problems.append(f"score.key: the target column {self.target.column!r} cannot identify the rows scored")
+        problems += self._notify_checks()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _notify_checks(self) -> list[str]:
+        """Each subscribed event must be one some DAG of this pipeline sends."""
+        roles, problems = set(self.dag_ids()), []
+        for i, entry in enumerate(self.notify):
+            for event in entry.on:
+                if not roles & set(NOTIFY_EVENTS[event]):
+                    needs = " or ".join(NOTIFY_EVENTS[event])
+                    problems.append(f"notify[{i}].on: {event!r} is sent by the {needs} DAG, which this spec has not")
+        return problems
+
+    def notify_for(self, role: str) -> list[NotifySpec]:
+        """The notify entries with an event the ``role`` DAG sends."""
+        return [n for n in self.notify if any(role in NOTIFY_EVENTS[e] for e in n.on)]
 
     def _source_checks(self) -> list[str]:
         """What the source kind requires of the other sections."""

@@ -66,3 +66,44 @@ def run_note(run: Any) -> str | None:
 
     with create_session() as session:
         return session.query(DagRun).filter(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id).one().note
+
+
+def warm_up() -> None:
+    """Import and configure Airflow's ORM in this thread before dag.test() starts in another.
+
+    Two threads importing Airflow's models at once can deadlock (the import lock against
+    SQLAlchemy's mapper configuration), so the waiting below polls with plain SQL until the task
+    awaits input, by which time dag.test() only sleeps and queries.
+    """
+    import airflow.api.common.trigger_dag
+    import airflow.models.dagbag
+    import airflow.models.hitl
+    import airflow.models.trigger
+    import airflow.providers.standard.operators.trigger_dagrun
+    import airflow.serialization.serialized_objects  # noqa: F401
+    from airflow.models import import_all_models
+    from sqlalchemy.orm import configure_mappers
+
+    import_all_models()
+    configure_mappers()
+
+
+def awaiting_input_ti(dag_id: str, task_id: str, timeout: float = 180) -> Any:
+    """Wait (polling with plain SQL) until ``task_id`` of ``dag_id`` awaits a person's input; its id."""
+    import time
+    import uuid
+
+    import sqlalchemy as sa
+    from airflow import settings
+
+    waiting = sa.text(
+        "SELECT id FROM task_instance WHERE dag_id = :dag AND task_id = :task AND state = 'awaiting_input'"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with settings.engine.connect() as conn:
+            ti_id = conn.execute(waiting, {"dag": dag_id, "task": task_id}).scalar()
+        if ti_id is not None:
+            return uuid.UUID(ti_id)
+        time.sleep(0.3)
+    raise AssertionError(f"{dag_id}.{task_id} never awaited input")

@@ -17,14 +17,12 @@ import json
 import os
 import shutil
 import threading
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dagruns import REPO, asset_events, load_dag, open_registry, state, task_states
+from dagruns import REPO, asset_events, awaiting_input_ti, load_dag, open_registry, state, task_states, warm_up
 
 from mlpipe.storage import run_key
 
@@ -55,30 +53,8 @@ def home(airflow_db, tmp_path_factory):
             os.environ[key] = value
 
 
-def warm_up() -> None:
-    """Import and configure Airflow's ORM in this thread before dag.test() starts in another.
-
-    Two threads importing Airflow's models at once can deadlock (the import lock against
-    SQLAlchemy's mapper configuration), so the waiting below polls with plain SQL until the task
-    awaits input, by which time dag.test() only sleeps and queries.
-    """
-    import airflow.api.common.trigger_dag
-    import airflow.models.dagbag
-    import airflow.models.hitl
-    import airflow.models.trigger
-    import airflow.providers.standard.operators.trigger_dagrun
-    import airflow.serialization.serialized_objects  # noqa: F401
-    from airflow.models import import_all_models
-    from sqlalchemy.orm import configure_mappers
-
-    import_all_models()
-    configure_mappers()
-
-
 def answer(dag_id: str, option: str, reason: str, *, user: str = "bob", timeout: float = 180) -> None:
     """Wait for ``approve_promotion`` of ``dag_id`` to await input, then answer as ``user`` would in the UI."""
-    import sqlalchemy as sa
-    from airflow import settings
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
@@ -86,29 +62,17 @@ def answer(dag_id: str, option: str, reason: str, *, user: str = "bob", timeout:
     from airflow.triggers.base import TriggerEvent
     from airflow.utils.session import create_session
 
-    waiting = sa.text(
-        "SELECT id FROM task_instance"
-        " WHERE dag_id = :dag AND task_id = 'approve_promotion' AND state = 'awaiting_input'"
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with settings.engine.connect() as conn:
-            ti_id = conn.execute(waiting, {"dag": dag_id}).scalar()
-        if ti_id is not None:
-            ti_id = uuid.UUID(ti_id)
-            with create_session() as session:
-                ti = session.get(TaskInstance, ti_id)
-                detail = session.query(HITLDetail).filter(HITLDetail.ti_id == ti_id).one()
-                assert detail.options == ["Approve", "Reject"] and "gate's decision" in detail.body
-                detail.responded_by = {"id": user, "name": user}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = [option]
-                detail.params_input = {"reason": reason}
-                session.add(detail)
-                handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{dag_id}.approve_promotion never awaited input")
+    ti_id = awaiting_input_ti(dag_id, "approve_promotion", timeout)
+    with create_session() as session:
+        ti = session.get(TaskInstance, ti_id)
+        detail = session.query(HITLDetail).filter(HITLDetail.ti_id == ti_id).one()
+        assert detail.options == ["Approve", "Reject"] and "gate's decision" in detail.body
+        detail.responded_by = {"id": user, "name": user}
+        detail.responded_at = timezone.utcnow()
+        detail.chosen_options = [option]
+        detail.params_input = {"reason": reason}
+        session.add(detail)
+        handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
 
 
 def give_up(dag_id: str) -> None:

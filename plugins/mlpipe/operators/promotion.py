@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
@@ -187,6 +188,24 @@ class RunParamsCheckOperator(PipelineOperator):
         return params.candidates
 
 
+def approval_args(spec: PipelineSpec) -> dict[str, Any]:
+    """The approval operator's own deadline and default answer, from the spec's ``approval``."""
+    if spec.approval.timeout is None:
+        return {}
+    return {
+        "response_timeout": timedelta(seconds=spec.approval.timeout),
+        "defaults": ["Approve" if spec.approval.default == "approve" else "Reject"],
+    }
+
+
+def timeout_answer(timeout: timedelta | None) -> dict[str, Any]:
+    """Who answered, and why, when nobody did: the default taken at the deadline."""
+    from mlpipe.spec import format_duration
+
+    within = format_duration(int(timeout.total_seconds())) if timeout else "the deadline"
+    return {"by": "timeout", "reason": f"no answer within {within}"}
+
+
 class PromotionApproveOperator(ApprovalOperator):
     """Ask a person to approve the promotion of the blessed (or forced) model; ask nothing otherwise.
 
@@ -233,6 +252,8 @@ class PromotionApproveOperator(ApprovalOperator):
         # The base class validates the response; ApprovalOperator's own would skip promote_model.
         HITLOperator.execute_complete(self, context, event)
         answer = approval_answer(event)
+        if event.get("timedout"):
+            answer.update(timeout_answer(self.response_timeout))
         self.hitl_summary_extra["approved"] = answer["approved"]
         self.log.info("%s by %s: %s", "Approved" if answer["approved"] else "Rejected", answer["by"], answer["reason"])
         return answer

@@ -124,6 +124,15 @@ class PipelineOperator(BaseOperator):
 
         return run_key(context["run_id"])
 
+    # What execute() returned, for the OpenLineage listener (set only by operators that report lineage).
+    lineage_result: dict[str, Any] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs and outputs for OpenLineage (called by its listener only when a transport is configured)."""
+        from mlpipe.operators.lineage import operator_lineage
+
+        return operator_lineage(self)
+
 
 class SnapshotExtractOperator(PipelineOperator):
     """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
@@ -148,6 +157,7 @@ class SnapshotExtractOperator(PipelineOperator):
             snap = extract_snapshot(
                 self.loaded, source, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
             )
+            source_url = str(source.url) if hasattr(source, "url") else None
         self.log.info(
             "Snapshot %s: %d rows as of %s, sha256 %s%s",
             snap.uri,
@@ -156,6 +166,7 @@ class SnapshotExtractOperator(PipelineOperator):
             snap.sha256,
             " (reused from an earlier attempt)" if snap.reused else "",
         )
+        self.lineage_result = {**snap.as_dict(), "source_url": source_url}
         return snap.as_dict()
 
 
@@ -213,7 +224,8 @@ class FeaturesBuildOperator(PipelineOperator):
         self.log.info(
             "Split %s: %d train rows, %d holdout rows", features.split, features.train_rows, features.holdout_rows
         )
-        return features.as_dict()
+        self.lineage_result = features.as_dict()
+        return self.lineage_result
 
 
 class CandidateTrainOperator(PipelineOperator):
@@ -258,7 +270,8 @@ class CandidateTrainOperator(PipelineOperator):
                 search["n_fits"],
                 search["search_seconds"],
             )
-        return trained.as_dict()
+        self.lineage_result = trained.as_dict()
+        return self.lineage_result
 
 
 class CandidatesEvaluateOperator(PipelineOperator):
@@ -330,12 +343,13 @@ class ModelPromoteOperator(PipelineOperator):
 
         info = run_info(context)
         force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
+        trained = materialize(self.trained)
         try:
             result = promote_model(
                 self.registry,
                 self.store,
                 verdict=self.verdict,
-                trained=materialize(self.trained),
+                trained=trained,
                 snapshot=self.snapshot,
                 spec_sha256=self.loaded.sha256(),
                 code_version=config.code_version(),
@@ -352,4 +366,9 @@ class ModelPromoteOperator(PipelineOperator):
         if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
             raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")
         emit_champion_event(context, self.outlets, last[0])
+        self.lineage_result = {
+            **result.as_dict(),
+            "trained": trained,
+            "model": self.registry.get_version(self.loaded.spec.name, result.version),
+        }
         return result.as_dict()
