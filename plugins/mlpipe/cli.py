@@ -14,13 +14,13 @@ from mlpipe.errors import MlpipeError
 
 
 def _registry() -> Any:
-    from mlpipe.operators.resources import open_registry
+    from mlpipe.hooks.sql import open_registry
 
     return open_registry()
 
 
 def _store() -> Any:
-    from mlpipe.operators.resources import open_store
+    from mlpipe.hooks.store import open_store
 
     return open_store()
 
@@ -150,7 +150,7 @@ def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
 
 def cmd_registry_upgrade(args: argparse.Namespace) -> int:
     from mlpipe import migrations
-    from mlpipe.operators.resources import database_url
+    from mlpipe.hooks.sql import database_url
     from mlpipe.registry import Registry
 
     registry = Registry.from_url(database_url(config.REGISTRY_CONN_ID, config.default_registry_url()), create=False)
@@ -201,7 +201,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 
 
 def _required_connection(conn_id: str, example: str) -> Any:
-    from mlpipe.operators.resources import get_connection
+    from mlpipe.hooks.connections import get_connection
 
     conn = get_connection(conn_id)
     if conn is None:
@@ -213,7 +213,7 @@ def _seed_engine(conn_id: str) -> Any:
     """The PostgreSQL database of ``conn_id``; never the embedded SQLite default."""
     import sqlalchemy as sa
 
-    from mlpipe.operators.resources import sqlalchemy_url
+    from mlpipe.hooks.sql import sqlalchemy_url
 
     conn = _required_connection(conn_id, "postgresql://user:password@host:5432/database")
     try:
@@ -224,7 +224,7 @@ def _seed_engine(conn_id: str) -> Any:
 
 def _seed_bucket(conn_id: str, bucket: str | None) -> Any:
     """The whole bucket (no prefix) of the AWS connection ``conn_id``, as an S3Store."""
-    from mlpipe.operators.resources import s3_client
+    from mlpipe.hooks.aws import s3_client
     from mlpipe.storage import S3Store
 
     conn = _required_connection(conn_id, "aws://KEY:SECRET@/?bucket=mlpipe&endpoint_url=http://minio:9000")
