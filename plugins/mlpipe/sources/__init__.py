@@ -39,7 +39,6 @@ class SourceInfo:
     window_by: str  # and how
     namespace: str  # lineage: the dataset's namespace (s3://bucket, or the Connection)
     name: str  # lineage: the dataset's name (prefix, table or query file)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _describe_sql(source: Any) -> SourceInfo:
