@@ -121,7 +121,43 @@ def cmd_registry_rollback(args: argparse.Namespace) -> int:
 
 
 def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
-    """Record the pipeline's champion asset event in the Airflow metadata DB (as the REST API would)."""
+    """Emit the pipeline's champion asset event and say how: through Airflow's REST API when an API server
+    is configured (``MLPIPE_AIRFLOW_API_URL``), else straight into Airflow's metadata database."""
+    from mlpipe.hooks.airflow_api import AirflowApi
+
+    api = AirflowApi.from_env()
+    if api is not None:
+        return _emit_through_api(api, pipeline, extra)
+    return _emit_into_metadata_db(pipeline, extra)
+
+
+def _emit_through_api(api: Any, pipeline: str, extra: dict[str, Any]) -> str:
+    from mlpipe.dag_factory import champion_asset
+    from mlpipe.hooks.airflow_api import AirflowApiError
+
+    asset = champion_asset(pipeline)
+    try:
+        token = api.access_token()
+        asset_id = api.asset_id(asset.name, asset.uri, token)
+        if asset_id is None:
+            return (
+                f"champion asset event NOT emitted: the Airflow API at {api.base_url} knows no asset {asset.name!r} "
+                f"(the DAGs were never parsed); the registry is rolled back: trigger {pipeline}_score by hand"
+            )
+        event = api.create_asset_event(asset_id, extra, token)
+    except AirflowApiError as exc:  # the rollback itself stands; say what to do
+        return (
+            f"champion asset event NOT emitted through Airflow's REST API ({exc}); the registry is rolled back: "
+            f"trigger {pipeline}_score by hand, or POST the event to {api.base_url}/api/v2/assets/events"
+        )
+    return (
+        f"emitted asset event {asset.name} (id {event['id']}) through Airflow's REST API at {api.base_url}: "
+        f"DAGs scheduled on it ({pipeline}_score) are queued"
+    )
+
+
+def _emit_into_metadata_db(pipeline: str, extra: dict[str, Any]) -> str:
+    """Record the event in the Airflow metadata DB (as the REST API would): where no API server is configured."""
     from mlpipe.dag_factory import champion_asset
 
     asset = champion_asset(pipeline)
@@ -143,9 +179,12 @@ def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
         return (
             f"champion asset event NOT emitted: Airflow's metadata database is not reachable "
             f"({type(exc).__name__}: {exc}); the registry is rolled back: trigger {pipeline}_score by hand, "
-            f"or POST the event to /api/v2/assets/events"
+            f"or set MLPIPE_AIRFLOW_API_URL to go through Airflow's REST API"
         )
-    return f"emitted asset event {asset.name} (id {event.id}): DAGs scheduled on it ({pipeline}_score) are queued"
+    return (
+        f"emitted asset event {asset.name} (id {event.id}) into Airflow's metadata database (no API server "
+        f"configured: MLPIPE_AIRFLOW_API_URL is unset): DAGs scheduled on it ({pipeline}_score) are queued"
+    )
 
 
 def cmd_registry_upgrade(args: argparse.Namespace) -> int:
