@@ -4,6 +4,12 @@ FROM apache/airflow:3.3.2-python3.11
 
 ARG UV_VERSION=0.13.9
 
+# mysqlclient (the MySQL provider's driver) builds from source against libmariadb-dev.
+USER root
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libmariadb-dev pkg-config gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 USER airflow
 COPY --chown=airflow:0 requirements.lock /tmp/requirements.lock
 # Same pins as `make setup`; Airflow itself is already at the locked version, so only the rest is added.

@@ -40,7 +40,7 @@ PASSWORDS_FILE = $${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$(AIRFLOW
 
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv activate-hook airflow-cfg demo test ui bench lint lock compose-tool compose-config browser-tool clean
+.PHONY: help setup venv activate-hook airflow-cfg demo test ui bench lint lock compose-tool compose-config browser-tool mysql-build-deps clean
 
 help:
 	@echo "make setup           .venv from requirements.lock (uv), .airflow/ metadata DB, demo data in .mlpipe/"
@@ -69,7 +69,7 @@ $(VENV_PY):
 # stays in plugins/mlpipe), without dependencies (the lock has them) and built with the lock's
 # setuptools (no build isolation: nothing is downloaded). That gives .venv/bin/mlpipe and
 # `.venv/bin/python -m mlpipe` without activation.
-$(SYNC_STAMP): requirements.lock pyproject.toml | $(VENV_PY)
+$(SYNC_STAMP): requirements.lock pyproject.toml | $(VENV_PY) mysql-build-deps
 	@$(ENSURE_UV)
 	"$(UV)" pip sync --python "$(VENV_PY)" requirements.lock
 	"$(UV)" pip install --quiet --no-deps --no-build-isolation --editable "$(CURDIR)" --python "$(VENV_PY)"
@@ -175,6 +175,19 @@ compose-config: compose-tool
 	@env_file=$$([ -f .env ] && echo .env || echo .env.example); \
 	docker-compose --env-file "$$env_file" -f docker-compose.yaml config -q && \
 	echo "docker-compose.yaml is valid (env: $$env_file)"
+
+# mysqlclient (the MySQL provider's driver) has no Linux wheel: it builds against Debian's libmariadb-dev
+# (headers, mariadb_config) with pkg-config and a C compiler. Installed when root, like chromium below.
+mysql-build-deps:
+	@{ command -v mariadb_config || command -v mysql_config; } >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1 \
+		&& command -v cc >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian packages libmariadb-dev pkg-config gcc (to build mysqlclient)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				libmariadb-dev pkg-config gcc libc6-dev >/dev/null; \
+		else \
+			echo "mysqlclient needs: sudo apt-get install libmariadb-dev pkg-config gcc" >&2; exit 1; \
+		fi; }
 
 # Debian's chromium, which the browser tests drive headless through Playwright (no browser download).
 browser-tool:

@@ -172,7 +172,7 @@ def _child(db: Path, result_file: Path, checks: int) -> None:
     import sqlalchemy as sa
     from sqlalchemy import event
 
-    from mlpipe.stages.watch import count_new_rows
+    from mlpipe.sources.sql import count_new_rows
 
     url = f"sqlite:///{db}"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:

@@ -174,7 +174,10 @@ def test_one_image_built_from_the_lock(compose: dict[str, Any]) -> None:
 
 def test_connections_resolve_to_the_stack(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """mlpipe's own resolution of the rendered Connections: the stack's databases and its MinIO bucket."""
-    from mlpipe.operators.resources import get_connection, open_store, s3_client, sqlalchemy_url
+    from mlpipe.hooks.aws import s3_client
+    from mlpipe.hooks.connections import get_connection
+    from mlpipe.hooks.sql import sqlalchemy_url
+    from mlpipe.hooks.store import open_store
     from mlpipe.storage import S3Store
 
     environment = compose["services"]["airflow-worker"]["environment"]

@@ -16,10 +16,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError, FeatureError, MlpipeError, SpecError
+from mlpipe.sources.chunks import frame_to_arrow
+from mlpipe.sources.columns import column_problems, shown_path
+from mlpipe.sources.sql import query_error
 from mlpipe.spec import LoadedSpec
 from mlpipe.sqltext import bind_names, commented_binds
-from mlpipe.stages.columns import column_problems, shown_path
-from mlpipe.stages.extract import frame_to_arrow, query_error, read_snapshot, snapshot_key
+from mlpipe.stages.extract import read_snapshot, snapshot_key
 from mlpipe.stages.features import check_frame
 from mlpipe.stages.profile import Sample, draft_suite, sample_query
 from mlpipe.stages.validate import validate_frame
@@ -143,7 +145,7 @@ def _others(binds: list[str]) -> str:
 
 
 def _named(loaded: LoadedSpec) -> set[str]:
-    from mlpipe.stages.columns import spec_columns
+    from mlpipe.sources.columns import spec_columns
 
     return {column for _, column, _ in spec_columns(loaded)}
 

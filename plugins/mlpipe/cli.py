@@ -15,13 +15,13 @@ from mlpipe.errors import MlpipeError
 
 
 def _registry() -> Any:
-    from mlpipe.operators.resources import open_registry
+    from mlpipe.hooks.sql import open_registry
 
     return open_registry()
 
 
 def _store() -> Any:
-    from mlpipe.operators.resources import open_store
+    from mlpipe.hooks.store import open_store
 
     return open_store()
 
@@ -122,7 +122,43 @@ def cmd_registry_rollback(args: argparse.Namespace) -> int:
 
 
 def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
-    """Record the pipeline's champion asset event in the Airflow metadata DB (as the REST API would)."""
+    """Emit the pipeline's champion asset event and say how: through Airflow's REST API when an API server
+    is configured (``MLPIPE_AIRFLOW_API_URL``), else straight into Airflow's metadata database."""
+    from mlpipe.hooks.airflow_api import AirflowApi
+
+    api = AirflowApi.from_env()
+    if api is not None:
+        return _emit_through_api(api, pipeline, extra)
+    return _emit_into_metadata_db(pipeline, extra)
+
+
+def _emit_through_api(api: Any, pipeline: str, extra: dict[str, Any]) -> str:
+    from mlpipe.dag_factory import champion_asset
+    from mlpipe.hooks.airflow_api import AirflowApiError
+
+    asset = champion_asset(pipeline)
+    try:
+        token = api.access_token()
+        asset_id = api.asset_id(asset.name, asset.uri, token)
+        if asset_id is None:
+            return (
+                f"champion asset event NOT emitted: the Airflow API at {api.base_url} knows no asset {asset.name!r} "
+                f"(the DAGs were never parsed); the registry is rolled back: trigger {pipeline}_score by hand"
+            )
+        event = api.create_asset_event(asset_id, extra, token)
+    except AirflowApiError as exc:  # the rollback itself stands; say what to do
+        return (
+            f"champion asset event NOT emitted through Airflow's REST API ({exc}); the registry is rolled back: "
+            f"trigger {pipeline}_score by hand, or POST the event to {api.base_url}/api/v2/assets/events"
+        )
+    return (
+        f"emitted asset event {asset.name} (id {event['id']}) through Airflow's REST API at {api.base_url}: "
+        f"DAGs scheduled on it ({pipeline}_score) are queued"
+    )
+
+
+def _emit_into_metadata_db(pipeline: str, extra: dict[str, Any]) -> str:
+    """Record the event in the Airflow metadata DB (as the REST API would): where no API server is configured."""
     from mlpipe.dag_factory import champion_asset
 
     asset = champion_asset(pipeline)
@@ -144,14 +180,17 @@ def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
         return (
             f"champion asset event NOT emitted: Airflow's metadata database is not reachable "
             f"({type(exc).__name__}: {exc}); the registry is rolled back: trigger {pipeline}_score by hand, "
-            f"or POST the event to /api/v2/assets/events"
+            f"or set MLPIPE_AIRFLOW_API_URL to go through Airflow's REST API"
         )
-    return f"emitted asset event {asset.name} (id {event.id}): DAGs scheduled on it ({pipeline}_score) are queued"
+    return (
+        f"emitted asset event {asset.name} (id {event.id}) into Airflow's metadata database (no API server "
+        f"configured: MLPIPE_AIRFLOW_API_URL is unset): DAGs scheduled on it ({pipeline}_score) are queued"
+    )
 
 
 def cmd_registry_upgrade(args: argparse.Namespace) -> int:
     from mlpipe import migrations
-    from mlpipe.operators.resources import database_url
+    from mlpipe.hooks.sql import database_url
     from mlpipe.registry import Registry
 
     registry = Registry.from_url(database_url(config.REGISTRY_CONN_ID, config.default_registry_url()), create=False)
@@ -202,7 +241,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 
 
 def _required_connection(conn_id: str, example: str) -> Any:
-    from mlpipe.operators.resources import get_connection
+    from mlpipe.hooks.connections import get_connection
 
     conn = get_connection(conn_id)
     if conn is None:
@@ -214,7 +253,7 @@ def _seed_engine(conn_id: str) -> Any:
     """The PostgreSQL database of ``conn_id``; never the embedded SQLite default."""
     import sqlalchemy as sa
 
-    from mlpipe.operators.resources import sqlalchemy_url
+    from mlpipe.hooks.sql import sqlalchemy_url
 
     conn = _required_connection(conn_id, "postgresql://user:password@host:5432/database")
     try:
@@ -225,7 +264,7 @@ def _seed_engine(conn_id: str) -> Any:
 
 def _seed_bucket(conn_id: str, bucket: str | None) -> Any:
     """The whole bucket (no prefix) of the AWS connection ``conn_id``, as an S3Store."""
-    from mlpipe.operators.resources import s3_client
+    from mlpipe.hooks.aws import s3_client
     from mlpipe.storage import S3Store
 
     conn = _required_connection(conn_id, "aws://KEY:SECRET@/?bucket=mlpipe&endpoint_url=http://minio:9000")
@@ -270,9 +309,9 @@ def cmd_report_open(args: argparse.Namespace) -> int:
 def cmd_new(args: argparse.Namespace) -> int:
     import getpass
 
-    from mlpipe.operators.resources import source_engine
+    from mlpipe.hooks.sql import source_engine
     from mlpipe.scaffold import new_pipeline
-    from mlpipe.stages.columns import shown_path
+    from mlpipe.sources.columns import shown_path
 
     engine = source_engine(args.conn_id)
     try:
@@ -307,7 +346,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from mlpipe.check import check_pipeline
-    from mlpipe.operators.resources import open_source
+    from mlpipe.hooks.source import open_source
     from mlpipe.spec import find_spec
 
     loaded = find_spec(args.name)
@@ -321,9 +360,9 @@ def cmd_suite_draft(args: argparse.Namespace) -> int:
     import contextlib
 
     from mlpipe.check import draft_pipeline_suite
-    from mlpipe.operators.resources import open_source
+    from mlpipe.hooks.source import open_source
+    from mlpipe.sources.columns import shown_path
     from mlpipe.spec import find_spec
-    from mlpipe.stages.columns import shown_path
 
     loaded = find_spec(args.name)
     out = Path(args.output) if args.output else loaded.suite_path

@@ -40,6 +40,7 @@ from mlpipe.operators.training import (
 )
 from mlpipe.operators.watch import NewDataPublishOperator
 from mlpipe.sensors.new_data import NewDataSensor
+from mlpipe.sources import describe
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
 from mlpipe.ui import paths
 
@@ -86,23 +87,14 @@ def _gate_md(spec: PipelineSpec) -> str:
 
 def _source_md(spec: PipelineSpec) -> str:
     """The source in a sentence of DAG docs: its SQL file and table, or its objects under an S3 prefix."""
-    source = spec.source
-    if source.kind == "s3":
-        return f"`s3` objects under `{source.uri}` through connection `{source.connection_id}`."
-    landing = (
-        f" New rows land in `{source.table}`, ordered by `{source.watermark_column}`."
-        if source.table and source.watermark_column
-        else ""
-    )
-    return f"`{source.kind}` query `include/sql/{source.query}` through connection `{source.connection_id}`.{landing}"
+    return describe(spec.source).summary
 
 
 def _new_data_md(spec: PipelineSpec) -> str:
     """What the watch waits for."""
-    source, watch = spec.source, spec.watch
-    if source.kind == "s3":
-        return f"≥ {watch.min_new_objects} new object(s) under `{source.uri}` (by LastModified)"
-    return f"≥ {watch.min_new_rows} new row(s) of `{source.table}` past the watermark"
+    info, watch = describe(spec.source), spec.watch
+    minimum = {"rows": watch.min_new_rows, "objects": watch.min_new_objects}[info.unit]
+    return f"≥ {minimum} {info.new_data}"
 
 
 def _triggers_md(spec: PipelineSpec) -> str:
@@ -370,15 +362,15 @@ def build_watch_dag(loaded: LoadedSpec) -> DAG:
     sensor_args: dict[str, object] = {}
     if watch.deferrable is not None:
         sensor_args["deferrable"] = watch.deferrable
-    source = spec.source
-    if source.kind == "s3":
-        description = f"New objects under {source.uri} start {spec.name}_train"
-        waits_for = f"""Waits until at least **{watch.min_new_objects}** object(s) under `{source.uri}` are newer
+    info = describe(spec.source)
+    if info.unit == "objects":
+        description = f"New objects under {info.watches} start {spec.name}_train"
+        waits_for = f"""Waits until at least **{watch.min_new_objects}** object(s) under `{info.watches}` are newer
 than the watermark kept in the registry (by LastModified, one LIST per check)"""
     else:
-        description = f"New rows of {source.table} past the watermark start {spec.name}_train"
-        waits_for = f"""Waits until at least **{watch.min_new_rows}** row(s) of `{source.table}` have
-`{source.watermark_column}` past the watermark kept in the registry"""
+        description = f"New rows of {info.watches} past the watermark start {spec.name}_train"
+        waits_for = f"""Waits until at least **{watch.min_new_rows}** row(s) of `{info.watches}` have
+`{spec.source.watermark_column}` past the watermark kept in the registry"""
     with _pipeline_dag(
         spec,
         "watch",
@@ -415,14 +407,8 @@ def build_monitor_dag(loaded: LoadedSpec) -> DAG:
     spec = loaded.spec
     monitor = spec.monitor
     assert monitor is not None
-    source = spec.source
-    if source.kind == "s3":
-        window_of = source.uri
-        window_by = (
-            "whole objects, by their key's partition date" if source.partition else "whole objects, by LastModified"
-        )
-    else:
-        window_of, window_by = source.table, f"by `{source.watermark_column}`"
+    info = describe(spec.source)
+    window_of, window_by = info.window_of, info.window_by
     with _pipeline_dag(
         spec,
         "monitor",

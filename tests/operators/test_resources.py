@@ -1,4 +1,4 @@
-"""Tests of mlpipe.operators.resources: Airflow Connections -> SQLAlchemy URLs, engines, registry and store."""
+"""Tests of mlpipe.hooks: Airflow Connections -> SQLAlchemy URLs (through provider hooks), engines, registry, store."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import Connection
 from conftest import make_s3_client, s3_connection_uri, service_unavailable
 
-from mlpipe.operators.resources import (
-    database_url,
-    get_connection,
-    open_registry,
-    open_source,
-    open_store,
-    source_engine,
-    sqlalchemy_url,
-)
+from mlpipe.hooks.connections import get_connection
+from mlpipe.hooks.source import open_source
+from mlpipe.hooks.sql import database_url, open_registry, source_engine, sqlalchemy_url
+from mlpipe.hooks.store import open_store
 from mlpipe.storage import LocalStore, S3Store
 
 PATH_STYLE = {"s3": {"addressing_style": "path"}}
@@ -120,11 +116,85 @@ class TestSqlalchemyUrl:
         )
         assert sqlalchemy_url(conn) == "mysql+pymysql://u@h:3306/db"
 
-    def test_unsupported_type_names_conn_id_and_type(self) -> None:
-        conn = Connection(conn_id="mlpipe_weird", conn_type="mysql", host="h")
-        with pytest.raises(ValueError, match=r"connection 'mlpipe_weird' has type 'mysql'") as err:
+    def test_mysql_through_the_providers_hook(self) -> None:
+        conn = Connection(
+            conn_id="src", conn_type="mysql", host="db.example", login="bob", password="p@ss", port=3307, schema="test"
+        )
+        url = sa.make_url(sqlalchemy_url(conn))
+        # MySqlHook.get_uri(): the mysqlclient driver (SQLAlchemy's default for mysql://).
+        assert (url.get_dialect().name, url.get_dialect().driver) == ("mysql", "mysqldb")
+        assert (url.username, url.password, url.host, url.port, url.database) == (
+            "bob",
+            "p@ss",
+            "db.example",
+            3307,
+            "test",
+        )
+
+    def test_mysql_client_extra_picks_the_driver(self) -> None:
+        conn = Connection(conn_id="src", conn_type="mysql", host="h", extra=json.dumps({"client": "pymysql"}))
+        assert sqlalchemy_url(conn).startswith("mysql+pymysql://")
+
+    def test_postgres_extra_sqlalchemy_scheme_is_the_hooks(self) -> None:
+        conn = Connection(
+            conn_id="src",
+            conn_type="postgres",
+            host="db",
+            extra=json.dumps({"sqlalchemy_scheme": "postgresql+psycopg"}),
+        )
+        assert sqlalchemy_url(conn) == "postgresql+psycopg://db"
+
+    def test_type_without_a_provider_names_conn_id_and_type(self) -> None:
+        conn = Connection(conn_id="mlpipe_weird", conn_type="nosuchdb", host="h")
+        with pytest.raises(ValueError, match=r"connection 'mlpipe_weird' has type 'nosuchdb'.*provider") as err:
             sqlalchemy_url(conn)
         assert "sqlalchemy_url" in str(err.value)  # says what to do instead
+
+    def test_type_whose_hook_is_not_sql_is_refused(self) -> None:
+        conn = Connection(conn_id="mlpipe_aws", conn_type="aws")
+        with pytest.raises(
+            ValueError, match=r"'mlpipe_aws' has type 'aws', whose hook [\w.]+AwsGenericHook is not SQL"
+        ):
+            sqlalchemy_url(conn)
+
+    def test_any_provider_hook_is_asked_for_its_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A type that is not sqlite/postgres/mysql: whatever its registered DbApiHook says is the URL."""
+        from airflow.sdk._shared.providers_discovery.providers_discovery import HookInfo
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hooks = ProvidersManagerTaskRuntime().hooks
+        monkeypatch.setitem(
+            hooks,
+            "fakedb",
+            HookInfo(
+                hook_class_name=f"{__name__}.FakeDbHook",
+                connection_id_attribute_name="fakedb_conn_id",
+                package_name="fake-provider",
+                hook_name="Fake DB",
+                connection_type="fakedb",
+                connection_testable=False,
+                dialects=[],
+            ),
+        )
+        conn = Connection(conn_id="mlpipe_fake", conn_type="fakedb", host="warehouse", schema="analytics")
+        assert sqlalchemy_url(conn) == "sqlite:////warehouse/analytics.db"
+        assert FakeDbHook.made == [("mlpipe_fake", "warehouse")]  # built by get_hook, with the Connection given
+
+
+class FakeDbHook(DbApiHook):
+    """A provider hook for a database mlpipe has no code for: it builds the URL from its Connection."""
+
+    conn_name_attr = "fakedb_conn_id"
+    made: list[tuple[str, str]] = []
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        FakeDbHook.made.append((self.get_conn_id(), self.connection.host))
+
+    @property
+    def sqlalchemy_url(self) -> sa.URL:
+        conn = self.connection
+        return sa.URL.create("sqlite", database=f"/{conn.host}/{conn.schema}.db")
 
 
 class TestDatabaseUrl:

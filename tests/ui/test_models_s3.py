@@ -28,7 +28,8 @@ def s3_view(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from fastapi.testclient import TestClient
 
     from mlpipe import config
-    from mlpipe.operators.resources import open_registry, open_store
+    from mlpipe.hooks.sql import open_registry
+    from mlpipe.hooks.store import open_store
     from mlpipe.spec import load_spec
     from mlpipe.ui.app import create_app
 

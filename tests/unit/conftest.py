@@ -1,4 +1,4 @@
-"""Shared fixtures of the unit tests: tmp include trees, tiny specs and frames, stores, registries, PostgreSQL."""
+"""Shared fixtures of the unit tests: tmp include trees, tiny specs, frames, stores, registries, PostgreSQL, MySQL."""
 
 from __future__ import annotations
 
@@ -111,11 +111,11 @@ def sqlite_registry(tmp_path: Path):
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 
-def _service_unavailable(reason: str) -> None:
+def _service_unavailable(reason: str, service: str = "PostgreSQL") -> None:
     """A needed service is down: a failure in CI (CI=true), a visible skip elsewhere."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required in CI but unavailable: {reason}")
-    pytest.skip(f"PostgreSQL unavailable (this fails under CI=true): {reason}")
+        pytest.fail(f"{service} is required in CI but unavailable: {reason}")
+    pytest.skip(f"{service} unavailable (this fails under CI=true): {reason}")
 
 
 @contextmanager
@@ -143,6 +143,54 @@ def new_pg_database(prefix: str = "mlpipe_unit") -> Iterator[str]:
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test module, dropped after."""
     with new_pg_database() as url:
+        yield url
+
+
+# -- MySQL / MariaDB -------------------------------------------------------------------------------
+
+MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
+
+
+def mysql_connection(database: str) -> Any:
+    """An Airflow Connection (type mysql, user root, no password) to ``database`` on the local MariaDB."""
+    from airflow.sdk import Connection
+
+    return Connection(
+        conn_id="mlpipe_test_mysql", conn_type="mysql", host=MYSQL_HOST, port=MYSQL_PORT, login="root", schema=database
+    )
+
+
+@contextmanager
+def new_mysql_database(prefix: str = "mlpipe_unit") -> Iterator[str]:
+    """A fresh MariaDB/MySQL database (127.0.0.1:3306, user root) as a SQLAlchemy URL, dropped after.
+
+    The URL is what the MySQL provider's hook makes of an Airflow Connection (``mlpipe.hooks.sql``),
+    so every test on it reads through the path a deployment uses: MySqlHook, mysqlclient.
+    """
+    import sqlalchemy as sa
+
+    from mlpipe.hooks.sql import sqlalchemy_url
+
+    admin = sa.create_engine(sqlalchemy_url(mysql_connection("test")), connect_args={"connect_timeout": 3})
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _service_unavailable(f"cannot create a database on {MYSQL_HOST}:{MYSQL_PORT} as root: {exc.orig}", "MariaDB")
+    try:
+        yield sqlalchemy_url(mysql_connection(name))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB database for one test module, dropped after."""
+    with new_mysql_database() as url:
         yield url
 
 

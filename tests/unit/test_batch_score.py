@@ -330,6 +330,33 @@ def test_table_output_on_postgresql(make_scoring, pg_url: str) -> None:
         )
 
 
+@pytest.mark.parametrize("key", ["id", "code"])
+def test_mysql_source_and_predictions_table(
+    include_tree, make_spec, make_frame, tmp_path, mysql_url: str, key: str
+) -> None:
+    """The score DAG on MariaDB: the window read from a MySQL source, predictions written back beside it."""
+    spec = make_spec(score={"key": key, "output": "table", "table": f"tiny_predictions_{key}"})
+    sql = "SELECT id, code, ts, cat, num, y FROM flights WHERE ts < :as_of ORDER BY ts, id\n"
+    frame = make_frame("binary", 40).assign(code=[f"k{i:03d}" for i in range(40)])
+    s = Scoring(tmp_path, load_spec(include_tree(spec, sql=sql)), frame, mysql_url)
+    s.source = s.target
+    frame.to_sql("flights", s.target, if_exists="replace", index=False)
+    s.promote(1)
+    assert s.score()["scored"] == 40
+    assert s.score()["scored"] == 40, "a re-run replaces its window"
+    got = s.predictions()
+    assert len(got) == 40 and got[key].is_unique
+    assert pd.to_datetime(got["scored_at"], utc=True).eq(pd.Timestamp(AS_OF)).all()
+    with pytest.raises(sa.exc.IntegrityError), s.target.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO tiny_predictions_{key} ({key}, model_version, prediction, score, scored_at, run_key) "
+                "VALUES (:key, 1, 1, 0.5, now(), 'other')"
+            ),
+            {"key": got[key].iloc[0].item() if key == "id" else got[key].iloc[0]},
+        )
+
+
 def test_parquet_windows_in_an_s3_store(make_scoring, s3_endpoint: str, monkeypatch) -> None:
     from conftest import make_s3_client
 

@@ -1,4 +1,4 @@
-"""Tests of mlpipe.stages.extract against a tiny SQLite source and a PostgreSQL table."""
+"""Tests of mlpipe.stages.extract against a tiny SQLite source, a PostgreSQL table and a MariaDB table."""
 
 from __future__ import annotations
 
@@ -74,7 +74,22 @@ def postgresql_source(pg_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module")
+def mysql_source(mysql_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TABLE flights (id integer, ts datetime, cat text, num double, other integer, y integer)")
+        )
+        conn.execute(
+            sa.text("INSERT INTO flights VALUES (:id, :ts, :cat, :num, :other, :y)"),
+            [dict(zip(["id", "ts", "cat", "num", "other", "y"], row, strict=True)) for row in source_rows()],
+        )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def source(request: pytest.FixtureRequest) -> sa.Engine:
     return request.getfixturevalue(f"{request.param}_source")
 
@@ -219,3 +234,26 @@ def test_postgresql_streams_through_a_server_side_cursor(
     assert pq.read_metadata(store.path(snap.key)).num_row_groups == 3
     ts = pq.read_schema(store.path(snap.key)).field("ts").type
     assert pa.types.is_timestamp(ts)
+
+
+def test_mysql_streams_through_a_server_side_cursor(
+    loaded: LoadedSpec, mysql_source: sa.Engine, store: LocalStore
+) -> None:
+    from MySQLdb.cursors import SSCursor
+
+    cursors: list[type] = []
+
+    @sa.event.listens_for(mysql_source, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM flights" in statement:
+            cursors.append(type(cursor))
+
+    try:
+        snap = extract_snapshot(loaded, mysql_source, store, run_key="my", as_of=LATE)
+    finally:
+        sa.event.remove(mysql_source, "before_cursor_execute", record)
+
+    assert snap.rows == ROWS
+    assert len(cursors) == 1 and issubclass(cursors[0], SSCursor)  # unbuffered: rows fetched in chunks
+    assert pq.read_metadata(store.path(snap.key)).num_row_groups == 3
+    assert pa.types.is_timestamp(pq.read_schema(store.path(snap.key)).field("ts").type)

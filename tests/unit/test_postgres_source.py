@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from mlpipe.registry import decode_watermark
+from mlpipe.sources.sql import count_new_rows
 from mlpipe.spec import LoadedSpec, load_spec
 from mlpipe.stages.extract import extract_snapshot, read_snapshot
 from mlpipe.stages.monitor import read_window
-from mlpipe.stages.watch import count_new_rows
 from mlpipe.storage import LocalStore
 from unit.conftest import spec_dict, write_include
 

@@ -15,11 +15,12 @@ from conftest import make_s3_client
 
 from mlpipe.errors import ExtractError, SourceUnavailableError
 from mlpipe.registry import decode_watermark
+from mlpipe.sources import s3 as s3_source
+from mlpipe.sources.s3 import SourceObject, count_new_objects, list_objects, objects_key
 from mlpipe.spec import LoadedSpec, load_spec
-from mlpipe.stages import s3_source
+from mlpipe.stages import extract as extract_stage
 from mlpipe.stages.extract import extract_snapshot, read_snapshot, snapshot_key
 from mlpipe.stages.monitor import read_window
-from mlpipe.stages.s3_source import SourceObject, count_new_objects, list_objects, objects_key
 from mlpipe.storage import LocalStore
 
 PREFIX = "daily/"
@@ -238,7 +239,7 @@ class TestRetries:
             raise RuntimeError("worker lost")
 
         with monkeypatch.context() as patched:
-            patched.setattr(s3_source, "publish_snapshot", crash)
+            patched.setattr(extract_stage, "publish_snapshot", crash)
             with pytest.raises(RuntimeError):
                 extract(loaded, client, store)
         assert store.exists(objects_key(snapshot_key("tiny", "r1")))

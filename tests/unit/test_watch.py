@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError
 from mlpipe.registry import Registry, decode_watermark
-from mlpipe.stages.watch import NewRows, count_new_rows
+from mlpipe.sources.sql import NewRows, count_new_rows
 
 START = datetime(2013, 1, 1)
 
@@ -25,7 +25,7 @@ class Source:
     def __init__(self, engine: sa.Engine, table: str, timestamps: bool) -> None:
         self.engine = engine
         self.table = table
-        self.timestamps = timestamps  # PostgreSQL: TIMESTAMP column; SQLite: ISO text, as the demo stores it
+        self.timestamps = timestamps  # PostgreSQL TIMESTAMP, MySQL DATETIME; SQLite: ISO text, as the demo stores it
 
     def at(self, hour: int) -> Any:
         value = START + timedelta(hours=hour)
@@ -45,17 +45,19 @@ class Source:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def source(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Source]:
     if request.param == "sqlite":
         engine, column = sa.create_engine(f"sqlite:///{tmp_path / 'src.db'}"), "TEXT"
-    else:
+    elif request.param == "postgresql":
         engine, column = sa.create_engine(request.getfixturevalue("pg_url")), "TIMESTAMP"
+    else:
+        engine, column = sa.create_engine(request.getfixturevalue("mysql_url")), "DATETIME"
     table = f"events_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, at {column})"))
         conn.execute(sa.text(f"CREATE INDEX ix_{table}_at ON {table} (at)"))
-    src = Source(engine, table, timestamps=request.param == "postgresql")
+    src = Source(engine, table, timestamps=request.param != "sqlite")
     # Hours 0..24 hold 4 rows each: 100 rows, the newest value (hour 24) shared by 4 of them.
     src.insert([h for h in range(25) for _ in range(4)])
     yield src
@@ -97,10 +99,9 @@ def test_rows_below_the_watermark_and_deleted_rows_announce_nothing(source: Sour
     source.insert([3, 3])  # older than the watermark: behind it for good
     assert source.count(source.at(24), at_watermark=4).rows == 0
     with source.engine.begin() as conn:  # rows at the watermark value removed from the source
-        conn.execute(
-            sa.text(f"DELETE FROM {source.table} WHERE id IN (SELECT id FROM {source.table} WHERE at = :at LIMIT 2)"),
-            {"at": source.at(24)},
-        )
+        at = sa.text(f"SELECT id FROM {source.table} WHERE at = :at ORDER BY id LIMIT 2")
+        ids = conn.execute(at, {"at": source.at(24)}).scalars().all()
+        conn.execute(sa.text(f"DELETE FROM {source.table} WHERE id IN ({', '.join(map(str, ids))})"))
     assert source.count(source.at(24), at_watermark=4) == NewRows(0, source.at(24), 4, source.at(24), 4)
 
 

@@ -20,7 +20,7 @@ class DriftCheckOperator(PipelineOperator):
     operator_extra_links = (DriftReportLink(),)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.operators.resources import open_source
+        from mlpipe.hooks.source import open_source
         from mlpipe.stages.monitor import check_drift
 
         with open_source(self.loaded.spec.source) as source, fail_fast_on_user_errors():

@@ -27,7 +27,7 @@ class BatchScoreOperator(PipelineOperator):
         from datetime import datetime
 
         from mlpipe.errors import MlpipeError
-        from mlpipe.operators.resources import source_engine
+        from mlpipe.hooks.sql import source_engine
         from mlpipe.stages.batch_score import score_spec, score_window
 
         spec = self.loaded.spec

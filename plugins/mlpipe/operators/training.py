@@ -108,13 +108,13 @@ class PipelineOperator(BaseOperator):
 
     @cached_property
     def store(self) -> ArtifactStore:
-        from mlpipe.operators.resources import open_store
+        from mlpipe.hooks.store import open_store
 
         return open_store(self.store_conn_id)
 
     @cached_property
     def registry(self) -> Registry:
-        from mlpipe.operators.resources import open_registry
+        from mlpipe.hooks.sql import open_registry
 
         return open_registry(self.registry_conn_id)
 
@@ -146,7 +146,7 @@ class SnapshotExtractOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import datetime
 
-        from mlpipe.operators.resources import open_source
+        from mlpipe.hooks.source import open_source
         from mlpipe.stages.extract import extract_snapshot
         from mlpipe.stages.runs import record_run
 

@@ -51,12 +51,12 @@ class NewDataSensor(BaseSensorOperator):
         return find_spec(self.pipeline)
 
     def _database_url(self) -> str:
-        from mlpipe.operators.resources import database_url
+        from mlpipe.hooks.sql import database_url
 
         return database_url(self.loaded.spec.source.connection_id, config.default_source_url())
 
     def _watermark(self) -> Watermark:
-        from mlpipe.operators.resources import open_registry
+        from mlpipe.hooks.sql import open_registry
 
         registry = open_registry(self.registry_conn_id)
         try:
@@ -66,39 +66,19 @@ class NewDataSensor(BaseSensorOperator):
 
     def _need(self) -> tuple[int, str]:
         """The minimum batch and what it counts (the key of the check's result)."""
+        from mlpipe.sources import describe
+
         watch = self.loaded.spec.watch
-        if self.loaded.spec.source.kind == "s3":
-            return watch.min_new_objects, "objects"
-        return watch.min_new_rows, "rows"
-
-    def _check_objects(self) -> dict[str, Any]:
-        from mlpipe.operators.resources import s3_client
-        from mlpipe.stages.s3_source import count_new_objects
-
-        source = self.loaded.spec.source
-        return count_new_objects(s3_client(source.connection_id), source, watermark=self._watermark().value).as_dict()
+        unit = describe(self.loaded.spec.source).unit
+        return {"rows": watch.min_new_rows, "objects": watch.min_new_objects}[unit], unit
 
     def _check(self) -> dict[str, Any]:
-        if self.loaded.spec.source.kind == "s3":
-            return self._check_objects()
-        import sqlalchemy as sa
+        from mlpipe.hooks.source import open_source
+        from mlpipe.sources import reader_for
 
-        from mlpipe.stages.watch import count_new_rows
-
-        source = self.loaded.spec.source
         mark = self._watermark()
-        engine = sa.create_engine(self._database_url())
-        try:
-            found = count_new_rows(
-                engine,
-                table=source.table,
-                column=source.watermark_column,
-                watermark=mark.value,
-                at_watermark=mark.rows_at_value,
-            )
-        finally:
-            engine.dispose()
-        return found.as_dict()
+        with open_source(self.loaded.spec.source) as handle:
+            return reader_for(self.loaded, handle).count_new(mark.value, mark.rows_at_value).as_dict()
 
     def poke(self, context: Context) -> PokeReturnValue:
         found = self._check()
@@ -106,17 +86,35 @@ class NewDataSensor(BaseSensorOperator):
         self.log.info("%d new %s past watermark %s (need %d)", found[unit], unit, found["watermark_from"], need)
         return PokeReturnValue(is_done=found[unit] >= need, xcom_value=found)
 
-    def _objects_trigger(self) -> Any:
+    def _end_time(self) -> str:
+        return (datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat()
+
+    def _objects_trigger(self, mark: Watermark) -> Any:
         from mlpipe.registry import encode_watermark
         from mlpipe.triggers.new_data import NewObjectsTrigger
 
-        watermark = self._watermark().value
         return NewObjectsTrigger(
             source=self.loaded.spec.source.model_dump(mode="json"),
-            watermark=None if watermark is None else encode_watermark(watermark),
+            watermark=None if mark.value is None else encode_watermark(mark.value),
             min_objects=self.loaded.spec.watch.min_new_objects,
             poll_interval=self.poke_interval,
-            end_time=(datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat(),
+            end_time=self._end_time(),
+        )
+
+    def _rows_trigger(self, mark: Watermark) -> Any:
+        from mlpipe.registry import encode_watermark
+        from mlpipe.triggers.new_data import NewRowsTrigger
+
+        source = self.loaded.spec.source
+        return NewRowsTrigger(
+            database_url=self._database_url(),
+            table=source.table,
+            column=source.watermark_column,
+            watermark=None if mark.value is None else encode_watermark(mark.value),
+            at_watermark=mark.rows_at_value,
+            min_rows=self.loaded.spec.watch.min_new_rows,
+            poll_interval=self.poke_interval,
+            end_time=self._end_time(),
         )
 
     def execute(self, context: Context) -> Any:
@@ -125,28 +123,10 @@ class NewDataSensor(BaseSensorOperator):
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
-        if self.loaded.spec.source.kind == "s3":
-            self.defer(
-                trigger=self._objects_trigger(),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.timeout),
-            )
-        from mlpipe.registry import encode_watermark
-        from mlpipe.triggers.new_data import NewRowsTrigger
-
-        source = self.loaded.spec.source
-        mark = self._watermark()
+        # The triggerer polls with what the watch counts: rows of a table, or objects under a prefix.
+        make_trigger = {"rows": self._rows_trigger, "objects": self._objects_trigger}[self._need()[1]]
         self.defer(
-            trigger=NewRowsTrigger(
-                database_url=self._database_url(),
-                table=source.table,
-                column=source.watermark_column,
-                watermark=None if mark.value is None else encode_watermark(mark.value),
-                at_watermark=mark.rows_at_value,
-                min_rows=self.loaded.spec.watch.min_new_rows,
-                poll_interval=self.poke_interval,
-                end_time=(datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat(),
-            ),
+            trigger=make_trigger(self._watermark()),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )

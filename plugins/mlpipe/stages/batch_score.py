@@ -40,9 +40,10 @@ import sqlalchemy as sa
 
 from mlpipe.errors import FeatureError, MlpipeError
 from mlpipe.registry import Registry
+from mlpipe.sources.chunks import frame_to_arrow
+from mlpipe.sources.sql import bind_time, query_error, utc_session
 from mlpipe.spec import LoadedSpec, PipelineSpec, ScoreSpec
 from mlpipe.sqltext import executable
-from mlpipe.stages.extract import bind_time, frame_to_arrow, query_error, utc_session
 from mlpipe.stages.predict import predict
 from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window, window_prefix
 from mlpipe.stages.train import load_model

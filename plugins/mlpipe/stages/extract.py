@@ -1,4 +1,4 @@
-"""Extraction: stream the source's rows into a Parquet snapshot (SQL here, S3 objects in s3_source.py).
+"""Extraction: stream the source's rows into a Parquet snapshot, through the source's reader (``mlpipe.sources``).
 
 Rows arrive in chunks (server-side cursor where the driver has one; one object, row group or CSV
 block at a time for S3) and each chunk is written as a Parquet row group, so memory stays bounded
@@ -17,12 +17,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError
+from mlpipe.sources import reader_for
+from mlpipe.sources.chunks import spec_column_types
 from mlpipe.spec import LoadedSpec
-from mlpipe.sqltext import executable
-from mlpipe.stages.columns import check_result_columns
 from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
 
@@ -50,51 +49,6 @@ def snapshot_key(pipeline: str, run_key: str) -> str:
 
 def _manifest_key(snapshot_key: str) -> str:
     return snapshot_key.replace(SNAPSHOT_FILE, "snapshot.json")
-
-
-def query_error(exc: Exception, query_path: Path, engine: sa.Engine) -> Exception:
-    """What to raise for a query that failed: the exception itself when the connection dropped (a retry
-    can help), else an ExtractError naming the query file, the database and the driver's message."""
-    import pandas as pd
-
-    cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
-    if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
-        return exc
-    return ExtractError(
-        f"query {query_path} failed against {engine.url.render_as_string(hide_password=True)}: "
-        f"{getattr(exc.__cause__, 'orig', None) or getattr(exc, 'orig', None) or exc}"
-    )
-
-
-def spec_column_types(loaded: LoadedSpec) -> dict[str, pa.DataType]:
-    """Types for columns whose first chunk is all NULL (Arrow would call them 'null')."""
-    spec = loaded.spec
-    types: dict[str, pa.DataType] = {c: pa.float64() for c in spec.features.numeric}
-    types.update({c: pa.string() for c in spec.features.categorical})
-    return types
-
-
-def frame_to_arrow(frame: Any) -> pa.Table:
-    """Arrow table of a chunk. A column of mixed Python types becomes text, so validation can see it;
-    so does one Arrow would store as an extension type (PostgreSQL's uuid), which other readers of
-    the snapshot (GX, the features stage, tools without Arrow's extensions) would not know."""
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        as_text = [f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType)]
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        as_text = []
-        for name in frame.columns:
-            try:
-                pa.array(frame[name], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                as_text.append(name)
-    if not as_text:
-        return table
-    frame = frame.copy()
-    for name in as_text:
-        col = frame[name]
-        frame[name] = col.where(col.isna(), col.astype(str))
-    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _late_types(table: pa.Table, untyped: set[str]) -> dict[str, pa.DataType]:
@@ -262,24 +216,6 @@ def publish_snapshot(
     return snap
 
 
-def bind_time(value: datetime, dialect: str) -> Any:
-    """A UTC time as a bound parameter of the source's SQL.
-
-    SQLite keeps timestamps as ISO text, so it gets ISO text (same ordering). PostgreSQL gets the
-    same text as an untyped literal, which it reads as the type of the column it is compared with:
-    text (ISO order), timestamp, timestamptz (the session runs in UTC, see :func:`utc_session`) or
-    date (the day of ``value``). Other databases get a naive UTC datetime.
-    """
-    naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return naive.isoformat(sep=" ") if dialect in {"sqlite", "postgresql"} else naive
-
-
-def utc_session(conn: sa.Connection) -> None:
-    """Read and compare times in UTC on this connection, whatever the server's TimeZone setting."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET TIME ZONE 'UTC'")
-
-
 def extract_snapshot(
     loaded: LoadedSpec,
     source: Any,
@@ -288,61 +224,42 @@ def extract_snapshot(
     run_key: str,
     as_of: datetime,
 ) -> Snapshot:
-    """Extract the data the run may see into the store: the rows of the spec's SQL with
-    ``time < as_of`` (``source`` is a SQLAlchemy engine), or for an S3 source the objects that
-    belong to the run (``source`` is a boto3 S3 client; see :mod:`mlpipe.stages.s3_source`).
+    """Extract the data the run may see into the store, through the source's reader: the rows of the
+    spec's SQL with ``time < as_of`` (``source`` is a SQLAlchemy engine), or for an S3 source the
+    objects that belong to the run (``source`` is a boto3 S3 client); or ``source`` is the reader.
 
     Idempotent per run: if this run's snapshot already exists it is reused, so a retried or re-run
-    task trains on exactly the data the run first saw.
+    task trains on exactly the data the run first saw. Nothing is published unless every chunk was read.
     """
-    if loaded.spec.source.kind == "s3":
-        from mlpipe.stages.s3_source import extract_s3_snapshot
-
-        return extract_s3_snapshot(loaded, source, store, run_key=run_key, as_of=as_of)
-    return _extract_sql(loaded, source, store, run_key=run_key, as_of=as_of)
-
-
-def _extract_sql(
-    loaded: LoadedSpec, engine: sa.Engine, store: ArtifactStore, *, run_key: str, as_of: datetime
-) -> Snapshot:
-    import pandas as pd
-
+    reader = reader_for(loaded, source)
     spec = loaded.spec
     key = snapshot_key(spec.name, run_key)
     started = time.perf_counter()
-    as_of_naive = as_of.astimezone(UTC).replace(tzinfo=None)
+    as_of_naive = as_of.astimezone(UTC).replace(tzinfo=None) if as_of.tzinfo else as_of
     reused = reused_snapshot(store, key, as_of_naive.isoformat(), started)
     if reused is not None:
         return reused
 
-    # Comments stripped and only the parameters the statement really has bound (mlpipe.sqltext).
-    text, params = executable(
-        loaded.query_text(), {**spec.source.params, "as_of": bind_time(as_of_naive, engine.dialect.name)}
-    )
-    query = sa.text(text)
-    with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
-        written = SnapshotWriter(
-            Path(tmp) / SNAPSHOT_FILE,
-            spec_column_types(loaded),
-            hint="fix the source or cast it in the query",
-            row_group_rows=spec.source.chunk_rows,
-        )
-        try:
-            with engine.connect() as conn:
-                utc_session(conn)
-                conn = conn.execution_options(stream_results=True, yield_per=spec.source.chunk_rows)
-                try:
-                    chunks = pd.read_sql(query, conn, params=params, chunksize=spec.source.chunk_rows)
-                    for frame in chunks:
-                        table = frame_to_arrow(frame)
-                        if written.schema is None:  # the first chunk: fail in seconds, naming the spec field
-                            check_result_columns(loaded, table.schema)
-                        written.write(table, f"near row {written.rows}")
-                except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
-                    raise query_error(exc, loaded.query_path, engine) from None
-        finally:
-            written.close()
-        return publish_snapshot(store, key, written, as_of=as_of_naive.isoformat(), started=started)
+    plan = reader.plan(store, key, as_of_naive)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
+            written = SnapshotWriter(
+                Path(tmp) / SNAPSHOT_FILE,
+                {**spec_column_types(loaded), **reader.null_types()},
+                hint=reader.hint,
+                row_group_rows=spec.source.chunk_rows,
+            )
+            try:
+                for chunk, where in reader.chunks(plan, Path(tmp)):
+                    written.write(chunk, where)
+            finally:
+                written.close()
+            return publish_snapshot(store, key, written, as_of=plan.as_of, started=started, source=plan.source)
+    except Exception as exc:
+        raised = reader.failed(store, key, exc)
+        if raised is exc:
+            raise
+        raise raised from None
 
 
 def read_snapshot(store: ArtifactStore, key: str, sha256: str | None = None, columns: list[str] | None = None) -> Any:

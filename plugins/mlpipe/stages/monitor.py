@@ -12,24 +12,21 @@ import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import ModelVersion, Registry
+from mlpipe.sources import reader_for
 from mlpipe.spec import LoadedSpec, PipelineSpec
-from mlpipe.sqltext import executable
 from mlpipe.stages.drift import DriftThresholds, drift_report
 from mlpipe.stages.evaluate import better, compute_metrics, json_safe
-from mlpipe.stages.extract import bind_time, read_snapshot, utc_session
+from mlpipe.stages.extract import read_snapshot
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import load_model
-from mlpipe.stages.watch import count_new_rows
 from mlpipe.storage import ArtifactStore
 
 
@@ -66,45 +63,11 @@ def thresholds_of(spec: PipelineSpec) -> DriftThresholds:
     )
 
 
-def _as_datetime(value: Any) -> datetime:
-    """A watermark value as a naive UTC datetime (timestamptz values arrive aware, text ones as ISO text)."""
-    value = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
 def read_window(loaded: LoadedSpec, source: Any, *, days: float) -> tuple[pd.DataFrame, str | None, str | None]:
-    """The newest ``days`` of the source: by the watermark column through the spec's query for a SQL
-    source (``source`` an engine), by partition date or LastModified for an S3 source (a boto3 client)."""
-    if loaded.spec.source.kind == "s3":
-        from mlpipe.stages.s3_source import read_s3_window
-
-        return read_s3_window(loaded, source, days=days)
-    return _read_sql_window(loaded, source, days=days)
-
-
-def _read_sql_window(
-    loaded: LoadedSpec, engine: sa.Engine, *, days: float
-) -> tuple[pd.DataFrame, str | None, str | None]:
-    spec = loaded.spec
-    source = spec.source
-    newest = count_new_rows(engine, table=source.table, column=source.watermark_column, watermark=None)
-    if newest.watermark_to is None:
-        return pd.DataFrame(), None, None
-    end = _as_datetime(newest.watermark_to)
-    start = end - timedelta(days=days)
-    dialect = engine.dialect.name
-    inner, params = executable(
-        loaded.query_text(), {**source.params, "as_of": bind_time(end + timedelta(seconds=1), dialect)}
-    )
-    query = sa.text(
-        f"SELECT * FROM ({inner.rstrip(';')}) AS mlpipe_window "
-        f"WHERE mlpipe_window.{source.watermark_column} >= :window_start"
-    )
-    params["window_start"] = bind_time(start, dialect)
-    with engine.connect() as conn:
-        utc_session(conn)
-        frame = pd.read_sql(query, conn, params=params)
-    return frame, start.isoformat(sep=" "), end.isoformat(sep=" ")
+    """The newest ``days`` of the source, through its reader: by the watermark column through the spec's
+    query for a SQL source (``source`` an engine), by partition date or LastModified for an S3 source
+    (a boto3 client)."""
+    return reader_for(loaded, source).window(days)
 
 
 def _scores(spec: PipelineSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:

@@ -125,7 +125,7 @@ class TableSink:
         return sa.Table(
             name,
             sa.MetaData(),
-            sa.Column(self.key, key_type, nullable=False),
+            sa.Column(self.key, _indexable(key_type), nullable=False),
             sa.Column("model_version", sa.Integer, nullable=False),
             sa.Column("prediction", prediction_type, nullable=True),
             sa.Column("score", sa.Float, nullable=True),
@@ -159,6 +159,15 @@ class TableSink:
 
 
 _SQL_TYPES = {"int": sa.BigInteger, "float": sa.Float, "str": sa.Text}
+# DATETIME holds no zone on these: the UTC wall time goes in (and reads back as UTC).
+_NAIVE_DATETIME_DIALECTS = {"mysql", "mariadb"}
+
+
+def _indexable(key_type: Any) -> Any:
+    """The key's type; text keys as VARCHAR(255) on MySQL, which cannot put TEXT in a unique index."""
+    if key_type is sa.Text:
+        return sa.Text().with_variant(sa.String(255), "mysql", "mariadb")
+    return key_type
 
 
 class _TableWindow(WindowWriter):
@@ -237,6 +246,8 @@ def _insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     columns = []
     for name in frame.columns:
         values = frame[name]
+        if isinstance(table.c[name].type, sa.DateTime) and conn.dialect.name in _NAIVE_DATETIME_DIALECTS:
+            values = pd.to_datetime(values, utc=True).dt.tz_localize(None)
         process = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
         if values.nunique(dropna=False) == 1:
             first = values.iloc[:1].astype(object).where(values.iloc[:1].notna(), None).tolist()[0]

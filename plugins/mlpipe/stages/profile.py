@@ -19,8 +19,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from mlpipe.sources.chunks import frame_to_arrow
+from mlpipe.sources.sql import bind_time, utc_session
 from mlpipe.sqltext import executable
-from mlpipe.stages.extract import bind_time, frame_to_arrow, utc_session
 from mlpipe.stages.validate import _gx_friendly, _import_gx
 
 # A column with at most this many distinct values (and at least 5 rows per value) gets a value set.

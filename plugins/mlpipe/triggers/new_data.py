@@ -56,7 +56,7 @@ class NewRowsTrigger(SourcePollTrigger):
     """Fires one event once ``min_rows`` rows of ``table`` lie past the watermark.
 
     The watermark is ``column``'s value ``watermark`` (typed encoding, see ``encode_watermark``) with
-    ``at_watermark`` rows at that value already announced (see ``mlpipe.stages.watch``).
+    ``at_watermark`` rows at that value already announced (see ``mlpipe.sources.sql``).
 
     The database URL comes from the deferring sensor, which resolved the Connection; Airflow keeps
     trigger arguments encrypted. The query runs in a thread so the triggerer's loop never blocks.
@@ -110,7 +110,7 @@ class NewRowsTrigger(SourcePollTrigger):
         import sqlalchemy as sa
 
         from mlpipe.registry import decode_watermark
-        from mlpipe.stages.watch import count_new_rows
+        from mlpipe.sources.sql import count_new_rows
 
         engine = sa.create_engine(self.database_url)
         try:
@@ -173,10 +173,10 @@ class NewObjectsTrigger(SourcePollTrigger):
         return f"s3://{self.source.get('bucket')}/{self.source.get('prefix', '')}"
 
     def _check(self) -> dict[str, Any]:
-        from mlpipe.operators.resources import s3_client
+        from mlpipe.hooks.aws import s3_client
         from mlpipe.registry import decode_watermark
+        from mlpipe.sources.s3 import count_new_objects
         from mlpipe.spec import S3SourceSpec
-        from mlpipe.stages.s3_source import count_new_objects
 
         source = S3SourceSpec.model_validate(self.source)
         if self._client is None:

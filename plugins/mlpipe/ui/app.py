@@ -7,7 +7,7 @@ auth manager; without one a request gets 401, with an invalid one 401/403. A use
 pipeline only if the auth manager lets them read its ``<name>_train`` DAG.
 
 Data comes from the registry and the artifact store the pipelines write to, resolved from the
-same Connections as the operators use (``mlpipe.operators.resources``). Store files are served by
+same Connections as the operators use (``mlpipe.hooks``). Store files are served by
 key, never by file path: a key must pass :func:`mlpipe.storage.check_key` (no ``..``, no odd
 characters, after URL decoding), belong to a pipeline the user may read, have a viewable type,
 and (local store) resolve, symlinks followed, to a file inside the store's root.
@@ -92,14 +92,14 @@ class Services:
             return cached[1]
 
     def store(self) -> Any:
-        from mlpipe.operators.resources import open_store
+        from mlpipe.hooks.store import open_store
 
         return self._get("store", open_store)
 
     def registry(self) -> Any:
         """One engine per registry URL, kept while the URL stays the same (engines pool connections)."""
         from mlpipe import config
-        from mlpipe.operators.resources import database_url
+        from mlpipe.hooks.sql import database_url
         from mlpipe.registry import Registry
 
         url = self._get("registry_url", lambda: database_url(config.REGISTRY_CONN_ID, config.default_registry_url()))

@@ -10,13 +10,13 @@ columns, checked against the columns and types the spec needs, and written throu
 :class:`~mlpipe.stages.extract.SnapshotWriter` as SQL extraction. The objects a run reads are
 recorded (``extract/objects.json`` before reading, the snapshot manifest after), so a retried
 attempt reads the same objects, and a changed object is detected instead of silently mixed in.
+:class:`S3Reader` is this source behind the reader protocol (:class:`mlpipe.sources.SourceReader`).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
@@ -29,18 +29,9 @@ import pyarrow.parquet as pq
 
 from mlpipe.errors import ExtractError, SourceUnavailableError
 from mlpipe.registry import encode_watermark
+from mlpipe.sources import Plan, SourceInfo, describe
+from mlpipe.sources.chunks import frame_to_arrow
 from mlpipe.spec import LoadedSpec, PipelineSpec, S3SourceSpec, derive_inputs, partition_regex
-from mlpipe.stages.extract import (
-    SNAPSHOT_FILE,
-    Snapshot,
-    SnapshotWriter,
-    frame_to_arrow,
-    publish_snapshot,
-    reused_snapshot,
-    snapshot_key,
-    spec_column_types,
-)
-from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
 
 OBJECTS_FILE = "objects.json"
@@ -394,101 +385,92 @@ def read_object(client: Any, spec: PipelineSpec, obj: SourceObject, tmp: Path) -
         path.unlink(missing_ok=True)
 
 
-# -- extraction -----------------------------------------------------------------------------------
+# -- the reader: extraction and the monitor's window ----------------------------------------------
 
 
 def objects_key(snapshot: str) -> str:
-    return snapshot.replace(SNAPSHOT_FILE, OBJECTS_FILE)
+    """Where a run keeps the objects it listed: beside its snapshot."""
+    return str(Path(snapshot).with_name(OBJECTS_FILE))
 
 
-def extract_s3_snapshot(
-    loaded: LoadedSpec, client: Any, store: ArtifactStore, *, run_key: str, as_of: datetime
-) -> Snapshot:
-    """Stream the objects that belong to the run into its snapshot; reuse the snapshot if it exists.
+class S3Reader:
+    """The spec's S3 source over a boto3 client (see :class:`mlpipe.sources.SourceReader`).
 
-    The objects are listed once per run and the list is kept (``extract/objects.json``), so a
-    retried attempt reads the same objects; each is read with ``If-Match`` its listed ETag. An
-    object that changed or vanished since is retryable (the list is dropped, the retry lists
-    again); a malformed object fails with its s3:// URI, and also drops the list, so a fixed
-    object is picked up when the task is cleared. Nothing is published unless every object was read.
+    Extraction: the objects that belong to the run are listed once per run and the list is kept
+    (``extract/objects.json``), so a retried attempt reads the same objects; each is read with
+    ``If-Match`` its listed ETag. An object that changed or vanished since is retryable (the list is
+    dropped, the retry lists again); a malformed object fails with its s3:// URI, and also drops the
+    list, so a fixed object is picked up when the task is cleared.
     """
-    spec = loaded.spec
-    source = spec.source
-    key = snapshot_key(spec.name, run_key)
-    started = time.perf_counter()
-    as_of_naive = _naive_utc(as_of)
-    reused = reused_snapshot(store, key, as_of_naive.isoformat(), started)
-    if reused is not None:
-        return reused
 
-    plan_key = objects_key(key)
-    plan = read_json(store, plan_key)
-    if plan is None:
-        objects = objects_for_run(list_objects(client, source), source, as_of_naive)
-        plan = {
-            "as_of": as_of_naive.isoformat(),
-            "bucket": source.bucket,
-            "prefix": source.prefix,
-            "objects": [o.as_dict() for o in objects],
-        }
-        store.put_bytes(plan_key, json.dumps(plan, indent=2).encode())
-    else:
-        objects = [SourceObject.from_dict(o) for o in plan["objects"]]
-    null_types = {**spec_column_types(loaded), **_declared_types(spec)}
-    try:
-        with tempfile.TemporaryDirectory(prefix="mlpipe-extract-s3-") as tmp:
-            written = SnapshotWriter(
-                Path(tmp) / SNAPSHOT_FILE,
-                null_types,
-                hint="fix the object, or declare the column's type in source.column_types",
-                row_group_rows=source.chunk_rows,
+    hint = "fix the object, or declare the column's type in source.column_types"
+
+    def __init__(self, loaded: LoadedSpec, client: Any) -> None:
+        self.loaded = loaded
+        self.client = client
+        self.source: S3SourceSpec = loaded.spec.source
+        self.info: SourceInfo = describe(self.source)
+
+    def null_types(self) -> dict[str, pa.DataType]:
+        return _declared_types(self.loaded.spec)
+
+    def plan(self, store: ArtifactStore, snapshot_key: str, as_of: datetime) -> Plan:
+        source = self.source
+        plan_key = objects_key(snapshot_key)
+        kept = json.loads(store.get_bytes(plan_key)) if store.exists(plan_key) else None
+        if kept is None:
+            objects = objects_for_run(list_objects(self.client, source), source, as_of)
+            kept = {
+                "as_of": as_of.isoformat(),
+                "bucket": source.bucket,
+                "prefix": source.prefix,
+                "objects": [o.as_dict() for o in objects],
+            }
+            store.put_bytes(plan_key, json.dumps(kept, indent=2).encode())
+        return Plan(
+            as_of=kept["as_of"],
+            source={"kind": "s3", "bucket": source.bucket, "prefix": source.prefix, "objects": kept["objects"]},
+            items=[SourceObject.from_dict(o) for o in kept["objects"]],
+        )
+
+    def chunks(self, plan: Plan, tmp: Path) -> Iterator[tuple[pa.Table, str]]:
+        for obj in plan.items:
+            where = f"in {object_uri(self.source, obj.key)}"
+            for chunk in read_object(self.client, self.loaded.spec, obj, tmp):
+                yield chunk, where
+
+    def failed(self, store: ArtifactStore, snapshot_key: str, exc: Exception) -> Exception:
+        if isinstance(exc, _ObjectChanged):
+            store.delete_prefix(objects_key(snapshot_key))
+            return SourceUnavailableError(
+                f"{exc} changed or vanished since this run listed it; the retry lists the objects again"
             )
-            try:
-                for obj in objects:
-                    where = f"in {object_uri(source, obj.key)}"
-                    for chunk in read_object(client, spec, obj, Path(tmp)):
-                        written.write(chunk, where)
-            finally:
-                written.close()
-            return publish_snapshot(
-                store,
-                key,
-                written,
-                as_of=plan["as_of"],
-                started=started,
-                source={"kind": "s3", "bucket": source.bucket, "prefix": source.prefix, "objects": plan["objects"]},
-            )
-    except _ObjectChanged as exc:
-        store.delete_prefix(plan_key)
-        raise SourceUnavailableError(
-            f"{exc} changed or vanished since this run listed it; the retry lists the objects again"
-        ) from None
-    except ExtractError:
-        store.delete_prefix(plan_key)
-        raise
+        if isinstance(exc, ExtractError):
+            store.delete_prefix(objects_key(snapshot_key))
+        return exc
 
+    def count_new(self, watermark: Any, at_watermark: int | None = None) -> NewObjects:
+        # An S3 watermark holds the keys at its instant in its value: no count at the value.
+        return count_new_objects(self.client, self.source, watermark=watermark)
 
-# -- the monitor's window -------------------------------------------------------------------------
+    def window(self, days: float) -> tuple[Any, str | None, str | None]:
+        """The newest ``days`` of the source as a DataFrame: the objects whose data ends within ``days`` of the
+        newest one's (partition end, or LastModified), with the window's start and end."""
+        import pandas as pd
 
-
-def read_s3_window(loaded: LoadedSpec, client: Any, *, days: float) -> tuple[Any, str | None, str | None]:
-    """The newest ``days`` of the source as a DataFrame: the objects whose data ends within ``days`` of the
-    newest one's (partition end, or LastModified), with the window's start and end."""
-    import pandas as pd
-
-    spec = loaded.spec
-    source = spec.source
-    timed = [(object_time(source, o), o) for o in list_objects(client, source)]
-    if not timed:
-        return pd.DataFrame(), None, None
-    end = max(t for t, _ in timed)
-    start = end - timedelta(days=days)
-    frames = []
-    with tempfile.TemporaryDirectory(prefix="mlpipe-window-s3-") as tmp:
-        for _, obj in (pair for pair in timed if pair[0] > start):
-            frames += [chunk.to_pandas() for chunk in read_object(client, spec, obj, Path(tmp))]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return frame, start.isoformat(sep=" "), end.isoformat(sep=" ")
+        spec = self.loaded.spec
+        source = self.source
+        timed = [(object_time(source, o), o) for o in list_objects(self.client, source)]
+        if not timed:
+            return pd.DataFrame(), None, None
+        end = max(t for t, _ in timed)
+        start = end - timedelta(days=days)
+        frames = []
+        with tempfile.TemporaryDirectory(prefix="mlpipe-window-s3-") as tmp:
+            for _, obj in (pair for pair in timed if pair[0] > start):
+                frames += [chunk.to_pandas() for chunk in read_object(self.client, spec, obj, Path(tmp))]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return frame, start.isoformat(sep=" "), end.isoformat(sep=" ")
 
 
 # -- the new-data watch ---------------------------------------------------------------------------
