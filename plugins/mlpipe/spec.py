@@ -710,7 +710,7 @@ class ReferenceSpec(_Model):
         default=0.02, ge=0, le=1, description="per numeric feature: rows outside the reference's range (+ margin)"
     )
     range_margin: float = Field(default=0.1, ge=0, description="the range widened by this share of its span each side")
-    stop_psi: float = Field(default=1.0, gt=0, description="numeric feature PSI that stops the run (reported always)")
+    stop_psi: float = Field(default=0.5, gt=0, description="numeric feature PSI that stops the run (reported always)")
     stop_js: float = Field(default=0.5, gt=0, le=1, description="categorical JS distance that stops the run")
     max_rows: int = Field(default=500_000, ge=1_000, description="larger snapshots are compared on a sample")
     min_rows: int = Field(default=30, ge=1, description="groups smaller than this are not judged")

@@ -182,8 +182,20 @@ def test_a_rescaled_numeric_column_stops_on_range_and_distance(spec, reference, 
     current["distance"] = current["distance"] * 100
     findings = failed(compare(spec, reference, current))
     out = findings[("out_of_range", "distance")]
-    assert "100.00 % of rows outside the reference's" in out.detail and out.examples
+    assert "100.00 % of rows outside [0, " in out.detail and out.examples
     assert findings[("distance", "distance")].figure > 1.0
+
+
+def test_a_sign_the_reference_never_had_is_out_of_range(spec, reference, current) -> None:
+    current.loc[current.sample(frac=0.25, random_state=0).index, "distance"] = -1
+    out = failed(compare(spec, reference, current))[("out_of_range", "distance")]
+    assert "25.00 % of rows outside [0," in out.detail and "not across 0" in out.detail and out.examples == ["-1.0"]
+
+
+def test_miles_read_as_kilometres_stop_on_distance(spec, reference, current) -> None:
+    current["distance"] = (current["distance"] * 1.609).round()
+    finding = failed(compare(spec, reference, current))[("distance", "distance")]
+    assert finding.figure > 0.5 and "stops above 0.5" in finding.detail
 
 
 def test_drift_is_reported_but_stops_only_far_above_the_monitors_limit(spec, reference, current) -> None:

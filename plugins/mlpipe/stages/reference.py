@@ -62,7 +62,6 @@ class Finding:
     passed: bool
     detail: str
     examples: list[str] = field(default_factory=list)
-    stops: bool = True  # False: reported for information only
 
 
 @dataclass
@@ -436,7 +435,10 @@ def _numeric(s: ReferenceSpec, column: str, ref: pd.Series, cur: pd.Series) -> l
         return [distance]
     low, high = float(known.min()), float(known.max())
     margin = s.range_margin * (high - low) or s.range_margin * max(abs(low), 1.0)
-    outside = present[(present < low - margin) | (present > high + margin)]
+    # The margin never crosses zero: a column that was never negative (positive) stays so.
+    floor = max(low - margin, 0.0) if low >= 0 else low - margin
+    ceiling = min(high + margin, 0.0) if high <= 0 else high + margin
+    outside = present[(present < floor) | (present > ceiling)]
     share = len(outside) / len(cur)
     examples = [clip(v) for v in outside.drop_duplicates().head(EXAMPLES)]
     out_of_range = Finding(
@@ -446,8 +448,8 @@ def _numeric(s: ReferenceSpec, column: str, ref: pd.Series, cur: pd.Series) -> l
         limit=s.max_out_of_range_share,
         passed=share <= s.max_out_of_range_share + _noise(share, len(cur), 0.0, len(ref)),
         detail=(
-            f"out of range in {column!r}: {_pct(share)} of rows outside the reference's [{low:.6g}, {high:.6g}] "
-            f"± {margin:.6g} (limit {_pct(s.max_out_of_range_share)})"
+            f"out of range in {column!r}: {_pct(share)} of rows outside [{floor:.6g}, {ceiling:.6g}] (the reference's "
+            f"[{low:.6g}, {high:.6g}] ± {margin:.6g}, not across 0; limit {_pct(s.max_out_of_range_share)})"
             + (f", e.g. {', '.join(examples[:3])}" if examples else "")
         ),
         examples=examples,
