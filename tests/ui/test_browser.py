@@ -237,14 +237,14 @@ def test_models_view_reports_and_dag_docs_in_a_real_browser(live, registry, page
     shoot(page, "4-data-docs")
 
     page.goto(base + extra_link("promote_model", "Model version"))
-    # The version the run registered; the run's own page when its gate (or a person) said no.
+    # The version the run registered. The second run gains ~+0.05 ROC AUC with one small carrier
+    # slice slightly down: the point gate rejected it on that slice, the demo's interval gate
+    # (confidence 0.95) sees noise there and promotes it (tests/integration/test_gate_story.py).
     frame.locator("h1").get_by_text(PIPELINE).first.wait_for()
     number = registry.version_for_run(PIPELINE, train_run)
     heading = frame.locator("h1").inner_text()
-    if number is not None:
-        assert heading.startswith(f"{PIPELINE} v{number.version}"), heading
-    else:
-        assert heading.startswith(f"{PIPELINE}: run") and train_run in heading, heading
+    assert number is not None and number.version == 2, f"the second run registered no version 2: {heading}"
+    assert heading.startswith(f"{PIPELINE} v{number.version}"), heading
     shoot(page, "5-model-version")
 
     # The evaluation report, when the run wrote one; otherwise a plain "no report" page, nothing broken.
