@@ -1,8 +1,8 @@
 """A first model without edits: ``mlpipe new`` + ``mlpipe suite draft`` + ``mlpipe check``, then ``dag.test()``.
 
 On scikit-learn's bundled tables as ``demo seed`` writes them (breast_cancer: binary with a text
-label and no time column; diabetes: a regression split by its time column) and on a week of the
-demo flights through the flights_delay query. The drafted files are used as written: each run
+label and no time column; diabetes: a regression split by its time column) and on three days of
+the demo flights through the flights_delay query. The drafted files are used as written: each run
 extracts, validates with the drafted suite, trains both candidates, passes the gate and promotes.
 """
 
@@ -36,14 +36,14 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def home(airflow_db, tmp_path_factory, flights_frame):
-    """MLPIPE_HOME with the bundled tables and a week of flights; an include tree with no pipeline yet."""
+    """MLPIPE_HOME with the bundled tables and three days of flights; an include tree with no pipeline yet."""
     from mlpipe.datasets import seed_datasets
     from mlpipe.demo import write_flights_sqlite
 
     root = tmp_path_factory.mktemp("first-model")
     home, include = root / "mlpipe", root / "include"
     home.mkdir()
-    write_flights_sqlite(home / "source.db", flights_frame[flights_frame["time_hour"] < "2013-01-08"])
+    write_flights_sqlite(home / "source.db", flights_frame[flights_frame["time_hour"] < "2013-01-04"])
     seed_datasets(home / "source.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLPIPE_HOME", str(home))
