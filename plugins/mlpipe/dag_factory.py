@@ -256,7 +256,7 @@ def _train_doc(spec: PipelineSpec) -> str:
     )
     metrics = ", ".join(f"`{m}`" for m in [spec.primary_metric, *spec.secondary_metrics])
     deadline = (
-        f"; without an answer within {spec.approval.timeout_text} it is {spec.approval.default}ed"
+        f"; without an answer within {spec.approval.timeout_text} it is {spec.approval.default.rstrip('e')}ed"
         if spec.approval.timeout is not None
         else ""
     )
