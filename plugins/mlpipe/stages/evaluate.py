@@ -399,6 +399,7 @@ def judge(
     champion_metrics: dict[str, float] | None,
     champion_error: str | None,
     holdout_rows: int,
+    champion_incident: bool = False,
     feature_change: FeatureChange | None = None,
     slices: list[SliceMeasure] | None = None,
 ) -> Verdict:
@@ -460,7 +461,7 @@ def judge(
                 False,
                 f"champion v{champion.version} could not be scored ({champion_error}); refusing to replace a model "
                 "that cannot be compared (fix the artifact, roll back, or force the promotion)",
-                {"champion_version": champion.version},
+                {"champion_version": champion.version, "error": champion_error, "incident": champion_incident},
             )
         )
     else:
@@ -593,9 +594,15 @@ def evaluate_candidates(
         models[cand.name] = load_model(store, t["model_key"], t["model_sha256"])
         scores[cand.name] = compute_metrics(spec, models[cand.name], X, y)
     champion_metrics, champion_error, champ_model, change = None, None, None, None
+    champion_incident = False
     if champion is not None:
         try:
-            champ_model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+            try:
+                champ_model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+            except Exception:
+                # Tampered, missing or unreadable: an incident, which fails the run once the verdict is kept.
+                champion_incident = True
+                raise
             change = feature_change_of(spec, champ_model, X)
             if change is not None and change.missing:
                 champ_model = None  # it cannot read this holdout; the verdict's feature_set rule says why
@@ -617,6 +624,7 @@ def evaluate_candidates(
         champion_seq=champion_seq,
         champion_metrics=champion_metrics,
         champion_error=champion_error,
+        champion_incident=champion_incident,
         holdout_rows=len(holdout),
         feature_change=change,
         slices=slices,
