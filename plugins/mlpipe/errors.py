@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# A validation failure's message stays short (a few KiB) whatever the data: so many lines, each so long.
+_LISTED_FAILURES = 10
+_LINE_CHARS = 400
+
 
 class MlpipeError(Exception):
     """Base class of every error mlpipe raises on purpose."""
@@ -31,9 +35,12 @@ class DataValidationError(MlpipeError):
         self.failures = failures
         self.report_uri = report_uri
         lines = []
-        for f in failures:
+        for f in failures[:_LISTED_FAILURES]:
             where = f"column {f['column']!r}" if f.get("column") else "table"
-            lines.append(f"  - {f['expectation']} on {where}: observed {f.get('observed')!r}")
+            line = f"  - {f['expectation']} on {where}: observed {f.get('observed')!r}"
+            lines.append(line if len(line) <= _LINE_CHARS else line[:_LINE_CHARS] + " …")
+        if len(failures) > _LISTED_FAILURES:
+            lines.append(f"  - and {len(failures) - _LISTED_FAILURES} more (see the full result)")
         tail = f"\nfull result: {report_uri}" if report_uri else ""
         super().__init__(
             f"data failed validation suite {suite!r}: {len(failures)} expectation(s) failed\n" + "\n".join(lines) + tail
@@ -92,5 +99,28 @@ class ArtifactConflictError(ArtifactIntegrityError):
     """A conditional write lost: the artifact was created, changed or removed since its ETag was read."""
 
 
-class SourceUnavailableError(MlpipeError):
+class ConfigError(MlpipeError):
+    """A deployment setting (an environment variable, a Connection) has a value mlpipe cannot use."""
+
+
+class PromotionError(MlpipeError):
+    """A promotion the run asked for cannot be done as asked (a forced one without a reason or a model)."""
+
+
+class InfrastructureError(MlpipeError):
+    """A service (source, store, registry) is unreachable or failed mid-request: a retry may succeed."""
+
+
+class SourceUnavailableError(InfrastructureError):
     """The source (its endpoint or database) cannot be reached or failed mid-read: a retry may succeed."""
+
+
+def is_input_error(exc: BaseException) -> bool:
+    """Whether retrying cannot help: the one policy every operator applies (see ``fail_fast_on_user_errors``).
+
+    Every error mlpipe raises on purpose names something the user must fix (spec, data, connection
+    settings, a tampered artifact, the registry's state) unless it is an :class:`InfrastructureError`
+    or a lost conditional write (:class:`ArtifactConflictError`). Errors of the libraries below
+    (a dropped connection, a timeout) are not MlpipeErrors: Airflow retries them.
+    """
+    return isinstance(exc, MlpipeError) and not isinstance(exc, InfrastructureError | ArtifactConflictError)

@@ -10,6 +10,8 @@ champion log's sequence number the evaluator saw must still be the latest one, a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -212,6 +214,24 @@ class Registry:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """``engine.begin()``; a database that refuses writes is a RegistryError naming it (no retry can help)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if not _refuses_writes(exc):
+                raise
+            url = self.engine.url
+            where = url.database.removeprefix("file:") if url.get_backend_name() == "sqlite" and url.database else None
+            where = where or url.render_as_string(hide_password=True)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            raise RegistryError(
+                f"registry database {where} refuses writes ({reason}); nothing was written: make it writable "
+                "or point the mlpipe_registry connection at a writable database"
+            ) from None
+
     # -- reads ----------------------------------------------------------------------------------
 
     def champion_seq(self, pipeline: str) -> int:
@@ -307,7 +327,7 @@ class Registry:
         at = at or datetime.now(UTC)
         values = {"value": encode_watermark(new), "rows_at_value": new_at_value, "run_id": run_id, "updated_at": at}
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 if expected is None:
                     conn.execute(watermarks.insert().values(pipeline=pipeline, rows_seen=rows, **values))
                     return True
@@ -344,7 +364,7 @@ class Registry:
         records its figures but does not emit again. One transaction, so two checks cannot both emit.
         """
         at = at or datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(sa.text("LOCK TABLE mlpipe_drift_history IN SHARE ROW EXCLUSIVE MODE"))
             already = conn.execute(
@@ -406,7 +426,7 @@ class Registry:
             raise RegistryError(f"unknown champion action {action!r}; one of {ACTIONS}")
         at = at or datetime.now(UTC)
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 seq = self._seq(conn, new.pipeline)
                 if seq != expected_seq:
                     raise ChampionChangedError(
@@ -470,7 +490,7 @@ class Registry:
             raise RegistryError(f"a rollback of {pipeline!r} needs a reason (who asked, and why)")
         at = at or datetime.now(UTC)
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 seq = self._seq(conn, pipeline)
                 if expected_seq is not None and seq != expected_seq:
                     raise ChampionChangedError(
@@ -516,6 +536,14 @@ class Registry:
                 f"another change of {pipeline!r}'s champion took seq {seq + 1} first; nothing was written: {exc.orig}"
             ) from None
         return event
+
+
+def _refuses_writes(exc: sa.exc.DBAPIError) -> bool:
+    """A read-only database or a user without write permission (SQLite, PostgreSQL, MySQL wording)."""
+    text = str(exc.orig).lower()
+    code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    markers = ("readonly database", "read-only", "read only", "permission denied", "command denied")
+    return code in {"25006", "42501"} or any(marker in text for marker in markers)
 
 
 def to_json(obj: Any) -> str:

@@ -9,6 +9,7 @@ Layout: ``<pipeline>/runs/<run_key>/<stage>/...`` and ``<pipeline>/models/<versi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, MlpipeError
+from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, InfrastructureError, MlpipeError
 
 if TYPE_CHECKING:
     # Only for hints: boto3/botocore are heavy, and this module is imported where DAGs are parsed.
@@ -188,6 +189,10 @@ class LocalStore(ArtifactStore):
     def _publish(self, key: str, src: Path, *, once: bool) -> StoredArtifact:
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # Temp files of this key that an earlier attempt left when it was killed mid-write: every write
+        # of a key belongs to one task of one run, and Airflow runs its attempts one after the other.
+        for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         tmp = Path(tmp_name)
         try:
@@ -253,12 +258,23 @@ class LocalStore(ArtifactStore):
         base = self.path(prefix)
         if base.is_file():
             base.unlink()
+            self._prune_empty(base.parent)
             return 1
         if not base.is_dir():
             return 0
         count = sum(1 for p in base.rglob("*") if p.is_file())
         shutil.rmtree(base)
+        self._prune_empty(base.parent)
         return count
+
+    def _prune_empty(self, folder: Path) -> None:
+        """Remove ``folder`` and its parents while they are empty (a model version folder left with nothing)."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): stop there
+                return
+            folder = folder.parent
 
     def sha256(self, key: str) -> str:
         return sha256_file(self.path(key))
@@ -270,6 +286,7 @@ _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED = frozenset(
     {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 )
+_TRANSIENT = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "503"})
 _SHA256_META = "sha256"  # sent as x-amz-meta-sha256
 _ONCE_ATTEMPTS = 4
 
@@ -341,7 +358,10 @@ class S3Store(ArtifactStore):
                 hint = f"the endpoint is unreachable or failed mid-request ({exc}); check its URL and that it is up"
             else:
                 hint = str(exc)
-            raise MlpipeError(f"cannot {action} {where}: {hint}") from exc
+            # An unreachable endpoint or a server-side failure may pass: Airflow retries those; the rest
+            # (no bucket, access denied, no credentials) need the user and fail at once.
+            transient = isinstance(exc, EndpointUnreachable | HTTPClientError) or code in _TRANSIENT
+            raise (InfrastructureError if transient else MlpipeError)(f"cannot {action} {where}: {hint}") from exc
 
     # -- primitives ---------------------------------------------------------------------------------
 
@@ -415,7 +435,7 @@ class S3Store(ArtifactStore):
                 return artifact
             # 409 (another write in flight) or deleted since the 412: try again shortly.
             time.sleep(0.05 * 2**attempt)
-        raise MlpipeError(
+        raise InfrastructureError(
             f"cannot write {self.uri(key)} (endpoint {self.endpoint_url}): other writers kept racing for it "
             f"({_ONCE_ATTEMPTS} attempts); retry the task"
         )

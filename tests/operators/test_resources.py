@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -207,12 +208,62 @@ class TestDatabaseUrl:
         assert database_url("mlpipe_present", "sqlite:////fallback.db") == "postgresql+psycopg2://u:p@h:5433/d"
 
 
+def _sqlite_file(path: Path) -> Path:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    return path
+
+
 class TestSourceEngine:
-    def test_default_is_the_sqlite_file_under_mlpipe_home(self, mlpipe_home: Path) -> None:
+    def test_default_is_the_sqlite_file_under_mlpipe_home_opened_read_only(self, mlpipe_home: Path) -> None:
+        db = _sqlite_file(mlpipe_home / "source.db")
         engine = source_engine("mlpipe_source")
         try:
             assert engine.dialect.name == "sqlite"
-            assert engine.url.database == str(mlpipe_home / "source.db")
+            assert engine.url.database == f"file:{db}"
+            assert engine.url.query == {"mode": "ro", "uri": "true"}
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT x FROM t")).scalar_one() == 1
+                with pytest.raises(sa.exc.OperationalError, match="readonly database"):
+                    conn.execute(sa.text("INSERT INTO t VALUES (2)"))
+        finally:
+            engine.dispose()
+
+    def test_a_missing_sqlite_source_is_named_and_never_created(self, mlpipe_home: Path) -> None:
+        from mlpipe.errors import ExtractError
+
+        db = mlpipe_home / "source.db"
+        with pytest.raises(ExtractError, match=f"^source database {db} does not exist"):
+            source_engine("mlpipe_source")
+        assert not db.exists()
+
+    @pytest.mark.parametrize(
+        ("make", "reason"),
+        [
+            (lambda p: p.mkdir(), "is not a file"),
+            (lambda p: p.write_bytes(b"not a database, just text " * 100), "cannot be read: file is not a database"),
+        ],
+        ids=["directory", "corrupt"],
+    )
+    def test_an_unreadable_sqlite_source_is_named(self, mlpipe_home: Path, make: Any, reason: str) -> None:
+        from mlpipe.errors import ExtractError
+
+        db = mlpipe_home / "source.db"
+        make(db)
+        with pytest.raises(ExtractError, match=f"^source database {db} {reason}"):
+            source_engine("mlpipe_source")
+
+    def test_a_writing_engine_on_the_source_is_not_read_only(self, mlpipe_home: Path) -> None:
+        db = _sqlite_file(mlpipe_home / "source.db")
+        engine = source_engine("mlpipe_source", read_only=False)
+        try:
+            assert engine.url.database == str(db)
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO t VALUES (2)"))
         finally:
             engine.dispose()
 
@@ -235,8 +286,9 @@ class TestOpenSource:
     def test_sql_source_is_an_engine_disposed_after(self, mlpipe_home: Path) -> None:
         from mlpipe.spec import SqlSourceSpec
 
+        db = _sqlite_file(mlpipe_home / "source.db")
         with open_source(SqlSourceSpec(query="x.sql")) as engine:
-            assert engine.url.database == str(mlpipe_home / "source.db")
+            assert engine.url.database == f"file:{db}"
             pool = engine.pool
         assert engine.pool is not pool  # disposed: a new, empty pool
 

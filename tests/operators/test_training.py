@@ -292,7 +292,7 @@ class TestSnapshotExtractOperator:
         with pytest.raises(AirflowFailException, match=r"^ExtractError: query .*flights_delay\.sql failed") as err:
             execute(op, make_context())
         assert "no such column: no_such_column" in str(err.value)
-        assert isinstance(err.value.__cause__, ExtractError)
+        assert isinstance(err.value.__context__, ExtractError)
         assert not list(mlpipe_home.glob("artifacts/**/snapshot.parquet"))
 
 
@@ -357,7 +357,7 @@ class TestSnapshotValidateOperator:
         assert "1 expectation(s) failed" in message
         assert "expect_column_values_to_be_in_set on column 'origin'" in message
         assert "'BOS'" in message
-        cause = err.value.__cause__
+        cause = err.value.__context__
         assert isinstance(cause, DataValidationError)
         assert [(f["expectation"], f["column"]) for f in cause.failures] == [
             ("expect_column_values_to_be_in_set", "origin")
@@ -427,7 +427,7 @@ class TestFeaturesBuildOperator:
         with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
             execute(op, make_context(run_id="manual__thin"))
         assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)
-        assert isinstance(err.value.__cause__, FeatureError)
+        assert isinstance(err.value.__context__, FeatureError)
 
 
 class TestCandidateTrainOperator:

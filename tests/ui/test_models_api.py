@@ -128,6 +128,7 @@ def test_overview_json(api_client, models_home) -> None:
     assert champion["promoted_at"].startswith("2026-03-05T09:00")
     assert champion["run_id"] == "manual__2026-03-05T09:00:00+00:00" and champion["trigger"] == "manual"
     assert row["versions"] == 3
+    assert row["incident"] is None, "a sound champion is not flagged"
 
     last = row["last_run"]  # the drift-triggered run 4, not the rollback DAG's run record
     assert last["run_id"] == RUNS[3].run_id and last["trigger"] == "drift"

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipe.errors import SpecError
+from mlpipe.errors import ConfigError, SpecError
 from mlpipe.spec import LoadedSpec, load_spec
 from mlpipe.stages.evaluate import compute_metrics
 from mlpipe.stages.features import FeatureSet, build_features, read_split
@@ -336,7 +336,7 @@ def test_threads_come_from_the_environment(tuned, monkeypatch) -> None:
     assert make_search(t.spec, cand, build_model(t.spec, cand), y).n_jobs == 2
     for bad in ("0", "two", "-3"):
         monkeypatch.setenv(THREADS_ENV, bad)
-        with pytest.raises(ValueError, match=f"{THREADS_ENV}={bad!r}: give a whole number"):
+        with pytest.raises(ConfigError, match=f"{THREADS_ENV}={bad!r}: give a whole number"):
             train_threads()
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from mlpipe import config
 from mlpipe.hooks.connections import get_connection
@@ -106,11 +109,60 @@ def database_url(conn_id: str, default: str) -> str:
     return sqlalchemy_url(conn)
 
 
-def source_engine(conn_id: str) -> sa.Engine:
-    """An engine on the SQL source of ``conn_id`` (the embedded SQLite source without the Connection)."""
+def source_engine(conn_id: str, *, read_only: bool = True) -> sa.Engine:
+    """An engine on the source ``conn_id``; a SQLite file is checked first and, by default, opened read-only."""
+    import sqlalchemy as sa
+
+    url = database_url(conn_id, config.default_source_url())
+    return sa.create_engine(checked_sqlite_url(url, read_only=read_only) if url.startswith("sqlite") else url)
+
+
+def target_engine(conn_id: str) -> sa.Engine:
+    """An engine on a database mlpipe writes to (scores); a SQLite file is created when missing."""
     import sqlalchemy as sa
 
     return sa.create_engine(database_url(conn_id, config.default_source_url()))
+
+
+def checked_sqlite_url(url: str, *, read_only: bool) -> str:
+    """``url`` of a SQLite source after checking its file exists and is a readable database.
+
+    SQLite would otherwise create a missing file (an empty database whose first query says "no such
+    table") and report a permission problem as "unable to open database file" without the path.
+    Every problem is an :class:`ExtractError` naming the file, so the task fails without retries.
+    ``read_only`` opens it in SQLite's ``mode=ro``: reading the source can never write to it.
+    """
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from mlpipe.errors import ExtractError
+
+    parsed = sa.engine.make_url(url)
+    database = parsed.database or ""
+    if database in {"", ":memory:"} or database.startswith("file:"):
+        return url  # in-memory, or a URI the connection's owner wrote on purpose
+    path = Path(database).expanduser().resolve()
+    if not path.exists():
+        raise ExtractError(
+            f"source database {path} does not exist; create it (e.g. `python -m mlpipe demo seed`) or point the "
+            "source connection at the right file"
+        )
+    if not path.is_file():
+        raise ExtractError(f"source database {path} is not a file")
+    uri = f"file:{quote(str(path))}?mode=ro"
+    try:
+        probe = sqlite3.connect(uri, uri=True)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        reason = "permission denied" if not os.access(path, os.R_OK) else str(exc)
+        raise ExtractError(f"source database {path} cannot be read: {reason}") from None
+    if not read_only:
+        return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    return f"sqlite:///{uri}&uri=true"
 
 
 def open_registry(conn_id: str = config.REGISTRY_CONN_ID) -> Registry:

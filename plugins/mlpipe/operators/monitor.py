@@ -23,7 +23,7 @@ class DriftCheckOperator(PipelineOperator):
         from mlpipe.hooks.source import open_source
         from mlpipe.stages.monitor import check_drift
 
-        with open_source(self.loaded.spec.source) as source, fail_fast_on_user_errors():
+        with fail_fast_on_user_errors(), open_source(self.loaded.spec.source) as source:
             result = check_drift(
                 self.loaded,
                 self.store,

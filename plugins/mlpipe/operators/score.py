@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors, run_info
 
@@ -26,8 +26,7 @@ class BatchScoreOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from datetime import datetime
 
-        from mlpipe.errors import MlpipeError
-        from mlpipe.hooks.sql import source_engine
+        from mlpipe.hooks.sql import source_engine, target_engine
         from mlpipe.stages.batch_score import score_spec, score_window
 
         spec = self.loaded.spec
@@ -35,26 +34,28 @@ class BatchScoreOperator(PipelineOperator):
             score = score_spec(self.loaded)
         source_id = self.source_conn_id or spec.source.connection_id
         target_id = self.target_conn_id or score.connection_id or source_id
-        source = source_engine(source_id)
+        writes_source = score.output == "table" and target_id == source_id
+        with fail_fast_on_user_errors():
+            source = source_engine(source_id, read_only=not writes_source)
         target = None
         if score.output == "table":
-            target = source if target_id == source_id else source_engine(target_id)
+            with fail_fast_on_user_errors():
+                target = source if writes_source else target_engine(target_id)
         info = run_info(context)
         try:
-            result = score_window(
-                self.loaded,
-                self.store,
-                self.registry,
-                source,
-                target,
-                run_id=context["run_id"],
-                run_key=self.run_key(context),
-                as_of=datetime.fromisoformat(info["as_of"]),
-            )
-        except MlpipeError as exc:
-            # A query the source rejects, a tampered champion, a foreign predictions table: a retry
-            # would meet the same, so fail at once. Connection errors are not MlpipeErrors: retried.
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            # A query the source rejects, a tampered champion, a foreign predictions table: input errors,
+            # failed at once; connection errors are retried.
+            with fail_fast_on_user_errors():
+                result = score_window(
+                    self.loaded,
+                    self.store,
+                    self.registry,
+                    source,
+                    target,
+                    run_id=context["run_id"],
+                    run_key=self.run_key(context),
+                    as_of=datetime.fromisoformat(info["as_of"]),
+                )
         finally:
             source.dispose()
             if target is not None and target is not source:

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
-from mlpipe.errors import DataValidationError, ExtractError, FeatureError, SpecError
+from mlpipe.errors import MlpipeError, is_input_error
 from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVersionLink
 
 if TYPE_CHECKING:
@@ -26,18 +26,24 @@ if TYPE_CHECKING:
     from mlpipe.spec import LoadedSpec
     from mlpipe.storage import ArtifactStore
 
-# Errors the input causes (a query the source rejects, data failing its suite, a bad spec):
-# retrying cannot help, so the task fails at once with the message. Connection failures are not
-# among them and keep Airflow's retries with backoff.
-USER_ERRORS = (DataValidationError, ExtractError, FeatureError, SpecError)
-
 
 @contextmanager
 def fail_fast_on_user_errors() -> Iterator[None]:
+    """Where every operator decides whether a failure is retried: the input's errors are not.
+
+    Errors the input causes (a missing or unreadable source, a query the source rejects, data failing
+    its suite, a bad spec or setting, a tampered artifact, a read-only registry) fail the task at once
+    with their message (see :func:`mlpipe.errors.is_input_error`); connection failures keep Airflow's
+    retries with backoff.
+    """
     try:
         yield
-    except USER_ERRORS as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except MlpipeError as exc:
+        if not is_input_error(exc):
+            raise
+        # "from None": the task log shows the message once, not again as the cause's traceback (the
+        # cause stays reachable as __context__).
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
 
 
 def run_info(context: Context) -> dict[str, Any]:
@@ -153,7 +159,7 @@ class SnapshotExtractOperator(PipelineOperator):
         info = run_info(context)
         run_key = self.run_key(context)
         record_run(self.store, self.pipeline, run_key, info)
-        with open_source(self.loaded.spec.source, self.source_conn_id) as source, fail_fast_on_user_errors():
+        with fail_fast_on_user_errors(), open_source(self.loaded.spec.source, self.source_conn_id) as source:
             snap = extract_snapshot(
                 self.loaded, source, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
             )
@@ -292,17 +298,18 @@ class CandidatesEvaluateOperator(PipelineOperator):
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
         trained = materialize(self.trained)
-        verdict = evaluate_candidates(
-            only_candidates(self.loaded, [t["candidate"] for t in trained]),
-            self.store,
-            run_id=context["run_id"],
-            run_key=self.run_key(context),
-            holdout_key=self.features["holdout_key"],
-            holdout_sha256=self.features["holdout_sha256"],
-            trained=trained,
-            champion=champion,
-            champion_seq=champion_seq,
-        )
+        with fail_fast_on_user_errors():
+            verdict = evaluate_candidates(
+                only_candidates(self.loaded, [t["candidate"] for t in trained]),
+                self.store,
+                run_id=context["run_id"],
+                run_key=self.run_key(context),
+                holdout_key=self.features["holdout_key"],
+                holdout_sha256=self.features["holdout_sha256"],
+                trained=trained,
+                champion=champion,
+                champion_seq=champion_seq,
+            )
         for name, metrics in verdict.candidates.items():
             self.log.info("Candidate %s: %s", name, metrics)
         if verdict.champion_metrics is not None:
@@ -339,12 +346,12 @@ class ModelPromoteOperator(PipelineOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlpipe.operators.promotion import actor_of, emit_champion_event, train_params
-        from mlpipe.stages.promote import PromotionError, lineage_of, promote_model
+        from mlpipe.stages.promote import champion_incident, lineage_of, promote_model
 
         info = run_info(context)
         force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
         trained = materialize(self.trained)
-        try:
+        with fail_fast_on_user_errors():
             result = promote_model(
                 self.registry,
                 self.store,
@@ -359,9 +366,14 @@ class ModelPromoteOperator(PipelineOperator):
                 force_reason=force_reason,
                 approval=self.approval,
             )
-        except PromotionError as exc:
-            raise AirflowFailException(f"PromotionError: {exc}") from exc
         self.log.info("%s", result.message)
+        incident = champion_incident(self.verdict)
+        if incident is not None and not result.promoted:
+            # The verdict and this task's result are kept; the run fails so that someone looks.
+            raise AirflowFailException(
+                f"ArtifactIntegrityError: champion artifact failed its integrity check: {incident}; restore it, "
+                f"roll back to another version ({self.loaded.spec.name}_rollback), or force the promotion"
+            )
         last = self.registry.champion_history(self.loaded.spec.name)[-1:] if result.version is not None else []
         if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
             raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")

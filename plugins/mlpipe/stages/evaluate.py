@@ -553,6 +553,7 @@ def judge(
     champion_metrics: dict[str, float] | None,
     champion_error: str | None,
     holdout_rows: int,
+    champion_incident: bool = False,
     feature_change: FeatureChange | None = None,
     slices: list[SliceMeasure] | None = None,
     uncertainty: PairedUncertainty | None = None,
@@ -619,7 +620,7 @@ def judge(
                 False,
                 f"champion v{champion.version} could not be scored ({champion_error}); refusing to replace a model "
                 "that cannot be compared (fix the artifact, roll back, or force the promotion)",
-                {"champion_version": champion.version},
+                {"champion_version": champion.version, "error": champion_error, "incident": champion_incident},
             )
         )
     else:
@@ -824,6 +825,7 @@ def evaluate_candidates(
         scores[cand.name] = answers.metrics(spec, cand.name)
         log.info("Evaluate: %s: %s", who, _brief(scores[cand.name]))
     champion_metrics, champion_error, champ_model, change = None, None, None, None
+    champion_incident = False
     if champion is not None:
         who = f"champion v{champion.version}"
         # A candidate byte-identical to the champion (unchanged data and spec) answers for it, once
@@ -831,12 +833,17 @@ def evaluate_candidates(
         twins = [c.name for c in spec.candidates if by_name[c.name]["model_sha256"] == champion.artifact_sha256]
         same = None
         try:
-            key = store.key_for_uri(champion.artifact_uri)
-            if twins and store.exists(key) and store.sha256(key) == champion.artifact_sha256:
-                same = twins[0]
-                champ_model = models[same]
-            else:
-                champ_model = load_model(store, key, champion.artifact_sha256)
+            try:
+                key = store.key_for_uri(champion.artifact_uri)
+                if twins and store.exists(key) and store.sha256(key) == champion.artifact_sha256:
+                    same = twins[0]
+                    champ_model = models[same]
+                else:
+                    champ_model = load_model(store, key, champion.artifact_sha256)
+            except Exception:
+                # Tampered, missing or unreadable: an incident, which fails the run once the verdict is kept.
+                champion_incident = True
+                raise
             change = feature_change_of(spec, champ_model, X)
             if change is not None and change.missing:
                 champ_model = None  # it cannot read this holdout; the verdict's feature_set rule says why
@@ -875,6 +882,7 @@ def evaluate_candidates(
         champion_seq=champion_seq,
         champion_metrics=champion_metrics,
         champion_error=champion_error,
+        champion_incident=champion_incident,
         holdout_rows=len(holdout),
         feature_change=change,
         slices=slices,

@@ -230,6 +230,27 @@ def split_frame(frame: pd.DataFrame, spec: PipelineSpec) -> tuple[np.ndarray, np
     return np.sort(train), np.sort(holdout)
 
 
+def check_train_classes(frame: pd.DataFrame, spec: PipelineSpec, train: np.ndarray, holdout: np.ndarray) -> None:
+    """A classifier needs two classes to learn from: a train part with one is a data error naming the split."""
+    if spec.target.task == "regression":
+        return
+    target = frame[spec.target.column]
+    train_counts = _class_counts(target.iloc[train])
+    if len(train_counts) >= 2:
+        return
+    split = spec.split
+    how = f"time split on {split.time_column!r}" if split.method == "time" else f"random split (seed {split.seed})"
+    raise FeatureError(
+        f"the {how} left the train part ({len(train)} rows) with a single class of target {spec.target.column!r}: "
+        f"train {train_counts}, holdout {_class_counts(target.iloc[holdout])}, snapshot {_class_counts(target)}; "
+        "a classifier needs both classes to learn: check the data of the training period, or change split"
+    )
+
+
+def _class_counts(target: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in target.value_counts().sort_index().items()}
+
+
 def features_prefix(pipeline: str, run_key: str) -> str:
     return f"{pipeline}/runs/{run_key}/features"
 
@@ -245,17 +266,14 @@ def build_features(
     check_frame(frame, spec, f"snapshot {store.uri(snapshot_key)}")
     frame = frame[required_columns(spec)]
     train_idx, holdout_idx = split_frame(frame, spec)
+    check_train_classes(frame, spec, train_idx, holdout_idx)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlpipe-features-") as tmp:
         for name, idx in ((TRAIN_FILE, train_idx), (HOLDOUT_FILE, holdout_idx)):
             path = Path(tmp) / name
             frame.iloc[idx].reset_index(drop=True).to_parquet(path, index=False, compression="zstd")
             out[name] = (store.put_file(f"{prefix}/{name}", path), len(idx))
-    labels = (
-        {}
-        if spec.target.task == "regression"
-        else {str(k): int(v) for k, v in frame[spec.target.column].value_counts().sort_index().items()}
-    )
+    labels = {} if spec.target.task == "regression" else _class_counts(frame[spec.target.column])
     result = FeatureSet(
         train_key=out[TRAIN_FILE][0].key,
         train_sha256=out[TRAIN_FILE][0].sha256,

@@ -15,15 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from mlpipe.errors import MlpipeError
+from mlpipe.errors import MlpipeError, PromotionError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.storage import ArtifactStore, run_key
 
 log = logging.getLogger(__name__)
 
-
-class PromotionError(MlpipeError):
-    """A promotion the run asked for cannot be done as asked (a forced one without a reason or a model)."""
+__all__ = ["PromotionError", "PromotionResult", "champion_incident", "promote_model"]
 
 
 @dataclass(frozen=True)
@@ -182,3 +180,12 @@ def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict
         "snapshot": {k: snapshot.get(k) for k in ("uri", "sha256", "rows", "as_of")},
         "features": {k: features.get(k) for k in ("train_rows", "holdout_rows", "split", "label_counts")},
     }
+
+
+def champion_incident(verdict: dict[str, Any]) -> str | None:
+    """Why the champion's artifact could not be loaded (tampered, missing, unreadable) per the verdict, else None."""
+    for rule in verdict.get("rules") or []:
+        figures = rule.get("figures") or {}
+        if rule.get("rule") == "champion" and not rule.get("passed") and figures.get("incident"):
+            return str(figures.get("error") or "the champion's artifact could not be loaded")
+    return None

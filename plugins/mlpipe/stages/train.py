@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
-from mlpipe.errors import ArtifactIntegrityError, SpecError
+from mlpipe.errors import ArtifactIntegrityError, ConfigError, SpecError
 from mlpipe.spec import ESTIMATORS, CandidateSpec, DistributionSpec, LoadedSpec, PipelineSpec
 from mlpipe.stages.features import build_preprocessor, read_split
 from mlpipe.storage import ArtifactStore
@@ -193,7 +193,7 @@ def train_threads() -> int:
     except ValueError:
         threads = 0
     if threads == 0 or threads < -1:
-        raise ValueError(f"{THREADS_ENV}={raw!r}: give a whole number >= 1, or -1 for every core")
+        raise ConfigError(f"{THREADS_ENV}={raw!r}: give a whole number >= 1, or -1 for every core")
     return threads
 
 

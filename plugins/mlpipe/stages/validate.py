@@ -48,6 +48,8 @@ _EXPECTATION_KEYS = {
 # kwargs GX adds to every expectation's result; they say nothing about what failed.
 _NOISE_KWARGS = {"batch_id", "result_format", "catch_exceptions", "include_config"}
 _PARTIAL_VALUES = 5
+# Longest text kept of one value in a message, result.json or the Data Docs.
+MAX_TEXT = 200
 _DATASOURCE = "mlpipe"
 _ASSET = "snapshot"
 _DOCS_SITE = "mlpipe"
@@ -151,14 +153,11 @@ def validate_frame(
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
     )
-    actions = []
-    if docs_dir is not None:
-        actions.append(UpdateDataDocsAction(name="update_data_docs", site_names=[_DOCS_SITE]))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=f"{suite.name}_checkpoint",
             validation_definitions=[definition],
-            actions=actions,
+            actions=[],
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
         )
     )
@@ -166,7 +165,15 @@ def validate_frame(
         batch_parameters={"dataframe": _gx_friendly(df)},
         run_id=RunIdentifier(run_name=run_name),
     )
-    (suite_result,) = checkpoint_result.run_results.values()
+    ((result_id, suite_result),) = checkpoint_result.run_results.items()
+    # Values as GX saw them can be huge (a 1 MB string, twenty times): the result, the Data Docs
+    # page and every message get them cut short.
+    for r in suite_result.results:
+        r.result = _bounded(r.result)
+        r.exception_info = _bounded(r.exception_info)
+    if docs_dir is not None:
+        context.validation_results_store.set(result_id, suite_result)
+        UpdateDataDocsAction(name="update_data_docs", site_names=[_DOCS_SITE]).run(checkpoint_result)
 
     columns = {str(c) for c in df.columns}
     failed = sorted(
@@ -177,7 +184,7 @@ def validate_frame(
         success=bool(suite_result.success),
         suite=suite.name,
         statistics=_jsonable(dict(suite_result.statistics)),
-        failures=[_failure(r, columns) for r in failed],
+        failures=[_failure(r, columns, df) for r in failed],
         result=_result_dict(suite_result),
     )
 
@@ -332,16 +339,47 @@ def _gx_friendly(df: pandas.DataFrame) -> pandas.DataFrame:
     return df.astype(strings) if strings else df
 
 
-def _failure(result: ExpectationValidationResult, columns: set[str]) -> dict[str, Any]:
+def _failure(result: ExpectationValidationResult, columns: set[str], df: pandas.DataFrame) -> dict[str, Any]:
     """One failed expectation as a JSON-friendly dict saying what GX saw."""
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in _NOISE_KWARGS}
     column = kwargs.get("column")
+    observed = _observed(result, column, columns)
+    if config.type == "expect_column_values_to_be_in_type_list" and str(column) in columns:
+        observed = _text_in_numeric_column(df[column], kwargs.get("type_list") or []) or observed
     return {
         "expectation": config.type,
         "column": column,
         "kwargs": _jsonable(kwargs),
-        "observed": _observed(result, column, columns),
+        "observed": observed,
+    }
+
+
+def _text_in_numeric_column(values: pandas.Series, type_list: list[Any]) -> dict[str, Any] | None:
+    """What makes a column the suite types as numbers hold text: the values that are not numbers, and their share.
+
+    One such value turns the whole column into text, so GX's own figures (every value unexpected,
+    valid ones such as '1400' as examples) would hide the few that are really wrong.
+    """
+    import numpy as np
+    import pandas as pd
+
+    numeric = any(str(t).lower().startswith(("int", "float", "uint", "number")) for t in type_list)
+    if not numeric or pd.api.types.is_numeric_dtype(values.dtype):
+        return None
+    present = values[values.notna()]
+    as_numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    bad = as_numbers.isna().to_numpy() | np.isinf(as_numbers.to_numpy(dtype=float, na_value=np.nan))
+    count = int(bad.sum())
+    return {
+        "stored_as": "text",
+        "unexpected_count": count,
+        "unexpected_percent": round(100.0 * count / len(values), 4) if len(values) else 0.0,
+        "element_count": len(values),
+        "partial_unexpected": _distinct(present[bad].head(1000).tolist())[:_PARTIAL_VALUES],
+        "note": "values that are not finite numbers; the rest are numbers written as text"
+        if count
+        else "every value is a number written as text",
     }
 
 
@@ -395,13 +433,17 @@ def _result_dict(suite_result: ExpectationSuiteValidationResult) -> dict[str, An
 
 def _jsonable(value: Any) -> Any:
     """Turn GX/numpy/pandas values into plain JSON types (NaN, NA and NaT become None)."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _short(value)
     if _is_missing(value):
         return None
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"  # JSON has no infinity; None would hide it
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -419,6 +461,28 @@ def _jsonable(value: Any) -> Any:
     if callable(tolist):
         return _jsonable(tolist())
     return str(value)
+
+
+def _short(text: str) -> str:
+    """``text`` cut to MAX_TEXT characters, saying how long it was."""
+    if len(text) <= MAX_TEXT + 32:  # room for the marker: a text cut short once stays as it is
+        return text
+    return f"{text[:MAX_TEXT]}… ({len(text):,} characters)"
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` (GX's result dict of one expectation) with every long string cut short, types kept otherwise."""
+    if isinstance(value, str):
+        return _short(value)
+    if isinstance(value, dict):  # in place: GX's own dict types stay what they are
+        for key in list(value):
+            value[key] = _bounded(value[key])
+        return value
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_bounded(v) for v in value)
+    return value
 
 
 def _is_missing(value: Any) -> bool:

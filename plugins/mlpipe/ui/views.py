@@ -20,6 +20,7 @@ from typing import Any
 from mlpipe.errors import MlpipeError, SpecError
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
+from mlpipe.stages.promote import champion_incident
 from mlpipe.stages.runs import RUN_FILE, list_runs, read_json, run_prefix
 from mlpipe.storage import ArtifactStore, check_key, run_key
 from mlpipe.ui import paths
@@ -123,6 +124,7 @@ def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
         "champion_version": verdict.get("champion_version"),
         "reasons": list(verdict.get("reasons") or []),
         "gain": _gain_of(verdict),
+        "incident": champion_incident(verdict),
     }
 
 
@@ -248,14 +250,24 @@ def pipeline_summary(pipeline: Pipeline, store: ArtifactStore, registry: Registr
         files = run_files(store, name).get(record["run_key"], set())
         last_run = _run_summary(store, name, record, files)
     checks = registry.drift_checks(name)
+    champion = _champion(name, registry, history, runs, out["primary_metric"])
     return {
         **out,
-        "champion": _champion(name, registry, history, runs, out["primary_metric"]),
+        "champion": champion,
+        "incident": _incident(champion, last_run),
         "versions": registry.next_version(name) - 1,
         "last_run": last_run,
         "last_drift": _drift_brief(name, checks[-1]) if checks else None,
         "links": {"pipeline": paths.pipeline(name)},
     }
+
+
+def _incident(champion: dict[str, Any] | None, last_run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The champion's artifact failed its integrity check in the last training run, and it is still champion."""
+    verdict = (last_run or {}).get("verdict") or {}
+    if champion is None or not verdict.get("incident") or verdict.get("champion_version") != champion["version"]:
+        return None
+    return {"version": champion["version"], "error": verdict["incident"], "links": last_run["links"]}
 
 
 def overview(store: ArtifactStore, registry: Registry, names: set[str] | None = None) -> list[dict[str, Any]]:

@@ -49,6 +49,17 @@ def main(phase: str, state_file: Path, ready: Path) -> None:
         return
 
     registry = Registry.from_url(config.default_registry_url())
+    if phase == "promote_copy":
+        real_replace = os.replace
+
+        def copy_then_park(src: Any, dst: Any) -> None:
+            if "/models/" in str(dst):
+                _park(ready)  # the champion's copy sits complete in a temp file under models/vN/, not yet renamed
+            real_replace(src, dst)
+
+        os.replace = copy_then_park  # type: ignore[assignment]
+        promote_stage.promote_model(registry, store, **state["promote_kwargs"])
+        return
     real = Registry.register_and_promote
 
     def before_commit(self: Registry, *args: Any, **kwargs: Any) -> Any:

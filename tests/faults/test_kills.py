@@ -1,8 +1,10 @@
-"""Killed and retried stages: a SIGKILL at the worst moment, then the same stage again.
+"""Killed and retried stages: a SIGKILL at the worst moment, then the same stage again (part of the fault corpus).
 
 What Airflow does after a lost worker is run the task again with the same run id; these tests do
-exactly that around the two writes that matter (the model artifact and the promotion) and check
-that nothing is duplicated, no half-written artifact becomes visible and the champion changes once.
+exactly that around the two writes that matter (the model artifact and the promotion: during the
+model copy, between copy and registry commit, after the commit) and check that nothing is
+duplicated, no half-written artifact becomes visible, the retry leaves no temp file or empty version
+folder behind, and the champion changes once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,35 @@ WORKER = Path(__file__).with_name("fault_worker.py")
 RUN_ID = "manual__2026-03-01T02:00:00+00:00"
 
 
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, flights_frame) -> Iterator[dict[str, Any]]:
+    """A run of flights_delay up to evaluation, on 20,000 real flights, with nothing promoted yet (built once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("kills") / "mlpipe"
+        home.mkdir()
+        mp.setenv("MLPIPE_HOME", str(home))
+        yield _evaluated(home, flights_frame)
+
+
 @pytest.fixture
-def prepared(mlpipe_home: Path, flights_frame) -> dict[str, Any]:
-    """A run of flights_delay up to evaluation, on 20,000 real flights, with nothing promoted yet."""
+def prepared(evaluated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The evaluated run with an empty registry and no model copies: each test promotes from scratch."""
+    from mlpipe import config
+    from mlpipe.registry import Registry
+
+    monkeypatch.setenv("MLPIPE_HOME", str(evaluated["home"]))
+    Path(config.default_registry_url().removeprefix("sqlite:///")).unlink(missing_ok=True)
+    evaluated["store"].delete_prefix("flights_delay/models")
+    registry = Registry.from_url(config.default_registry_url())
+    yield {**evaluated, "registry": registry}
+    registry.dispose()
+
+
+def _evaluated(mlpipe_home: Path, flights_frame: Any) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from mlpipe import config
     from mlpipe.demo import write_flights_sqlite
-    from mlpipe.registry import Registry
     from mlpipe.spec import find_spec
     from mlpipe.stages.evaluate import evaluate_candidates
     from mlpipe.stages.extract import extract_snapshot
@@ -40,7 +64,6 @@ def prepared(mlpipe_home: Path, flights_frame) -> dict[str, Any]:
 
     write_flights_sqlite(mlpipe_home / "source.db", flights_frame.sample(n=20_000, random_state=3))
     loaded, store = find_spec("flights_delay"), LocalStore(config.default_store_root())
-    registry = Registry.from_url(config.default_registry_url())
     key = run_key(RUN_ID)
     engine = sa.create_engine(config.default_source_url())
     snap = extract_snapshot(loaded, engine, store, run_key=key, as_of=datetime(2026, 3, 1, tzinfo=UTC))
@@ -81,7 +104,6 @@ def prepared(mlpipe_home: Path, flights_frame) -> dict[str, Any]:
         "trained": trained,
         "promote_kwargs": promote_kwargs,
         "store": store,
-        "registry": registry,
         "home": mlpipe_home,
     }
 
@@ -130,17 +152,21 @@ def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_p
         train_sha256=feats["train_sha256"],
     )
     assert sorted(store.list(prefix)) == [f"{prefix}/model.joblib", f"{prefix}/result.json"]
+    assert sorted(p.name for p in store.path(prefix).iterdir()) == ["model.joblib", "result.json"], "no litter"
     model = load_model(store, result.model_key, result.model_sha256)
     assert hasattr(model, "predict_proba")
 
 
-@pytest.mark.parametrize("phase", ["promote_before_commit", "promote_after_commit"])
+@pytest.mark.parametrize("phase", ["promote_copy", "promote_before_commit", "promote_after_commit"])
 def test_promotion_killed_then_retried_changes_the_champion_once(prepared, tmp_path: Path, phase: str) -> None:
     from mlpipe.stages.promote import promote_model
     from mlpipe.storage import sha256_file
 
     registry, store = prepared["registry"], prepared["store"]
     run_and_kill(phase, prepared, tmp_path)
+    if phase == "promote_copy":
+        assert list(store.path("flights_delay/models").rglob(".model.joblib.*.tmp")), "killed mid-copy"
+        assert store.list("flights_delay/models") == []
     committed = phase == "promote_after_commit"
     assert len(registry.champion_history("flights_delay")) == (1 if committed else 0)
 
@@ -156,3 +182,8 @@ def test_promotion_killed_then_retried_changes_the_champion_once(prepared, tmp_p
     assert sha256_file(artifact) == champion.artifact_sha256
     models = [p for p in store.list("flights_delay/models")]
     assert models == [store.key_for_uri(champion.artifact_uri)], "exactly one visible model copy"
+    on_disk = sorted(str(p.relative_to(store.root)) for p in store.path("flights_delay/models").rglob("*"))
+    assert on_disk == ["flights_delay/models/v1", *[str(Path(m).parent) for m in models], *models], (
+        "no temp file, no empty version folder"
+    )
+    assert not list(store.root.rglob("*.tmp")), "no temp file anywhere in the store"
