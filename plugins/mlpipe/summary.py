@@ -7,7 +7,7 @@ from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import Registry
-from mlpipe.stages.runs import describe_trigger, list_runs, read_json, run_prefix
+from mlpipe.stages.runs import RUN_FILE, describe_trigger, indexed_runs, read_json, run_prefix
 from mlpipe.storage import ArtifactStore, run_key
 
 
@@ -16,13 +16,15 @@ def _fmt(value: Any) -> str:
 
 
 def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_id: str | None = None) -> str:
-    runs = list_runs(store, pipeline)
+    # The run index finds the run (one query); its own files say what it did.
+    runs = indexed_runs(registry, store, pipeline, newest=1)  # (rebuilds an empty index from the store)
     if run_id is not None:
-        runs = [r for r in runs if r["run_key"] == run_key(run_id)]
+        row = registry.indexed_run(pipeline, run_key(run_id))
+        runs = [row] if row is not None else []
     if not runs:
         raise MlpipeError(f"no recorded run of {pipeline!r} in {store!r}; run {pipeline}_train first")
-    run = runs[-1]
-    prefix = run_prefix(pipeline, run["run_key"])
+    prefix = run_prefix(pipeline, runs[-1]["run_key"])
+    run = {**runs[-1], **(read_json(store, f"{prefix}/{RUN_FILE}") or {})}
     snap = read_json(store, f"{prefix}/extract/snapshot.json")
     validation = read_json(store, f"{prefix}/validate/summary.json")
     features = read_json(store, f"{prefix}/features/manifest.json")

@@ -124,6 +124,22 @@ class PipelineOperator(BaseOperator):
 
         return run_key(context["run_id"])
 
+    @contextmanager
+    def indexing_run(self, context: Context) -> Iterator[None]:
+        """Bring the run's row of the run index up to date with its files once the block wrote them,
+        also when it fails (a failed run is listed too); a failure to index then is only logged."""
+        from mlpipe.stages.runs import index_run
+
+        try:
+            yield
+        except BaseException:
+            try:
+                index_run(self.registry, self.store, self.pipeline, self.run_key(context))
+            except Exception as exc:
+                self.log.warning("Could not index the failed run: %s: %s", type(exc).__name__, exc)
+            raise
+        index_run(self.registry, self.store, self.pipeline, self.run_key(context))
+
 
 class SnapshotExtractOperator(PipelineOperator):
     """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
@@ -141,10 +157,15 @@ class SnapshotExtractOperator(PipelineOperator):
         from mlpipe.stages.extract import extract_snapshot
         from mlpipe.stages.runs import record_run
 
-        info = run_info(context)
+        # The spec's and the code's hashes with the run: the run index finds earlier runs on the same inputs.
+        info = {**run_info(context), "spec_sha256": self.loaded.sha256(), "code_version": config.code_version()}
         run_key = self.run_key(context)
         record_run(self.store, self.pipeline, run_key, info)
-        with open_source(self.loaded.spec.source, self.source_conn_id) as source, fail_fast_on_user_errors():
+        with (
+            self.indexing_run(context),
+            open_source(self.loaded.spec.source, self.source_conn_id) as source,
+            fail_fast_on_user_errors(),
+        ):
             snap = extract_snapshot(
                 self.loaded, source, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
             )
@@ -172,7 +193,7 @@ class SnapshotValidateOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.stages.validate import validate_snapshot
 
-        with fail_fast_on_user_errors():
+        with self.indexing_run(context), fail_fast_on_user_errors():
             report = validate_snapshot(
                 self.loaded,
                 self.store,
@@ -274,17 +295,18 @@ class CandidatesEvaluateOperator(PipelineOperator):
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
         trained = materialize(self.trained)
-        verdict = evaluate_candidates(
-            only_candidates(self.loaded, [t["candidate"] for t in trained]),
-            self.store,
-            run_id=context["run_id"],
-            run_key=self.run_key(context),
-            holdout_key=self.features["holdout_key"],
-            holdout_sha256=self.features["holdout_sha256"],
-            trained=trained,
-            champion=champion,
-            champion_seq=champion_seq,
-        )
+        with self.indexing_run(context):
+            verdict = evaluate_candidates(
+                only_candidates(self.loaded, [t["candidate"] for t in trained]),
+                self.store,
+                run_id=context["run_id"],
+                run_key=self.run_key(context),
+                holdout_key=self.features["holdout_key"],
+                holdout_sha256=self.features["holdout_sha256"],
+                trained=trained,
+                champion=champion,
+                champion_seq=champion_seq,
+            )
         for name, metrics in verdict.candidates.items():
             self.log.info("Candidate %s: %s", name, metrics)
         if verdict.champion_metrics is not None:
@@ -326,20 +348,21 @@ class ModelPromoteOperator(PipelineOperator):
         info = run_info(context)
         force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
         try:
-            result = promote_model(
-                self.registry,
-                self.store,
-                verdict=self.verdict,
-                trained=materialize(self.trained),
-                snapshot=self.snapshot,
-                spec_sha256=self.loaded.sha256(),
-                code_version=config.code_version(),
-                run_id=context["run_id"],
-                lineage=lineage_of(self.snapshot, self.features, info),
-                actor=actor_of(context) if force_reason is not None else f"airflow:{info['dag_id']}",
-                force_reason=force_reason,
-                approval=self.approval,
-            )
+            with self.indexing_run(context):
+                result = promote_model(
+                    self.registry,
+                    self.store,
+                    verdict=self.verdict,
+                    trained=materialize(self.trained),
+                    snapshot=self.snapshot,
+                    spec_sha256=self.loaded.sha256(),
+                    code_version=config.code_version(),
+                    run_id=context["run_id"],
+                    lineage=lineage_of(self.snapshot, self.features, info),
+                    actor=actor_of(context) if force_reason is not None else f"airflow:{info['dag_id']}",
+                    force_reason=force_reason,
+                    approval=self.approval,
+                )
         except PromotionError as exc:
             raise AirflowFailException(f"PromotionError: {exc}") from exc
         self.log.info("%s", result.message)
