@@ -245,6 +245,9 @@ class CandidateTrainOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.stages.train import train_candidate
 
+        reused = self._reuse(context)
+        if reused is not None:
+            return reused
         with fail_fast_on_user_errors():
             trained = train_candidate(
                 self.loaded,
@@ -276,6 +279,43 @@ class CandidateTrainOperator(PipelineOperator):
             )
         return trained.as_dict()
 
+    def _reuse(self, context: Context) -> dict[str, Any] | None:
+        """The candidate of an earlier run on the same data, spec and code (see mlpipe.stages.reuse), unless
+        this run already trained it or its Params ask for a fresh training; None: train it."""
+        from mlpipe.operators.promotion import train_params
+        from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
+        from mlpipe.stages.train import candidate_prefix
+
+        key = self.run_key(context)
+        if train_params(context.get("params"), self.loaded.spec).fresh_training:
+            self.log.info("Param fresh_training: training %s afresh", self.candidate)
+            return None
+        if self.store.exists(f"{candidate_prefix(self.pipeline, key, self.candidate)}/result.json"):
+            return None  # this run's own result (a retry): train_candidate takes it
+        inputs = run_inputs(self.registry, self.pipeline, key)
+        if inputs is None or (inputs.spec_sha256, inputs.code_version) != (self.loaded.sha256(), config.code_version()):
+            return None
+        reused = reuse_candidate(
+            self.registry, self.store, pipeline=self.pipeline, run_key=key, candidate=self.candidate, inputs=inputs
+        )
+        if reused is None:
+            return None
+        origin = reused_from(self.store, self.pipeline, key, self.candidate) or {}
+        self.log.info(
+            "Reused %s (%s) trained by run %s on the same snapshot (sha256 %s), spec and code version %s: no "
+            "training (its fit took %.1fs); model sha256 %s copied to %s. Trigger with fresh_training=true to "
+            "train afresh.",
+            reused.candidate,
+            reused.estimator,
+            origin.get("run_id"),
+            inputs.data_sha256[:16],
+            inputs.code_version,
+            float(origin.get("fit_seconds") or 0.0),
+            reused.model_sha256[:16],
+            reused.model_uri,
+        )
+        return reused.as_dict()
+
 
 class CandidatesEvaluateOperator(PipelineOperator):
     """Score every candidate and the current champion on the holdout and write the gate's verdict."""
@@ -289,12 +329,35 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.trained = trained
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.operators.promotion import train_params
         from mlpipe.stages.evaluate import evaluate_candidates
+        from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
         trained = materialize(self.trained)
+        if not train_params(context.get("params"), self.loaded.spec).fresh_training:
+            with self.indexing_run(context):
+                reused = reuse_verdict(
+                    self.store,
+                    pipeline=pipeline,
+                    run_id=context["run_id"],
+                    run_key=self.run_key(context),
+                    trained=trained,
+                    champion_seq=champion_seq,
+                )
+            if reused is not None:
+                self.log.info(
+                    "Reused the evaluation of run %s: the same models on the same holdout, and the champion log "
+                    "unchanged since (seq %d). Verdict: %s (best %s) - %s",
+                    reused["reused_from"],
+                    champion_seq,
+                    reused["decision"],
+                    reused["best_candidate"],
+                    "; ".join(reused["reasons"]),
+                )
+                return reused
         with self.indexing_run(context):
             verdict = evaluate_candidates(
                 only_candidates(self.loaded, [t["candidate"] for t in trained]),

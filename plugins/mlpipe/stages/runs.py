@@ -56,6 +56,16 @@ def list_runs(store: ArtifactStore, pipeline: str) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: (r.get("as_of") or "", r.get("run_id") or ""))
 
 
+# -- reused work (mlpipe.stages.reuse) -----------------------------------------------------------
+
+REUSED_FILE = "reused.json"  # beside a reused candidate's train/<candidate>/result.json: where it came from
+
+
+def reused_from(store: ArtifactStore, pipeline: str, run_key: str, candidate: str) -> dict[str, Any] | None:
+    """Where this run's ``candidate`` came from, if it was reused (``run_id``, ``run_key``, its fit time)."""
+    return read_json(store, f"{run_prefix(pipeline, run_key)}/train/{candidate}/{REUSED_FILE}")
+
+
 # -- the run index ------------------------------------------------------------------------------
 
 
@@ -98,6 +108,9 @@ def index_entry(store: ArtifactStore, pipeline: str, run_key: str, files: set[st
 
     record = read(RUN_FILE) or {}
     snapshot = read(SNAPSHOT_RECORD) or {}
+    verdict = verdict_brief(read(VERDICT))
+    if verdict and verdict.get("report_uri") and EVALUATION_REPORT not in kept:
+        kept = sorted([*kept, EVALUATION_REPORT])  # a reused evaluation's report, in the run it came from
     return {
         "run_key": run_key,
         "run_id": record.get("run_id"),
@@ -108,7 +121,7 @@ def index_entry(store: ArtifactStore, pipeline: str, run_key: str, files: set[st
         "spec_sha256": record.get("spec_sha256"),
         "code_version": record.get("code_version"),
         "files": kept,
-        "verdict": verdict_brief(read(VERDICT)),
+        "verdict": verdict,
         "promotion": read(PROMOTION),
     }
 

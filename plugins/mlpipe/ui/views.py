@@ -377,7 +377,10 @@ def run_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, key
     validation = read_json(store, f"{prefix}/{VALIDATION_SUMMARY}") if VALIDATION_SUMMARY in files else None
     promotion = read_json(store, f"{prefix}/{PROMOTION}") if PROMOTION in files else None
     version = registry.version_for_run(name, record["run_id"]) if record.get("run_id") else None
-    row = {**record, "files": sorted(files), "verdict": verdict_brief(verdict), "promotion": promotion}
+    brief = verdict_brief(verdict)
+    if brief and brief.get("report_uri"):
+        files.add(EVALUATION_REPORT)  # a reused evaluation's report lives in the run it came from
+    row = {**record, "files": sorted(files), "verdict": brief, "promotion": promotion}
     return {
         **_run_summary(name, row),
         "pipeline": name,
