@@ -1,4 +1,4 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score|tuning|runindex ...]``: run benchmarks.
+"""``python -m bench [extract|parse|demo|...|runindex|reuse ...]``: run benchmarks.
 
 Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
 benchmark fails to run or a stated requirement is not met (the demo and stack timings are reports, no bound).
@@ -17,9 +17,9 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, monitor, run_index, score, sensor, stack, tuning
+    from bench import dag_parse, demo_stages, extract_memory, monitor, reuse, run_index, score, sensor, stack, tuning
 
-    modules = (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning, run_index)
+    modules = (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning, run_index, reuse)
     return {m.NAME: m for m in modules}
 
 
@@ -33,6 +33,7 @@ TITLES = {
     "score": "Batch scoring (score_window with the demo champion, each run in its own process)",
     "tuning": "Tuning the demo's candidates: one after another vs mapped on 2 workers (one process each)",
     "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
+    "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
 }
 
 
