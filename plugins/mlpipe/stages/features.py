@@ -60,16 +60,16 @@ class DatePartsEncoder(TransformerMixin, BaseEstimator):
         for j in range(X.shape[1]):
             col = X[:, j]
             if col.dtype.kind == "M":
-                # Timestamps already (build_features parses the column once, not every fit and score):
-                # naive ones are UTC, and their calendar parts need no conversion when UTC is asked for.
-                stamps = pd.Series(col)
-                local = stamps if self.timezone == "UTC" else stamps.dt.tz_localize("UTC").dt.tz_convert(self.timezone)
+                # Timestamps already (build_features parses the column once, not every fit and score);
+                # naive ones are UTC.
+                stamps = pd.Series(col).dt.tz_localize("UTC")
+            elif col.dtype.kind in "fiu":
+                stamps = pd.to_datetime(pd.Series(col, dtype="float64"), unit="ns", utc=True, errors="coerce")
             else:
-                if col.dtype.kind in "fiu":
-                    stamps = pd.to_datetime(pd.Series(col, dtype="float64"), unit="ns", utc=True, errors="coerce")
-                else:
-                    stamps = pd.to_datetime(pd.Series(col, dtype="object"), utc=True, errors="coerce", format="mixed")
-                local = stamps.dt.tz_convert(self.timezone)
+                stamps = pd.to_datetime(pd.Series(col, dtype="object"), utc=True, errors="coerce", format="mixed")
+            # Naive local wall time: pandas computes each calendar field of an aware series through a
+            # time zone lookup again, of a naive one directly.
+            local = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
             for k, part in enumerate(self.parts):
                 out[:, j * len(self.parts) + k] = _date_part(local, part)
         return out
@@ -88,17 +88,12 @@ class DatePartsEncoder(TransformerMixin, BaseEstimator):
 
 
 def _date_part(local: pd.Series, part: str) -> np.ndarray:
+    """One calendar part of ``local`` (naive local times): only that one is computed."""
     dt = local.dt
-    values = {
-        "year": dt.year,
-        "month": dt.month,
-        "day": dt.day,
-        "day_of_week": dt.day_of_week,
-        "day_of_year": dt.day_of_year,
-        "hour": dt.hour,
-        "minute": dt.minute,
-        "is_weekend": dt.day_of_week.where(dt.day_of_week.isna(), dt.day_of_week >= 5),
-    }[part]
+    if part == "is_weekend":
+        values = dt.day_of_week.where(dt.day_of_week.isna(), dt.day_of_week >= 5)
+    else:
+        values = getattr(dt, part)
     return values.astype("float64").to_numpy()
 
 
