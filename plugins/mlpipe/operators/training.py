@@ -243,11 +243,11 @@ class CandidateTrainOperator(PipelineOperator):
         self.features = features
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.stages.train import train_candidate
-
         reused = self._reuse(context)
         if reused is not None:
             return reused
+        from mlpipe.stages.train import train_candidate
+
         with fail_fast_on_user_errors():
             trained = train_candidate(
                 self.loaded,
@@ -284,13 +284,12 @@ class CandidateTrainOperator(PipelineOperator):
         this run already trained it or its Params ask for a fresh training; None: train it."""
         from mlpipe.operators.promotion import train_params
         from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
-        from mlpipe.stages.train import candidate_prefix
 
         key = self.run_key(context)
         if train_params(context.get("params"), self.loaded.spec).fresh_training:
             self.log.info("Param fresh_training: training %s afresh", self.candidate)
             return None
-        if self.store.exists(f"{candidate_prefix(self.pipeline, key, self.candidate)}/result.json"):
+        if self.store.exists(f"{self.pipeline}/runs/{key}/train/{self.candidate}/result.json"):
             return None  # this run's own result (a retry): train_candidate takes it
         inputs = run_inputs(self.registry, self.pipeline, key)
         if inputs is None or (inputs.spec_sha256, inputs.code_version) != (self.loaded.sha256(), config.code_version()):
@@ -305,16 +304,16 @@ class CandidateTrainOperator(PipelineOperator):
             "Reused %s (%s) trained by run %s on the same snapshot (sha256 %s), spec and code version %s: no "
             "training (its fit took %.1fs); model sha256 %s copied to %s. Trigger with fresh_training=true to "
             "train afresh.",
-            reused.candidate,
-            reused.estimator,
+            reused["candidate"],
+            reused["estimator"],
             origin.get("run_id"),
             inputs.data_sha256[:16],
             inputs.code_version,
             float(origin.get("fit_seconds") or 0.0),
-            reused.model_sha256[:16],
-            reused.model_uri,
+            reused["model_sha256"][:16],
+            reused["model_uri"],
         )
-        return reused.as_dict()
+        return reused
 
 
 class CandidatesEvaluateOperator(PipelineOperator):
@@ -330,7 +329,6 @@ class CandidatesEvaluateOperator(PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.operators.promotion import train_params
-        from mlpipe.stages.evaluate import evaluate_candidates
         from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
@@ -358,6 +356,8 @@ class CandidatesEvaluateOperator(PipelineOperator):
                     "; ".join(reused["reasons"]),
                 )
                 return reused
+        from mlpipe.stages.evaluate import evaluate_candidates
+
         with self.indexing_run(context):
             verdict = evaluate_candidates(
                 only_candidates(self.loaded, [t["candidate"] for t in trained]),

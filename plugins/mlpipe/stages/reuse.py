@@ -23,7 +23,9 @@ from typing import Any
 
 from mlpipe.registry import Registry
 from mlpipe.stages.runs import REUSED_FILE, VERDICT, read_json, reused_from, run_prefix
-from mlpipe.stages.train import TrainedCandidate, candidate_prefix
+
+# No scikit-learn here (nor through mlpipe.stages.train): a task that reuses work does not import
+# what training and evaluation need.
 from mlpipe.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -54,29 +56,32 @@ def earlier_runs(registry: Registry, pipeline: str, run_key: str, inputs: Inputs
     return [r for r in rows if r["run_key"] != run_key]
 
 
+def _candidate_prefix(pipeline: str, run_key: str, candidate: str) -> str:
+    return f"{run_prefix(pipeline, run_key)}/train/{candidate}"  # = mlpipe.stages.train.candidate_prefix
+
+
 def reuse_candidate(
     registry: Registry, store: ArtifactStore, *, pipeline: str, run_key: str, candidate: str, inputs: Inputs
-) -> TrainedCandidate | None:
+) -> dict[str, Any] | None:
     """Copy ``candidate``'s model and result from the newest earlier run on ``inputs`` that trained it
-    (model bytes checked against its sha256); None when no earlier run did."""
+    (model bytes checked against its sha256); None when no earlier run did. Returns this run's
+    result (what ``TrainedCandidate.as_dict()`` gives), with ``fit_seconds`` 0."""
     for row in earlier_runs(registry, pipeline, run_key, inputs):
-        source = candidate_prefix(pipeline, row["run_key"], candidate)
-        done = read_json(store, f"{source}/result.json")
-        if done is None:
+        source = _candidate_prefix(pipeline, row["run_key"], candidate)
+        earlier = read_json(store, f"{source}/result.json")
+        if earlier is None:
             continue
-        earlier = TrainedCandidate(**done)
-        if not store.exists(earlier.model_key) or store.sha256(earlier.model_key) != earlier.model_sha256:
+        key, sha256 = earlier["model_key"], earlier["model_sha256"]
+        if not store.exists(key) or store.sha256(key) != sha256:
             continue  # removed or damaged since: look further back
-        target = candidate_prefix(pipeline, run_key, candidate)
-        with store.local_copy(earlier.model_key, expected_sha256=earlier.model_sha256) as path:
-            artifact = store.put_file(f"{target}/{PurePosixPath(earlier.model_key).name}", path)
-        reused = TrainedCandidate(
-            **{**earlier.as_dict(), "model_key": artifact.key, "model_uri": artifact.uri, "fit_seconds": 0.0}
-        )
-        origin = {"run_id": row["run_id"], "run_key": row["run_key"], "fit_seconds": earlier.fit_seconds}
+        target = _candidate_prefix(pipeline, run_key, candidate)
+        with store.local_copy(key, expected_sha256=sha256) as path:
+            artifact = store.put_file(f"{target}/{PurePosixPath(key).name}", path)
+        reused = {**earlier, "model_key": artifact.key, "model_uri": artifact.uri, "fit_seconds": 0.0}
+        origin = {"run_id": row["run_id"], "run_key": row["run_key"], "fit_seconds": earlier.get("fit_seconds")}
         store.put_bytes(f"{target}/{REUSED_FILE}", json.dumps(origin, indent=2).encode())
         # result.json last: a retry that finds it takes this run's copy (train_candidate's own rule).
-        store.put_bytes(f"{target}/result.json", json.dumps(reused.as_dict(), indent=2).encode())
+        store.put_bytes(f"{target}/result.json", json.dumps(reused, indent=2).encode())
         return reused
     return None
 
