@@ -66,7 +66,12 @@ def run(seed_all: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-reuse-") as tmp:
         airflow_home, mlpipe_home = Path(tmp) / "airflow", Path(tmp) / "mlpipe"
         mlpipe_home.mkdir()
-        env = child_env(airflow_home=airflow_home, mlpipe_home=mlpipe_home, PYTHONUNBUFFERED="1")
+        # One code version for the three runs, whatever happens to the checkout meanwhile (a commit
+        # during the benchmark would otherwise make a new version, rightly not reusing anything).
+        code = f"bench-reuse-{int(time.time())}"
+        env = child_env(
+            airflow_home=airflow_home, mlpipe_home=mlpipe_home, PYTHONUNBUFFERED="1", MLPIPE_CODE_VERSION=code
+        )
         migrate_airflow_db(airflow_home, log)
         cmd = [sys.executable, "-m", "mlpipe", "demo", "seed", *(["--all"] if seed_all else [])]
         check_child(run_child(cmd, env=env, log=log, timeout=900), " ".join(cmd[1:]), log)

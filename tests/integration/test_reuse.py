@@ -30,14 +30,17 @@ def home(airflow_db, tmp_path_factory):
     from mlpipe.datasets import seed_datasets
 
     home = tmp_path_factory.mktemp("reuse") / "mlpipe"
-    old = os.environ.get("MLPIPE_HOME")
-    os.environ["MLPIPE_HOME"] = str(home)
+    # One code version for the runs (else a commit while the test runs would rightly stop the reuse).
+    env = {"MLPIPE_HOME": str(home), "MLPIPE_CODE_VERSION": "test-reuse"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     seed_datasets(home / "source.db")
     yield home
-    if old is None:
-        os.environ.pop("MLPIPE_HOME", None)
-    else:
-        os.environ["MLPIPE_HOME"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def run_dir(home: Path, run) -> Path:
