@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import check_child, child_env, markdown_table, migrate_airflow_db, out_dir, requirement, run_child
+from bench import (
+    check_child,
+    child_env,
+    markdown_table,
+    migrate_airflow_db,
+    out_dir,
+    requirement,
+    requirements_table,
+    run_child,
+)
 from bench.demo_stages import DAG_ID, DAGS_TEST_TIMEOUT, PIPELINE, latest_run
 
 NAME = "reuse"
@@ -124,4 +133,4 @@ def table(result: dict[str, Any]) -> str:
         ("task", *[f"run {i} s" for i in range(1, len(result["runs"]) + 1)]),
         [(t, *[r["tasks"].get(t, "-") for r in result["runs"]]) for t in result["runs"][0]["tasks"]],
     )
-    return markdown_table(head, rows) + "\n\n" + tasks
+    return markdown_table(head, rows) + "\n\n" + tasks + "\n\n" + requirements_table(result["requirements"])
