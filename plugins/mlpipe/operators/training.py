@@ -127,18 +127,24 @@ class PipelineOperator(BaseOperator):
     @contextmanager
     def indexing_run(self, context: Context) -> Iterator[None]:
         """Bring the run's row of the run index up to date with its files once the block wrote them,
-        also when it fails (a failed run is listed too); a failure to index then is only logged."""
+        also when it fails (a failed run is listed too). A failure to index is logged, not raised: the
+        work is done and in the store, the source of truth; the run's next task rewrites the whole row
+        from the store, and ``python -m mlpipe registry reindex`` rebuilds it."""
         from mlpipe.stages.runs import index_run
 
         try:
             yield
-        except BaseException:
+        finally:
             try:
                 index_run(self.registry, self.store, self.pipeline, self.run_key(context))
             except Exception as exc:
-                self.log.warning("Could not index the failed run: %s: %s", type(exc).__name__, exc)
-            raise
-        index_run(self.registry, self.store, self.pipeline, self.run_key(context))
+                self.log.warning(
+                    "Could not update the run index (the Models view may miss this run until its next task "
+                    "or `python -m mlpipe registry reindex %s`): %s: %s",
+                    self.pipeline,
+                    type(exc).__name__,
+                    exc,
+                )
 
 
 class SnapshotExtractOperator(PipelineOperator):
