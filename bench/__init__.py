@@ -1,5 +1,6 @@
-"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, sensor, scoring, tuning and
-evaluation cost.
+"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, reference validation,
+sensor, scoring, tuning and evaluation cost, the gate's error rates, the Models view's run index, and reuse on
+unchanged inputs.
 
 ``make bench`` runs them all (``python -m bench``), ``python -m bench extract|parse|...|tuning`` one of
 them. Each writes its raw figures to ``bench/out/<name>.json`` (git-ignored) and prints a Markdown

@@ -35,7 +35,20 @@ def _modules() -> dict[str, ModuleType]:
 
 
 # The order of `python -m bench` without names; a bench module not listed here runs after these.
-ORDER = ["extract", "parse", "demo", "monitor", "reference", "sensor", "stack", "score", "tuning", "evaluation"]
+ORDER = [
+    "extract",
+    "parse",
+    "demo",
+    "monitor",
+    "reference",
+    "sensor",
+    "stack",
+    "score",
+    "tuning",
+    "evaluation",
+    "runindex",
+    "reuse",
+]
 
 
 TITLES = {
@@ -50,6 +63,8 @@ TITLES = {
     "tuning": "Tuning the demo's candidates: one after another vs mapped on 2 workers (one process each)",
     "evaluation": "Evaluation cost: evaluate_candidates on a 10,000-row, 23-column, 7-class pipeline vs its budget",
     "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
+    "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
+    "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
 }
 
 

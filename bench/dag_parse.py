@@ -11,6 +11,11 @@ Two measurements per DAG file:
   per-file ``duration`` is Airflow's own figure; run a few times.
 
 Requirement: every file parses in under 0.5 s and parsing imports none of those modules.
+
+And many pipelines: the DAG file over an include tree of 103 specs (the repo's, plus copies under
+new names), parsed warm in a fresh interpreter. Requirement: at most 3.1 ms of CPU per DAG (the
+figure measured when 103 specs made 511 DAGs in 1.6 s); CPU time, since the wall time of a shared
+machine's busy moments says more about the neighbours than about the parse.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from bench import (
 NAME = "parse"
 PARSE_LIMIT_SECONDS = 0.5
 REPORT_RUNS = 3
+MANY_SPECS = 103
+MS_PER_DAG_LIMIT = 3.1
 WARM_REPEATS = 5
 # Also listed (not required): Airflow itself imports SQLAlchemy before any DAG file is read.
 WATCHED_MODULES = (*HEAVY_MODULES, "numpy", "sqlalchemy")
@@ -122,17 +129,19 @@ def _probe(path: Path, repeats: int) -> dict[str, Any]:
         {m.split(".")[0] for m in set(sys.modules) - modules_before if not m.startswith("unusual_prefix_")}
     )
     heavy_after = [m for m in HEAVY_MODULES if m in sys.modules]
-    warm = []
+    warm, warm_cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         DagBag(dag_folder=str(path))
         warm.append(time.perf_counter() - t0)
+        warm_cpu.append(time.process_time() - c0)
     return {
         "file": path.name,
         "import_airflow_seconds": round(airflow_seconds, 3),
         "import_airflow_and_dagbag_seconds": round(setup_seconds, 3),
         "cold_seconds": round(cold, 4),
         "warm_median_seconds": round(statistics.median(warm), 4) if warm else None,
+        "warm_median_cpu_seconds": round(statistics.median(warm_cpu), 4) if warm_cpu else None,
         "dags": sorted(bag.dags),
         "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
         "watched_loaded_before_parse": loaded_before,
@@ -142,7 +151,44 @@ def _probe(path: Path, repeats: int) -> dict[str, Any]:
     }
 
 
+def many_specs_include(dest: Path, count: int = MANY_SPECS) -> Path:
+    """A copy of include/ whose pipelines/ holds ``count`` specs: the repo's, then copies under new names."""
+    import shutil
+
+    import yaml
+
+    include = dest / "include"
+    shutil.copytree(REPO / "include", include)
+    originals = sorted((include / "pipelines").glob("*.yaml"))
+    for i in range(count - len(originals)):
+        spec = yaml.safe_load(originals[i % len(originals)].read_text())
+        spec["name"] = f"{spec['name']}_copy{i:03d}"
+        (include / "pipelines" / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return include
+
+
+def measure_many(count: int = MANY_SPECS, repeats: int = 3) -> dict[str, Any]:
+    """Parse the DAG files with ``count`` specs in the include tree (see :func:`many_specs_include`)."""
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-many-") as tmp:
+        include = many_specs_include(Path(tmp), count)
+        env = child_env(airflow_home=Path(tmp) / "airflow", mlpipe_home=Path(tmp) / "mlpipe")
+        env["MLPIPE_INCLUDE"] = str(include)
+        probes = [probe(path, env, repeats) for path in dag_files()]
+    dags = sum(len(p["dags"]) for p in probes)
+    cpu = sum(p["warm_median_cpu_seconds"] for p in probes)
+    return {
+        "specs": count,
+        "dags": dags,
+        "import_errors": {k: v for p in probes for k, v in p["import_errors"].items()},
+        "cold_seconds": round(sum(p["cold_seconds"] for p in probes), 3),
+        "warm_seconds": round(sum(p["warm_median_seconds"] for p in probes), 3),
+        "warm_cpu_seconds": round(cpu, 3),
+        "cpu_ms_per_dag": round(1000 * cpu / dags, 2) if dags else None,
+    }
+
+
 def run() -> dict[str, Any]:
+    many = measure_many()
     files = dag_files()
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-parse-") as tmp:
         home = Path(tmp) / "airflow"
@@ -178,7 +224,15 @@ def run() -> dict[str, Any]:
             requirement(f"{r['file']}: heavy modules imported by parsing", len(r["heavy_imported_by_parse"]), 1)
         )
         reqs.append(requirement(f"{r['file']}: import errors", len(r["import_errors"]), 1))
-    return {"airflow_db_migrate_seconds": migrate_seconds, "files": results, "requirements": reqs}
+    reqs.append(
+        requirement(
+            f"{many['specs']} specs, {many['dags']} DAGs: warm parse CPU per DAG",
+            many["cpu_ms_per_dag"],
+            MS_PER_DAG_LIMIT,
+            " ms",
+        )
+    )
+    return {"airflow_db_migrate_seconds": migrate_seconds, "files": results, "many": many, "requirements": reqs}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -207,7 +261,12 @@ def table(result: dict[str, Any]) -> str:
         "heavy modules after parse",
         "packages the parse imported",
     )
-    return markdown_table(head, rows) + "\n\n" + requirements_table(result["requirements"])
+    many = result["many"]
+    scale = (
+        f"{many['specs']} specs -> {many['dags']} DAGs: cold {many['cold_seconds']} s, warm {many['warm_seconds']} s "
+        f"(CPU {many['warm_cpu_seconds']} s, {many['cpu_ms_per_dag']} ms per DAG)"
+    )
+    return markdown_table(head, rows) + "\n\n" + scale + "\n\n" + requirements_table(result["requirements"])
 
 
 def main(argv: list[str] | None = None) -> int:

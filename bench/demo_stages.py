@@ -104,6 +104,22 @@ def _read_task_instances() -> dict[str, Any]:
         }
 
 
+def latest_run(env: dict[str, str], tmp: Path, log: Path) -> dict[str, Any]:
+    """The DAG's latest run and its task instances, read in a child pointed at ``env``'s AIRFLOW_HOME."""
+    reader = tmp / "tis.json"
+    check_child(
+        run_child(
+            [sys.executable, "-m", "bench.demo_stages", "--read-task-instances", str(reader)],
+            env=env,
+            log=log,
+            timeout=120,
+        ),
+        "reading the task instances",
+        log,
+    )
+    return json.loads(reader.read_text())
+
+
 def _stage_work(run_dir: Path, ti: dict[str, Any], candidates: list[str]) -> tuple[float | None, str | None]:
     """The seconds the stage recorded for its own work, and where it was read from."""
     where = STAGE_WORK.get(ti["task_id"])
@@ -217,18 +233,7 @@ def run() -> dict[str, Any]:
             [sys.executable, "-m", "airflow", "dags", "test", DAG_ID], env=env, log=log, timeout=DAGS_TEST_TIMEOUT
         )
         ended = time.time()
-        reader = Path(tmp) / "tis.json"
-        check_child(
-            run_child(
-                [sys.executable, "-m", "bench.demo_stages", "--read-task-instances", str(reader)],
-                env=env,
-                log=log,
-                timeout=120,
-            ),
-            "reading the task instances",
-            log,
-        )
-        meta = json.loads(reader.read_text())
+        meta = latest_run(env, Path(tmp), log)
         run_info = meta["run"] or {}
         run_dir = mlpipe_home / "artifacts" / PIPELINE / "runs" / (run_key(run_info["run_id"]) if run_info else "-")
         analysis = analyse(meta["task_instances"], run_dir, candidates, started, ended)

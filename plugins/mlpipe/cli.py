@@ -52,6 +52,38 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_runs(args: argparse.Namespace) -> int:
+    from mlpipe.stages.runs import indexed_runs
+
+    runs = indexed_runs(_registry(), _store(), args.pipeline, newest=args.last)
+    if args.json:
+        _print_json(runs)
+        return 0
+    if not runs:
+        print(f"{args.pipeline}: no recorded runs yet")
+        return 0
+    print(f"{'as of':<26} {'trigger':<9} {'verdict':<8} {'best':<12} {'value':>8}  run")
+    for run in runs:
+        brief = run.get("verdict") or {}
+        value = brief.get("primary_value")
+        shown = f"{value:.4f}" if isinstance(value, float) else "-"
+        decision = brief.get("decision") or "-"
+        reused = " (reused)" if brief.get("reused_from") else ""
+        print(
+            f"{run['as_of']:<26} {run.get('trigger') or '-':<9} {decision:<8} "
+            f"{brief.get('best_candidate') or '-':<12} {shown:>8}  {run.get('run_id')}{reused}"
+        )
+    return 0
+
+
+def cmd_registry_reindex(args: argparse.Namespace) -> int:
+    from mlpipe.stages.runs import reindex
+
+    count = reindex(_registry(), _store(), args.pipeline)
+    print(f"{args.pipeline}: run index rebuilt from the artifact store, {count} runs")
+    return 0
+
+
 def _primary_metric(pipeline: str) -> str | None:
     from mlpipe.spec import find_spec
 
@@ -412,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_registry_history)
+
+    p = reg.add_parser("runs", help="the recorded runs of a pipeline, from the run index (oldest first)")
+    p.add_argument("pipeline")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="only the newest N runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry_runs)
+    p = reg.add_parser("reindex", help="rebuild a pipeline's run index from the artifact store (its source of truth)")
+    p.add_argument("pipeline")
+    p.set_defaults(func=cmd_registry_reindex)
 
     p = reg.add_parser(
         "rollback",

@@ -10,7 +10,7 @@ champion log's sequence number the evaluator saw must still be the latest one, a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +95,33 @@ drift_history = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_mlpipe_drift_window", "pipeline", "window_end", "champion_version"),
 )
+
+# The run index: one row per run of a pipeline's DAGs that keeps a record in the artifact store
+# (``<pipeline>/runs/<run_key>/run.json``), with what the Models view and the CLI list about it.
+# The runs upsert their row where they write run.json, the verdict and the promotion; the store
+# stays the source of truth (mlpipe.stages.runs.reindex rebuilds a pipeline's rows from it).
+runs_index = sa.Table(
+    "mlpipe_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(64), nullable=False),
+    sa.Column("run_key", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("dag_id", sa.String(250), nullable=True),
+    sa.Column("trigger", sa.String(40), nullable=True),
+    sa.Column("as_of", sa.String(40), nullable=False),
+    sa.Column("data_sha256", sa.String(64), nullable=True),
+    sa.Column("spec_sha256", sa.String(64), nullable=True),
+    sa.Column("code_version", sa.String(100), nullable=True),
+    sa.Column("files", sa.JSON, nullable=False),
+    sa.Column("verdict", sa.JSON, nullable=True),
+    sa.Column("promotion", sa.JSON, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("pipeline", "run_key", name="uq_mlpipe_run"),
+    sa.Index("ix_mlpipe_runs_as_of", "pipeline", "as_of"),
+    sa.Index("ix_mlpipe_runs_inputs", "pipeline", "data_sha256"),
+)
+RUN_COLUMNS = tuple(c.name for c in runs_index.columns if c.name not in ("id", "pipeline", "updated_at"))
 
 ACTIONS = ("promote", "first", "force", "rollback")
 
@@ -188,6 +215,14 @@ def _event(row: Any) -> ChampionEvent:
         **{k: m[k] for k in ChampionEvent.__dataclass_fields__ if k != "created_at"},
         created_at=_utc(m["created_at"]),
     )
+
+
+def _run_row(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    out = {k: m[k] for k in RUN_COLUMNS}
+    out["pipeline"] = m["pipeline"]
+    out["updated_at"] = _utc(m["updated_at"]).isoformat()
+    return out
 
 
 class Registry:
@@ -399,6 +434,90 @@ class Registry:
                 sa.select(drift_history).where(drift_history.c.pipeline == pipeline).order_by(drift_history.c.id)
             ).all()
         return [{**r._mapping, "created_at": _utc(r._mapping["created_at"]).isoformat()} for r in rows]
+
+    # -- the run index ----------------------------------------------------------------------------
+
+    def indexed_runs(
+        self,
+        pipeline: str,
+        *,
+        dag_id: str | None = None,
+        newest: int | None = None,
+        run_keys: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The index rows of ``pipeline``, oldest first by as-of time: only ``dag_id``'s (and records
+        naming no DAG) when given, only ``run_keys`` when given, only the ``newest`` few when given.
+        One query, whatever the history's length."""
+        stmt = sa.select(runs_index).where(runs_index.c.pipeline == pipeline)
+        if dag_id is not None:
+            stmt = stmt.where(sa.or_(runs_index.c.dag_id == dag_id, runs_index.c.dag_id.is_(None)))
+        if run_keys is not None:
+            stmt = stmt.where(runs_index.c.run_key.in_(sorted(set(run_keys))))
+        stmt = stmt.order_by(runs_index.c.as_of.desc(), runs_index.c.run_id.desc())
+        if newest is not None:
+            stmt = stmt.limit(newest)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_run_row(r) for r in reversed(rows)]
+
+    def indexed_run(self, pipeline: str, run_key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(runs_index).where(runs_index.c.pipeline == pipeline, runs_index.c.run_key == run_key)
+            ).first()
+        return _run_row(row) if row is not None else None
+
+    def indexed_run_count(self, pipeline: str) -> int:
+        with self.engine.connect() as conn:
+            stmt = sa.select(sa.func.count()).where(runs_index.c.pipeline == pipeline)
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def runs_with_inputs(
+        self, pipeline: str, *, data_sha256: str, spec_sha256: str, code_version: str
+    ) -> list[dict[str, Any]]:
+        """Index rows of earlier runs on the same data, spec and code, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(runs_index)
+                .where(
+                    runs_index.c.pipeline == pipeline,
+                    runs_index.c.data_sha256 == data_sha256,
+                    runs_index.c.spec_sha256 == spec_sha256,
+                    runs_index.c.code_version == code_version,
+                )
+                .order_by(runs_index.c.as_of.desc(), runs_index.c.run_id.desc())
+            ).all()
+        return [_run_row(r) for r in rows]
+
+    def index_run(self, pipeline: str, row: dict[str, Any], *, at: datetime | None = None) -> None:
+        """Insert or replace ``pipeline``'s index row of ``row["run_key"]`` (idempotent: retries rewrite it)."""
+        values = {k: row.get(k) for k in RUN_COLUMNS}
+        values.update(files=list(row.get("files") or []), updated_at=at or datetime.now(UTC))
+        where = (runs_index.c.pipeline == pipeline, runs_index.c.run_key == values["run_key"])
+        for _ in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(runs_index.update().where(*where).values(**values)).rowcount:
+                        return
+                    conn.execute(runs_index.insert().values(pipeline=pipeline, **values))
+                    return
+            except IntegrityError:
+                continue  # another writer inserted the row first: update it on the second pass
+        raise RegistryError(f"could not index run {values['run_key']!r} of {pipeline!r}")
+
+    def replace_run_index(self, pipeline: str, rows: list[dict[str, Any]], *, at: datetime | None = None) -> int:
+        """Make ``rows`` the whole index of ``pipeline`` in one transaction (a rebuild); returns their count."""
+        at = at or datetime.now(UTC)
+        values = [
+            {**{k: r.get(k) for k in RUN_COLUMNS}, "files": list(r.get("files") or []), "pipeline": pipeline}
+            | {"updated_at": at}
+            for r in rows
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(runs_index.delete().where(runs_index.c.pipeline == pipeline))
+            if values:
+                conn.execute(runs_index.insert(), values)
+        return len(values)
 
     def next_version(self, pipeline: str) -> int:
         with self.engine.connect() as conn:

@@ -1124,6 +1124,18 @@ def parse_spec(data: Any, path: Path) -> PipelineSpec:
     return spec
 
 
+def _load_yaml(raw: str) -> Any:
+    """libyaml's safe loader when PyYAML has it (the pure-Python one was half of parsing 103 specs);
+    a file it refuses is read again by the pure-Python loader, whose error messages the docs show."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(raw, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(raw)
+
+
 def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
     """Read and validate one spec file; raise :class:`SpecError` naming the file and fields."""
     path = Path(path)
@@ -1133,7 +1145,7 @@ def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
     except OSError as exc:
         raise SpecError(str(path), [f"<file>: cannot read ({exc.strerror})"]) from None
     try:
-        data = yaml.safe_load(raw)
+        data = _load_yaml(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import Registry
-from mlpipe.stages.runs import describe_trigger, list_runs, read_json, run_prefix
+from mlpipe.stages.runs import RUN_FILE, describe_trigger, indexed_runs, read_json, reused_from, run_prefix
 from mlpipe.storage import ArtifactStore, run_key
 
 
@@ -16,13 +16,15 @@ def _fmt(value: Any) -> str:
 
 
 def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_id: str | None = None) -> str:
-    runs = list_runs(store, pipeline)
+    # The run index finds the run (one query); its own files say what it did.
+    runs = indexed_runs(registry, store, pipeline, newest=1)  # (rebuilds an empty index from the store)
     if run_id is not None:
-        runs = [r for r in runs if r["run_key"] == run_key(run_id)]
+        row = registry.indexed_run(pipeline, run_key(run_id))
+        runs = [row] if row is not None else []
     if not runs:
         raise MlpipeError(f"no recorded run of {pipeline!r} in {store!r}; run {pipeline}_train first")
-    run = runs[-1]
-    prefix = run_prefix(pipeline, run["run_key"])
+    prefix = run_prefix(pipeline, runs[-1]["run_key"])
+    run = {**runs[-1], **(read_json(store, f"{prefix}/{RUN_FILE}") or {})}
     snap = read_json(store, f"{prefix}/extract/snapshot.json")
     validation = read_json(store, f"{prefix}/validate/summary.json")
     features = read_json(store, f"{prefix}/features/manifest.json")
@@ -77,8 +79,23 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         else:
             lines.append("            champion: none before this run")
         lines.append(f"verdict     {'BLESSED' if verdict['blessed'] else 'not blessed'} ({verdict['decision']})")
+        if verdict.get("reused_from"):
+            lines.append(
+                f"            reused the evaluation of run {verdict['reused_from']} (same data, spec and code, "
+                "champion unchanged since)"
+            )
         for rule in verdict["rules"]:
             lines.append(f"            [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['detail']}")
+    reused = {
+        name: reused_from(store, pipeline, runs[-1]["run_key"], name) for name in (verdict or {}).get("candidates", {})
+    }
+    origins = sorted({o["run_id"] for o in reused.values() if o})
+    if origins:
+        saved = sum(float(o.get("fit_seconds") or 0) for o in reused.values() if o)
+        lines.append(
+            f"training    reused {', '.join(n for n, o in reused.items() if o)} of run {', '.join(origins)}: same "
+            f"snapshot sha256, spec and code version, no training ({saved:.1f}s of fits saved)"
+        )
     if promotion:
         lines.append(f"promotion   {promotion['message']}")
     champ = registry.champion(pipeline)
@@ -115,6 +132,9 @@ def report_locations(
         model = registry.get_version(pipeline, version)
     key = run_key(model.run_id)
     report = f"{report_prefix(pipeline, key)}/index.html"
+    verdict = read_json(store, f"{run_prefix(pipeline, key)}/evaluate/verdict.json") or {}
+    if verdict.get("reused_from") and verdict.get("report_uri") and not store.exists(report):
+        report = store.key_for_uri(verdict["report_uri"])  # a reused evaluation: the report of its run
     if not store.exists(report):
         raise MlpipeError(
             f"{pipeline} v{model.version} has no evaluation report: its run {model.run_id} wrote none at "

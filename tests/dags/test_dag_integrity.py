@@ -100,7 +100,7 @@ def test_training_dag_shape(dagbag) -> None:
     assert "roc_auc" in dag.doc_md and "flights_delay.sql" in dag.doc_md
     # The mapping follows the run's Param candidates, checked by check_params before anything runs.
     assert "check_params" in dag.get_task("train_candidates").upstream_task_ids
-    assert set(dag.params) == {"force_promotion", "force_reason", "candidates"}
+    assert set(dag.params) == {"force_promotion", "force_reason", "fresh_training", "candidates"}
     assert dag.params["force_promotion"] is False and dag.params["candidates"] == ["logreg", "hgb"]
     assert [a.name for a in dag.get_task("promote_model").outlets] == ["flights_delay.champion"]
     assert "approve_promotion" not in dag.task_ids, "approval: none (the default) asks nobody"

@@ -615,6 +615,19 @@ class TestModelPromoteOperator:
         kept = flights.home / "artifacts" / PIPELINE / "runs" / run_key(RUN_ID) / "promote" / "result.json"
         assert json.loads(kept.read_text()) == promotion
 
+    def test_the_operators_keep_the_run_index_up_to_date(
+        self, promotion: dict[str, Any], verdict: dict[str, Any], snapshot: dict[str, Any], registry: Registry
+    ) -> None:
+        row = registry.indexed_run(PIPELINE, run_key(RUN_ID))
+        assert row is not None, "extract, validate, evaluate and promote upsert the run's index row"
+        assert (row["run_id"], row["trigger"], row["as_of"]) == (RUN_ID, "schedule", "2013-12-01T00:00:00+00:00")
+        assert (row["data_sha256"], row["spec_sha256"]) == (snapshot["sha256"], find_spec(PIPELINE).sha256())
+        assert row["code_version"] == CODE_VERSION
+        assert row["verdict"]["best_candidate"] == verdict["best_candidate"] and row["verdict"]["blessed"]
+        assert row["promotion"]["version"] == promotion["version"]
+        assert {"validate/summary.json", "evaluate/verdict.json", "promote/result.json"} <= set(row["files"])
+        assert registry.indexed_run_count(PIPELINE) == 1
+
     def test_a_rerun_of_the_run_does_nothing(
         self,
         promotion: dict[str, Any],

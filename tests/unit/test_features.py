@@ -99,6 +99,18 @@ class TestDatePartsEncoder:
         assert DatePartsEncoder(parts=("hour",)).fit_transform(stamps).tolist() == [[5], [6]]
         assert DatePartsEncoder(parts=("hour",)).fit_transform(epoch).tolist() == [[0], [1]]
 
+    @pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+    def test_parsed_timestamps_give_the_parts_of_their_text(self, timezone) -> None:
+        # build_features stores time columns parsed (naive UTC): the parts must equal those of the text.
+        text = pd.DataFrame({"t": ["2013-01-01 23:30:00", "2013-07-06T12:05:00+02:00", "not a date", None]})
+        parsed = pd.DataFrame({"t": pd.to_datetime(text["t"], utc=True, errors="coerce", format="mixed")})
+        parsed["t"] = parsed["t"].dt.tz_localize(None)
+        parts = ("month", "day", "day_of_week", "hour", "is_weekend")
+        from_text = DatePartsEncoder(parts=parts, timezone=timezone).fit_transform(text)
+        from_stamps = DatePartsEncoder(parts=parts, timezone=timezone).fit_transform(parsed)
+        assert np.array_equal(from_text, from_stamps, equal_nan=True)
+        assert np.isnan(from_stamps[2:]).all()
+
     @pytest.mark.parametrize("parts", [(), ("hour", "week")])
     def test_bad_parts_fail_at_fit(self, parts) -> None:
         with pytest.raises(ValueError, match="parts must be a non-empty subset"):
@@ -333,6 +345,9 @@ class TestBuildFeatures:
         holdout = read_split(store, fs.holdout_key, fs.holdout_sha256)
         assert list(train.columns) == fs.columns
         assert train["ts"].max() < holdout["ts"].min()
+        # The time column is parsed once here, not in every fit and score after.
+        assert train["ts"].dtype.kind == "M" and holdout["ts"].dtype.kind == "M"
+        assert train["ts"].tolist() == sorted(pd.to_datetime(frame["ts"]).iloc[: fs.train_rows].tolist())
         assert store.exists("tiny/runs/r1/features/manifest.json")
 
     def test_refuses_a_changed_snapshot(self, make_spec, make_frame, store: LocalStore, tmp_path) -> None:

@@ -16,6 +16,7 @@ from mlpipe.spec import LoadedSpec, load_spec
 from mlpipe.stages.evaluate import compute_metrics
 from mlpipe.stages.features import FeatureSet, build_features, read_split
 from mlpipe.stages.train import (
+    RUN_SPECIFIC_SEARCH_KEYS,
     THREADS_ENV,
     TrainedCandidate,
     build_model,
@@ -190,7 +191,9 @@ def test_grid_picks_the_best_setting_and_refits_it_on_the_whole_train_split(tune
     fixed = cand.model_copy(update={"params": {**cand.params, "C": 1.0}, "search": None})
     expected = build_model(t.spec, fixed).fit(*search_data(t.spec, t.split("train")))
     assert np.allclose(model.named_steps["model"].coef_, expected.named_steps["model"].coef_)
-    assert model.mlpipe_search_ == s, "the model keeps how it was chosen"
+    # The model keeps how it was chosen, without this run's timings (they would change its bytes).
+    assert model.mlpipe_search_ == {k: v for k, v in s.items() if k not in RUN_SPECIFIC_SEARCH_KEYS}
+    assert {"search_seconds", "refit_seconds", "n_jobs"} <= set(s), "result.json keeps them"
     stored = json.loads(t.store.get_bytes(f"tiny/runs/{run_key('manual__a')}/train/logreg/result.json"))
     assert stored["search"] == s
     assert t.train() == trained, "a finished result of the run is reused, search summary included"
@@ -364,6 +367,31 @@ def test_the_evaluation_report_shows_each_candidates_tuning(tuned) -> None:
     row = html.split("<tr><td>tuning (cross-validated on the train split)")[1].split("</tr>")[0]
     search = models["logreg"].mlpipe_search_
     best = f"C={search['best_params']['C']:.4g}; roc_auc {search['best_metric']:.4f}"
-    assert f"<td><td>grid: {best} over TimeSeriesSplit(n_splits=3) (7 fits, " in row
+    assert f"<td><td>grid: {best} over TimeSeriesSplit(n_splits=3) (7 fits)" in row
     assert row.endswith('<td><span class="muted">fixed params</span>'), "hgb was not tuned"
     assert "tuning" not in _metrics_section(t.spec, verdict, {}), "no row without a search"
+
+
+# -- byte-reproducible artifacts --------------------------------------------------------------------
+
+
+def test_two_trainings_on_the_same_data_give_byte_identical_models(tuned) -> None:
+    # The search summary inside the model had its fit timings: two runs on the same snapshot gave
+    # different logreg bytes, so reuse by content could not recognise them. Every candidate now
+    # stores the same bytes, tuned (grid, random) or not.
+    hgb = {"name": "hgb", "estimator": HGB, "params": {"max_iter": 20}}
+    searched = {
+        "method": "random",
+        "n_iter": 2,
+        "cv": 2,
+        "space": {"C": {"distribution": "loguniform", "low": 0.01, "high": 10}},
+    }
+    random = {**logreg(searched), "name": "logreg_random"}
+    t = tuned(logreg({"method": "grid", "space": {"C": [0.1, 1.0]}, "cv": 3}), random, hgb)
+    first = {c.name: t.train("manual__first", c.name) for c in t.spec.candidates}
+    second = {c.name: t.train("manual__second", c.name) for c in t.spec.candidates}
+    for name in first:
+        assert first[name].model_key != second[name].model_key, "two runs, two artifacts"
+        assert first[name].model_sha256 == second[name].model_sha256, f"{name}: the bytes differ between runs"
+        assert t.store.sha256(second[name].model_key) == first[name].model_sha256
+    assert first["logreg"].search["search_seconds"] >= 0, "the timings stay in the run's result"

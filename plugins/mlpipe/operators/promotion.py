@@ -35,6 +35,7 @@ class TrainParams:
 
     force_reason: str | None  # set (non-empty) when the run forces the promotion
     candidates: list[str]  # the candidates to train and judge, in spec order
+    fresh_training: bool = False  # train and evaluate even when an earlier run had the same inputs
 
 
 def train_param_specs(spec: PipelineSpec) -> dict[str, Param]:
@@ -55,6 +56,14 @@ def train_param_specs(spec: PipelineSpec) -> dict[str, Param]:
             title="Why force it",
             description="Required when force_promotion is on: why this model must be champion (kept in the "
             "champion log). Ignored otherwise.",
+        ),
+        "fresh_training": Param(
+            False,
+            type="boolean",
+            title="Train afresh",
+            description="Train and evaluate even if an earlier run had the same data (snapshot sha256), spec "
+            "and code version; by default such a run takes that run's trained candidates (and its evaluation "
+            "while the champion is unchanged) instead of training again.",
         ),
         "candidates": Param(
             names,
@@ -112,7 +121,10 @@ def train_params(params: Any, spec: PipelineSpec) -> TrainParams:
         raise AirflowFailException(
             f"param candidates: {unknown} not in the spec of {spec.name} ({spec_file(spec)}); its candidates: {known}"
         )
-    return TrainParams(reason.strip() if force else None, [c for c in known if c in chosen])
+    fresh = params.get("fresh_training", False)
+    if not isinstance(fresh, bool):
+        raise AirflowFailException(f"param fresh_training: must be true or false, got {fresh!r}")
+    return TrainParams(reason.strip() if force else None, [c for c in known if c in chosen], fresh)
 
 
 def spec_file(spec: PipelineSpec) -> str:

@@ -139,6 +139,28 @@ class PipelineOperator(BaseOperator):
 
         return operator_lineage(self)
 
+    @contextmanager
+    def indexing_run(self, context: Context) -> Iterator[None]:
+        """Bring the run's row of the run index up to date with its files once the block wrote them,
+        also when it fails (a failed run is listed too). A failure to index is logged, not raised: the
+        work is done and in the store, the source of truth; the run's next task rewrites the whole row
+        from the store, and ``python -m mlpipe registry reindex`` rebuilds it."""
+        from mlpipe.stages.runs import index_run
+
+        try:
+            yield
+        finally:
+            try:
+                index_run(self.registry, self.store, self.pipeline, self.run_key(context))
+            except Exception as exc:
+                self.log.warning(
+                    "Could not update the run index (the Models view may miss this run until its next task "
+                    "or `python -m mlpipe registry reindex %s`): %s: %s",
+                    self.pipeline,
+                    type(exc).__name__,
+                    exc,
+                )
+
 
 class SnapshotExtractOperator(PipelineOperator):
     """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
@@ -156,10 +178,15 @@ class SnapshotExtractOperator(PipelineOperator):
         from mlpipe.stages.extract import extract_snapshot
         from mlpipe.stages.runs import record_run
 
-        info = run_info(context)
+        # The spec's and the code's hashes with the run: the run index finds earlier runs on the same inputs.
+        info = {**run_info(context), "spec_sha256": self.loaded.sha256(), "code_version": config.code_version()}
         run_key = self.run_key(context)
         record_run(self.store, self.pipeline, run_key, info)
-        with fail_fast_on_user_errors(), open_source(self.loaded.spec.source, self.source_conn_id) as source:
+        with (
+            self.indexing_run(context),
+            fail_fast_on_user_errors(),
+            open_source(self.loaded.spec.source, self.source_conn_id) as source,
+        ):
             snap = extract_snapshot(
                 self.loaded, source, self.store, run_key=run_key, as_of=datetime.fromisoformat(info["as_of"])
             )
@@ -192,7 +219,7 @@ class SnapshotValidateOperator(PipelineOperator):
 
         # The reference is the champion's training snapshot (none on a first run).
         champion = self.registry.champion(self.loaded.spec.name)
-        with fail_fast_on_user_errors():
+        with self.indexing_run(context), fail_fast_on_user_errors():
             report = validate_snapshot(
                 self.loaded,
                 self.store,
@@ -245,6 +272,9 @@ class CandidateTrainOperator(PipelineOperator):
         self.features = features
 
     def execute(self, context: Context) -> dict[str, Any]:
+        reused = self._reuse(context)
+        if reused is not None:
+            return reused
         from mlpipe.stages.train import train_candidate
 
         with fail_fast_on_user_errors():
@@ -279,6 +309,42 @@ class CandidateTrainOperator(PipelineOperator):
         self.lineage_result = trained.as_dict()
         return self.lineage_result
 
+    def _reuse(self, context: Context) -> dict[str, Any] | None:
+        """The candidate of an earlier run on the same data, spec and code (see mlpipe.stages.reuse), unless
+        this run already trained it or its Params ask for a fresh training; None: train it."""
+        from mlpipe.operators.promotion import train_params
+        from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
+
+        key = self.run_key(context)
+        if train_params(context.get("params"), self.loaded.spec).fresh_training:
+            self.log.info("Param fresh_training: training %s afresh", self.candidate)
+            return None
+        if self.store.exists(f"{self.pipeline}/runs/{key}/train/{self.candidate}/result.json"):
+            return None  # this run's own result (a retry): train_candidate takes it
+        inputs = run_inputs(self.registry, self.pipeline, key)
+        if inputs is None or (inputs.spec_sha256, inputs.code_version) != (self.loaded.sha256(), config.code_version()):
+            return None
+        reused = reuse_candidate(
+            self.registry, self.store, pipeline=self.pipeline, run_key=key, candidate=self.candidate, inputs=inputs
+        )
+        if reused is None:
+            return None
+        origin = reused_from(self.store, self.pipeline, key, self.candidate) or {}
+        self.log.info(
+            "Reused %s (%s) trained by run %s on the same snapshot (sha256 %s), spec and code version %s: no "
+            "training (its fit took %.1fs); model sha256 %s copied to %s. Trigger with fresh_training=true to "
+            "train afresh.",
+            reused["candidate"],
+            reused["estimator"],
+            origin.get("run_id"),
+            inputs.data_sha256[:16],
+            inputs.code_version,
+            float(origin.get("fit_seconds") or 0.0),
+            reused["model_sha256"][:16],
+            reused["model_uri"],
+        )
+        return reused
+
 
 class CandidatesEvaluateOperator(PipelineOperator):
     """Score every candidate and the current champion on the holdout and write the gate's verdict."""
@@ -292,13 +358,38 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.trained = trained
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.stages.evaluate import evaluate_candidates
+        from mlpipe.operators.promotion import train_params
+        from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
         trained = materialize(self.trained)
-        with fail_fast_on_user_errors():
+        if not train_params(context.get("params"), self.loaded.spec).fresh_training:
+            with self.indexing_run(context):
+                reused = reuse_verdict(
+                    self.store,
+                    pipeline=pipeline,
+                    run_id=context["run_id"],
+                    run_key=self.run_key(context),
+                    trained=trained,
+                    champion_seq=champion_seq,
+                    champion=champion,
+                )
+            if reused is not None:
+                self.log.info(
+                    "Reused the evaluation of run %s: the same models on the same holdout, and the champion log "
+                    "unchanged since (seq %d). Verdict: %s (best %s) - %s",
+                    reused["reused_from"],
+                    champion_seq,
+                    reused["decision"],
+                    reused["best_candidate"],
+                    "; ".join(reused["reasons"]),
+                )
+                return reused
+        from mlpipe.stages.evaluate import evaluate_candidates
+
+        with self.indexing_run(context), fail_fast_on_user_errors():
             verdict = evaluate_candidates(
                 only_candidates(self.loaded, [t["candidate"] for t in trained]),
                 self.store,
@@ -351,7 +442,7 @@ class ModelPromoteOperator(PipelineOperator):
         info = run_info(context)
         force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
         trained = materialize(self.trained)
-        with fail_fast_on_user_errors():
+        with self.indexing_run(context), fail_fast_on_user_errors():
             result = promote_model(
                 self.registry,
                 self.store,

@@ -13,7 +13,7 @@ Each model (every candidate, the champion) is applied to the holdout exactly onc
 (:class:`HoldoutPredictions`) through :func:`metric_value` / :func:`metric_values`, which take a
 subset of row positions and call no model, so resampling them (a bootstrap) is cheap. The only
 further model calls are the report's permutation importance, bounded by the evaluation's budget
-(:func:`evaluation_budget`, docs/benchmarks.md section 9).
+(:func:`evaluation_budget`, docs/benchmarks.md section 10).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from mlpipe.storage import ArtifactStore
 VERDICT_FILE = "verdict.json"
 FLOAT_SLACK = 1e-12
 WORST_SLICES_SHOWN = 3
-# The evaluation's budget (docs/benchmarks.md, section 9): the larger of this share of the run's
+# The evaluation's budget (docs/benchmarks.md, section 10): the larger of this share of the run's
 # training time and BUDGET_SECONDS per BUDGET_ROWS holdout rows (never less than BUDGET_SECONDS).
 TRAINING_SHARE = 0.30
 BUDGET_SECONDS = 20.0

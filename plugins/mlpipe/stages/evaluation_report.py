@@ -633,7 +633,8 @@ def _search_text(search: dict[str, Any] | None) -> str:
     best = ", ".join(f"{k}={_number(v)}" for k, v in search["best_params"].items())
     return e(
         f"{search['method']}: {best}; {search['metric']} {fmt(float(search['best_metric']), '.4f')} "
-        f"over {search['cv']} ({search['n_fits']} fits, {fmt(float(search['search_seconds']), '.1f')} s)"
+        f"over {search['cv']} ({search['n_fits']} fits"
+        + (f", {fmt(float(search['search_seconds']), '.1f')} s)" if "search_seconds" in search else ")")
     )
 
 

@@ -59,11 +59,17 @@ class DatePartsEncoder(TransformerMixin, BaseEstimator):
         out = np.empty((X.shape[0], X.shape[1] * len(self.parts)), dtype=np.float64)
         for j in range(X.shape[1]):
             col = X[:, j]
-            if col.dtype.kind in "fiu":
+            if col.dtype.kind == "M":
+                # Timestamps already (build_features parses the column once, not every fit and score);
+                # naive ones are UTC.
+                stamps = pd.Series(col).dt.tz_localize("UTC")
+            elif col.dtype.kind in "fiu":
                 stamps = pd.to_datetime(pd.Series(col, dtype="float64"), unit="ns", utc=True, errors="coerce")
             else:
                 stamps = pd.to_datetime(pd.Series(col, dtype="object"), utc=True, errors="coerce", format="mixed")
-            local = stamps.dt.tz_convert(self.timezone)
+            # Naive local wall time: pandas computes each calendar field of an aware series through a
+            # time zone lookup again, of a naive one directly.
+            local = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
             for k, part in enumerate(self.parts):
                 out[:, j * len(self.parts) + k] = _date_part(local, part)
         return out
@@ -82,17 +88,12 @@ class DatePartsEncoder(TransformerMixin, BaseEstimator):
 
 
 def _date_part(local: pd.Series, part: str) -> np.ndarray:
+    """One calendar part of ``local`` (naive local times): only that one is computed."""
     dt = local.dt
-    values = {
-        "year": dt.year,
-        "month": dt.month,
-        "day": dt.day,
-        "day_of_week": dt.day_of_week,
-        "day_of_year": dt.day_of_year,
-        "hour": dt.hour,
-        "minute": dt.minute,
-        "is_weekend": dt.day_of_week.where(dt.day_of_week.isna(), dt.day_of_week >= 5),
-    }[part]
+    if part == "is_weekend":
+        values = dt.day_of_week.where(dt.day_of_week.isna(), dt.day_of_week >= 5)
+    else:
+        values = getattr(dt, part)
     return values.astype("float64").to_numpy()
 
 
@@ -200,13 +201,35 @@ def check_frame(frame: pd.DataFrame, spec: PipelineSpec, source: str) -> None:
         )
 
 
-def split_frame(frame: pd.DataFrame, spec: PipelineSpec) -> tuple[np.ndarray, np.ndarray]:
+def time_columns(spec: PipelineSpec) -> list[str]:
+    """Columns read as timestamps: the datetime features and a time split's column."""
+    columns = [dt.column for dt in spec.features.datetime]
+    if spec.split.method == "time" and spec.split.time_column not in columns:
+        columns.append(spec.split.time_column)
+    return columns
+
+
+def parse_times(frame: pd.DataFrame, spec: PipelineSpec) -> dict[str, pd.Series]:
+    """The time columns held as text, parsed once (UTC; unparseable values NaT), by column name."""
+    return {
+        column: pd.to_datetime(frame[column], utc=True, errors="coerce", format="mixed")
+        for column in time_columns(spec)
+        if column in frame.columns and frame[column].dtype.kind not in "fiuM"
+    }
+
+
+def split_frame(
+    frame: pd.DataFrame, spec: PipelineSpec, parsed: dict[str, pd.Series] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of train and holdout. Time splits hold out the latest rows (equal timestamps
-    stay on one side); random splits are seeded, and stratified for classification."""
+    stay on one side); random splits are seeded, and stratified for classification. ``parsed``: time
+    columns already parsed (:func:`parse_times`)."""
     split = spec.split
     n = len(frame)
     if split.method == "time":
-        stamps = pd.to_datetime(frame[split.time_column], utc=True, errors="coerce", format="mixed")
+        stamps = (parsed or {}).get(split.time_column)
+        if stamps is None:
+            stamps = pd.to_datetime(frame[split.time_column], utc=True, errors="coerce", format="mixed")
         if stamps.isna().any():
             bad = frame.loc[stamps.isna(), split.time_column].head(3).tolist()
             raise FeatureError(f"split.time_column {split.time_column!r} has unparseable timestamps, e.g. {bad}")
@@ -265,8 +288,12 @@ def build_features(
     frame = read_snapshot(store, snapshot_key, snapshot_sha256)
     check_frame(frame, spec, f"snapshot {store.uri(snapshot_key)}")
     frame = frame[required_columns(spec)]
-    train_idx, holdout_idx = split_frame(frame, spec)
+    parsed = parse_times(frame, spec)
+    train_idx, holdout_idx = split_frame(frame, spec, parsed)
     check_train_classes(frame, spec, train_idx, holdout_idx)
+    # The splits keep the time columns as timestamps (naive UTC): training, tuning and scoring then
+    # read them without parsing text again in every fit and score.
+    frame = frame.assign(**{column: stamps.dt.tz_localize(None) for column, stamps in parsed.items()})
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mlpipe-features-") as tmp:
         for name, idx in ((TRAIN_FILE, train_idx), (HOLDOUT_FILE, holdout_idx)):

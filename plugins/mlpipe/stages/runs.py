@@ -1,14 +1,34 @@
-"""Run records: what started each training run, kept beside the run's artifacts and told in its note."""
+"""Run records: what started each training run, kept beside the run's artifacts and told in its note,
+and the run index in the registry that the Models view and the CLI read instead of the store.
+
+The store is the source of truth: :func:`index_entry` derives a run's index row from its files
+(``run.json``, the snapshot's record, the verdict, the promotion), the runs call :func:`index_run`
+where they write those files, and :func:`reindex` rebuilds a pipeline's rows from one listing of
+its runs. :func:`indexed_runs` rebuilds on its own when the index is empty but the store has runs.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlpipe.stages.promote import champion_incident
 from mlpipe.storage import ArtifactStore
 
+if TYPE_CHECKING:
+    from mlpipe.registry import Registry
+
 RUN_FILE = "run.json"
+# Run files the index keeps track of (relative to the run's prefix): the views link to them.
+SNAPSHOT_RECORD = "extract/snapshot.json"
+VERDICT = "evaluate/verdict.json"
+EVALUATION_REPORT = "evaluate/report/index.html"
+VALIDATION_SUMMARY = "validate/summary.json"
+PROMOTION = "promote/result.json"
+INDEXED_FILES = (RUN_FILE, SNAPSHOT_RECORD, VERDICT, EVALUATION_REPORT, VALIDATION_SUMMARY, PROMOTION)
 
 
 def run_prefix(pipeline: str, run_key: str) -> str:
@@ -35,6 +55,130 @@ def list_runs(store: ArtifactStore, pipeline: str) -> list[dict[str, Any]]:
             info = read_json(store, key) or {}
             runs.append({**info, "run_key": parts[2]})
     return sorted(runs, key=lambda r: (r.get("as_of") or "", r.get("run_id") or ""))
+
+
+# -- reused work (mlpipe.stages.reuse) -----------------------------------------------------------
+
+REUSED_FILE = "reused.json"  # beside a reused candidate's train/<candidate>/result.json: where it came from
+
+
+def reused_from(store: ArtifactStore, pipeline: str, run_key: str, candidate: str) -> dict[str, Any] | None:
+    """Where this run's ``candidate`` came from, if it was reused (``run_id``, ``run_key``, its fit time)."""
+    return read_json(store, f"{run_prefix(pipeline, run_key)}/train/{candidate}/{REUSED_FILE}")
+
+
+# -- the run index ------------------------------------------------------------------------------
+
+
+def verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a list of runs shows of a verdict: the decision, the best candidate and its primary metric."""
+    if not verdict:
+        return None
+    best = verdict.get("best_candidate")
+    metric = verdict.get("primary_metric")
+    value = (verdict.get("candidates") or {}).get(best, {}).get(metric) if best else None
+    return {
+        "decision": verdict.get("decision"),
+        "blessed": bool(verdict.get("blessed")),
+        "best_candidate": best,
+        "primary_metric": metric,
+        "primary_value": value,
+        "champion_version": verdict.get("champion_version"),
+        "reasons": list(verdict.get("reasons") or []),
+        "report_uri": verdict.get("report_uri"),
+        "reused_from": verdict.get("reused_from"),
+        "gain": gain_of(verdict),
+        "incident": champion_incident(verdict),
+    }
+
+
+def gain_of(verdict: dict[str, Any]) -> dict[str, Any] | None:
+    """The best candidate's gain over the champion on the primary metric, with its interval when the gate had one."""
+    rule = next((r for r in verdict.get("rules") or [] if r.get("rule") == "improvement"), None)
+    figures = (rule or {}).get("figures") or {}
+    if not isinstance(figures.get("gain"), (int, float)):
+        return None
+    low, high = figures.get("gain_low"), figures.get("gain_high")
+    text = f"{figures['gain']:+.4f}"
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        text += f" [{low:+.4f}, {high:+.4f}] at {figures.get('confidence', 0):.0%}"
+    return {"gain": figures["gain"], "low": low, "high": high, "text": text}
+
+
+# A pipeline without runs in the index or the store is looked for in the store again after this long
+# (per process): a run indexes itself, so only a store filled from elsewhere waits for it.
+EMPTY_STORE_RECHECK_SECONDS = 60.0
+_STORE_WITHOUT_RUNS: dict[tuple[str, str], float] = {}
+
+
+def index_entry(store: ArtifactStore, pipeline: str, run_key: str, files: set[str] | None = None) -> dict[str, Any]:
+    """The index row of one run, read from its files in the store (``files``: the run's file names
+    relative to its prefix, when a listing already has them)."""
+    prefix = run_prefix(pipeline, run_key)
+    if files is None:
+        files = {k.removeprefix(f"{prefix}/") for k in store.list(prefix)}
+    kept = sorted(f for f in INDEXED_FILES if f in files)
+
+    def read(name: str) -> dict[str, Any] | None:
+        return read_json(store, f"{prefix}/{name}") if name in files else None
+
+    record = read(RUN_FILE) or {}
+    snapshot = read(SNAPSHOT_RECORD) or {}
+    verdict = verdict_brief(read(VERDICT))
+    if verdict and verdict.get("report_uri") and EVALUATION_REPORT not in kept:
+        kept = sorted([*kept, EVALUATION_REPORT])  # a reused evaluation's report, in the run it came from
+    return {
+        "run_key": run_key,
+        "run_id": record.get("run_id"),
+        "dag_id": record.get("dag_id"),
+        "trigger": record.get("trigger"),
+        "as_of": record.get("as_of") or "",
+        "data_sha256": snapshot.get("sha256"),
+        "spec_sha256": record.get("spec_sha256"),
+        "code_version": record.get("code_version"),
+        "files": kept,
+        "verdict": verdict,
+        "promotion": read(PROMOTION),
+    }
+
+
+def index_run(registry: Registry, store: ArtifactStore, pipeline: str, run_key: str) -> dict[str, Any]:
+    """Bring the run's index row up to date with its files (idempotent; call after writing one of them)."""
+    entry = index_entry(store, pipeline, run_key)
+    registry.index_run(pipeline, entry)
+    return entry
+
+
+def reindex(registry: Registry, store: ArtifactStore, pipeline: str) -> int:
+    """Rebuild ``pipeline``'s run index from the store (one listing, then each run's few records)."""
+    files: dict[str, set[str]] = {}
+    for key in store.list(f"{pipeline}/runs"):
+        parts = key.split("/", 3)
+        if len(parts) == 4:
+            files.setdefault(parts[2], set()).add(parts[3])
+    entries = [index_entry(store, pipeline, key, names) for key, names in files.items() if RUN_FILE in names]
+    return registry.replace_run_index(pipeline, entries)
+
+
+def indexed_runs(
+    registry: Registry, store: ArtifactStore, pipeline: str, *, dag_id: str | None = None, newest: int | None = None
+) -> list[dict[str, Any]]:
+    """The runs of ``pipeline`` from the index, oldest first (see :meth:`Registry.indexed_runs`).
+
+    An empty index over a store that has runs (a registry upgraded from before the index, or a new
+    registry next to an old store) is rebuilt from the store first.
+    """
+    rows = registry.indexed_runs(pipeline, dag_id=dag_id, newest=newest)
+    if rows or registry.indexed_run_count(pipeline):
+        return rows
+    seen = (repr(store), pipeline)
+    if time.monotonic() - _STORE_WITHOUT_RUNS.get(seen, -math.inf) < EMPTY_STORE_RECHECK_SECONDS:
+        return rows  # the store had no runs a moment ago: no listing on every page view
+    if store.list(f"{pipeline}/runs"):
+        reindex(registry, store, pipeline)
+        return registry.indexed_runs(pipeline, dag_id=dag_id, newest=newest)
+    _STORE_WITHOUT_RUNS[seen] = time.monotonic()
+    return rows
 
 
 # -- what started a run --------------------------------------------------------------------------

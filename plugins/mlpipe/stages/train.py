@@ -36,6 +36,8 @@ MODEL_FILE = "model.joblib"
 THREADS_ENV = "MLPIPE_TRAIN_THREADS"
 # Best settings of a search kept in result.json (and the XCom), with their cross-validated scores.
 TOP_SETTINGS = 5
+# What a search summary says about this run rather than about the model: kept out of the artifact.
+RUN_SPECIFIC_SEARCH_KEYS = frozenset({"search_seconds", "refit_seconds", "n_jobs"})
 
 
 @dataclass(frozen=True)
@@ -303,8 +305,10 @@ def tune(
         # more folds than the rarest class has rows.
         raise SpecError(source, [f"candidates.{cand.name}.search: the search failed: {exc}"]) from None
     model, summary = search.best_estimator_, search_summary(spec, cand, search, time.perf_counter() - started)
-    # The model keeps how it was chosen: the evaluation report shows it next to the holdout metrics.
-    model.mlpipe_search_ = summary
+    # The model keeps how it was chosen (the evaluation report shows it next to the holdout metrics),
+    # but not what this run's machine made of it: with the timings inside, two trainings on the same
+    # data gave different bytes. They stay in the run's result.json (and the XCom).
+    model.mlpipe_search_ = {k: v for k, v in summary.items() if k not in RUN_SPECIFIC_SEARCH_KEYS}
     return model, summary
 
 

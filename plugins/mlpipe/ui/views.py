@@ -3,16 +3,17 @@
 No Airflow and no HTTP here: the FastAPI app (``mlpipe.ui.app``) authenticates, calls these and
 renders the result as pages or JSON; tests call them with a real registry and store.
 
-Where things are: model versions, the champion log and drift history in the registry; each
-training run under ``<pipeline>/runs/<run_key>/`` (``run.json``, ``evaluate/verdict.json``,
-``evaluate/report/``, ``validate/summary.json`` and ``validate/data_docs/``,
-``promote/result.json``); each drift check's report under ``<pipeline>/monitor/<run_key>/report/``.
+Where things are: model versions, the champion log, drift history and the run index in the
+registry; each training run under ``<pipeline>/runs/<run_key>/`` (``run.json``,
+``evaluate/verdict.json``, ``evaluate/report/``, ``validate/summary.json`` and
+``validate/data_docs/``, ``promote/result.json``); each drift check's report under
+``<pipeline>/monitor/<run_key>/report/``. Lists of runs come from the run index (one query, flat
+in the history's length); only one run's page reads that run's files from the store.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,21 @@ from typing import Any
 from mlpipe.errors import MlpipeError, SpecError
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
-from mlpipe.stages.promote import champion_incident
-from mlpipe.stages.runs import RUN_FILE, list_runs, read_json, run_prefix
+from mlpipe.stages.runs import (
+    EVALUATION_REPORT,
+    PROMOTION,
+    RUN_FILE,
+    VALIDATION_SUMMARY,
+    VERDICT,
+    indexed_runs,
+    read_json,
+    run_prefix,
+    verdict_brief,
+)
 from mlpipe.storage import ArtifactStore, check_key, run_key
 from mlpipe.ui import paths
 
-# Run files the view reads or links to, relative to the run's prefix.
-VERDICT = "evaluate/verdict.json"
-EVALUATION_REPORT = "evaluate/report/index.html"
-VALIDATION_SUMMARY = "validate/summary.json"
-PROMOTION = "promote/result.json"
+# Run files the view reads or links to (relative to the run's prefix) are named in mlpipe.stages.runs.
 DRIFT_REPORT = "report/index.html"  # under <pipeline>/monitor/<run_key>/
 
 RUNS_SHOWN = 25
@@ -84,20 +90,18 @@ def find_pipeline(name: str, pipelines_dir: Path | None = None) -> Pipeline:
 # -- reading runs --------------------------------------------------------------------------------
 
 
-def run_files(store: ArtifactStore, pipeline: str) -> dict[str, set[str]]:
-    """Run key -> the files of that run (relative to the run), from one listing of the store."""
-    files: dict[str, set[str]] = defaultdict(set)
-    for key in store.list(f"{pipeline}/runs"):
-        parts = key.split("/", 3)
-        if len(parts) == 4:
-            files[parts[2]].add(parts[3])
-    return files
+def run_files(store: ArtifactStore, pipeline: str, key: str) -> set[str]:
+    """The files of one run (relative to the run), from a listing of that run only."""
+    prefix = run_prefix(pipeline, key)
+    return {k.removeprefix(f"{prefix}/") for k in store.list(prefix)}
 
 
-def training(runs: list[dict[str, Any]], pipeline: str) -> list[dict[str, Any]]:
-    """The run records of the pipeline's training DAG (other DAGs of the pipeline may keep records too)."""
-    dag_id = f"{pipeline}_train"
-    return [r for r in runs if r.get("dag_id", dag_id) == dag_id]
+def training_runs(
+    store: ArtifactStore, registry: Registry, pipeline: str, newest: int | None = None
+) -> list[dict[str, Any]]:
+    """The index rows of the pipeline's training DAG, oldest first (other DAGs of the pipeline may keep
+    records too); the ``newest`` few when given."""
+    return indexed_runs(registry, store, pipeline, dag_id=f"{pipeline}_train", newest=newest)
 
 
 def _run_links(pipeline: str, key: str, files: set[str]) -> dict[str, str]:
@@ -109,69 +113,39 @@ def _run_links(pipeline: str, key: str, files: set[str]) -> dict[str, str]:
     return links
 
 
-def _verdict_brief(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not verdict:
-        return None
-    best = verdict.get("best_candidate")
-    metric = verdict.get("primary_metric")
-    value = (verdict.get("candidates") or {}).get(best, {}).get(metric) if best else None
-    return {
-        "decision": verdict.get("decision"),
-        "blessed": bool(verdict.get("blessed")),
-        "best_candidate": best,
-        "primary_metric": metric,
-        "primary_value": value,
-        "champion_version": verdict.get("champion_version"),
-        "reasons": list(verdict.get("reasons") or []),
-        "gain": _gain_of(verdict),
-        "incident": champion_incident(verdict),
-    }
+def _shown_brief(brief: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An index row's verdict brief as pages show it (the report is a link of its own)."""
+    return None if brief is None else {k: v for k, v in brief.items() if k != "report_uri"}
 
 
-def _gain_of(verdict: dict[str, Any]) -> dict[str, Any] | None:
-    """The best candidate's gain over the champion on the primary metric, with its interval when the gate had one."""
-    rule = next((r for r in verdict.get("rules") or [] if r.get("rule") == "improvement"), None)
-    figures = (rule or {}).get("figures") or {}
-    if not isinstance(figures.get("gain"), (int, float)):
-        return None
-    low, high = figures.get("gain_low"), figures.get("gain_high")
-    text = f"{figures['gain']:+.4f}"
-    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-        text += f" [{low:+.4f}, {high:+.4f}] at {figures.get('confidence', 0):.0%}"
-    return {"gain": figures["gain"], "low": low, "high": high, "text": text}
-
-
-def _run_summary(store: ArtifactStore, pipeline: str, record: dict[str, Any], files: set[str]) -> dict[str, Any]:
-    key = record["run_key"]
-    prefix = run_prefix(pipeline, key)
-    verdict = read_json(store, f"{prefix}/{VERDICT}") if VERDICT in files else None
-    promotion = read_json(store, f"{prefix}/{PROMOTION}") if PROMOTION in files else None
+def _run_summary(pipeline: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A run as lists show it, from its index row."""
+    key = row["run_key"]
     return {
         "run_key": key,
-        "run_id": record.get("run_id"),
-        "dag_id": record.get("dag_id"),
-        "trigger": record.get("trigger"),
-        "as_of": record.get("as_of"),
-        "verdict": _verdict_brief(verdict),
-        "promotion": promotion,
-        "links": _run_links(pipeline, key, files),
+        "run_id": row.get("run_id"),
+        "dag_id": row.get("dag_id"),
+        "trigger": row.get("trigger"),
+        "as_of": row.get("as_of"),
+        "verdict": _shown_brief(row.get("verdict")),
+        "promotion": row.get("promotion"),
+        "links": _run_links(pipeline, key, set(row.get("files") or [])),
     }
 
 
-def _trigger_of(event: ChampionEvent, champion: ModelVersion | None, runs: list[dict[str, Any]]) -> str | None:
-    """What started the run that made this champion change (its run record, else the version's lineage)."""
+def _trigger_of(event: ChampionEvent, champion: ModelVersion | None, registry: Registry) -> str | None:
+    """What started the run that made this champion change (its indexed record, else the version's lineage)."""
     if event.run_id is not None:
-        key = run_key(event.run_id)
-        for record in runs:
-            if record["run_key"] == key and record.get("trigger"):
-                return str(record["trigger"])
+        record = registry.indexed_run(event.pipeline, run_key(event.run_id))
+        if record is not None and record.get("trigger"):
+            return str(record["trigger"])
     if champion is not None and champion.run_id == event.run_id:
         return (champion.lineage.get("trigger") or {}).get("trigger")
     return None
 
 
 def _champion(
-    pipeline: str, registry: Registry, history: list[ChampionEvent], runs: list[dict[str, Any]], metric: str | None
+    pipeline: str, registry: Registry, history: list[ChampionEvent], metric: str | None
 ) -> dict[str, Any] | None:
     champion = registry.champion(pipeline)
     if champion is None or not history:
@@ -189,7 +163,7 @@ def _champion(
         "reason": event.reason,
         "actor": event.actor,
         "run_id": event.run_id,
-        "trigger": _trigger_of(event, champion, runs),
+        "trigger": _trigger_of(event, champion, registry),
         "links": {"version": paths.version(pipeline, champion.version)},
     }
 
@@ -241,16 +215,11 @@ def pipeline_summary(pipeline: Pipeline, store: ArtifactStore, registry: Registr
     if pipeline.loaded is None:
         return {**out, "champion": None, "versions": 0, "last_run": None, "last_drift": None}
     name = pipeline.name
-    runs = list_runs(store, name)
-    trained = training(runs, name)
+    last = training_runs(store, registry, name, newest=1)
     history = registry.champion_history(name)
-    last_run = None
-    if trained:
-        record = trained[-1]
-        files = run_files(store, name).get(record["run_key"], set())
-        last_run = _run_summary(store, name, record, files)
     checks = registry.drift_checks(name)
-    champion = _champion(name, registry, history, runs, out["primary_metric"])
+    champion = _champion(name, registry, history, out["primary_metric"])
+    last_run = _run_summary(name, last[-1]) if last else None
     return {
         **out,
         "champion": champion,
@@ -276,8 +245,9 @@ def overview(store: ArtifactStore, registry: Registry, names: set[str] | None = 
 
 
 def _version_row(
-    pipeline: str, version: ModelVersion, champion: int | None, ever: set[int], files: dict[str, set[str]]
+    pipeline: str, version: ModelVersion, champion: int | None, ever: set[int], runs: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
+    """One model version; ``runs`` maps run keys to index rows (the version's run's files give its links)."""
     key = run_key(version.run_id)
     return {
         "version": version.version,
@@ -293,7 +263,7 @@ def _version_row(
         "was_champion": version.version in ever,
         "links": {
             "version": paths.version(pipeline, version.version),
-            **_run_links(pipeline, key, files.get(key, set())),
+            **_run_links(pipeline, key, set((runs.get(key) or {}).get("files") or [])),
         },
     }
 
@@ -358,9 +328,10 @@ def pipeline_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry
     history = registry.champion_history(name)
     champion = history[-1].version if history else None
     ever = {e.version for e in history}
-    files = run_files(store, name)
-    versions = [_version_row(name, v, champion, ever, files) for v in registry.list_versions(name)]
-    runs = training(list_runs(store, name), name)[-RUNS_SHOWN:]
+    listed = registry.list_versions(name)
+    by_key = {r["run_key"]: r for r in registry.indexed_runs(name, run_keys={run_key(v.run_id) for v in listed})}
+    versions = [_version_row(name, v, champion, ever, by_key) for v in listed]
+    runs = training_runs(store, registry, name, newest=RUNS_SHOWN)
     checks = registry.drift_checks(name)
     return {
         **summary,
@@ -371,7 +342,7 @@ def pipeline_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry
         "version_history": versions,
         "champion_log": [_event_row(name, e) for e in history],
         "rollbacks": [_event_row(name, e) for e in history if e.action == "rollback"],
-        "runs": [_run_summary(store, name, r, files.get(r["run_key"], set())) for r in reversed(runs)],
+        "runs": [_run_summary(name, r) for r in reversed(runs)],
         "drift_checks": [_drift_brief(name, c) for c in reversed(checks[-DRIFT_CHECKS_SHOWN:])],
         "drift": drift_series(checks),
         "monitor": spec.monitor.model_dump() if spec.monitor else None,
@@ -387,8 +358,9 @@ def version_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry,
         raise NotFound(f"pipeline {name!r} has no model version {number}") from None
     history = registry.champion_history(name)
     champion = history[-1].version if history else None
-    files = run_files(store, name)
-    row = _version_row(name, version, champion, {e.version for e in history}, files)
+    key = run_key(version.run_id)
+    indexed = registry.indexed_run(name, key)
+    row = _version_row(name, version, champion, {e.version for e in history}, {key: indexed} if indexed else {})
     return {
         **row,
         "pipeline": name,
@@ -407,16 +379,21 @@ def version_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry,
 def run_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, key: str) -> dict[str, Any]:
     """One training run: what started it, the gate's verdict rule by rule, what promotion did."""
     name = pipeline.spec.name
-    files = run_files(store, name).get(check_run_key(key), set())
+    files = run_files(store, name, check_run_key(key))
     if RUN_FILE not in files:
         raise NotFound(f"pipeline {name!r} has no recorded run {key!r}")
     prefix = run_prefix(name, key)
     record = {**(read_json(store, f"{prefix}/{RUN_FILE}") or {}), "run_key": key}
     verdict = read_json(store, f"{prefix}/{VERDICT}") if VERDICT in files else None
     validation = read_json(store, f"{prefix}/{VALIDATION_SUMMARY}") if VALIDATION_SUMMARY in files else None
+    promotion = read_json(store, f"{prefix}/{PROMOTION}") if PROMOTION in files else None
     version = registry.version_for_run(name, record["run_id"]) if record.get("run_id") else None
+    brief = verdict_brief(verdict)
+    if brief and brief.get("report_uri"):
+        files.add(EVALUATION_REPORT)  # a reused evaluation's report lives in the run it came from
+    row = {**record, "files": sorted(files), "verdict": brief, "promotion": promotion}
     return {
-        **_run_summary(store, name, record, files),
+        **_run_summary(name, row),
         "pipeline": name,
         "pipeline_link": paths.pipeline(name),
         "version_link": paths.version(name, version.version) if version else None,
