@@ -374,3 +374,23 @@ class TestOpenStore:
         monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_STORE", "aws://?region_name=eu-west-1")
         with pytest.raises(ValueError, match=r"connection 'mlpipe_store' \(aws\) names no bucket: set extra 'bucket'"):
             open_store()
+
+
+class TestWatchOnAMissingSource:
+    """The watch opens the source as extraction does: a missing SQLite file is named, never created."""
+
+    def test_poke_and_deferral_name_the_missing_file_and_create_nothing(self, mlpipe_home: Path) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlpipe.errors import ExtractError
+        from mlpipe.sensors.new_data import NewDataSensor
+
+        source = mlpipe_home / "source.db"
+        for deferrable in (False, True):
+            sensor = NewDataSensor(task_id="wait_for_new_data", pipeline="flights_delay", deferrable=deferrable)
+            with pytest.raises((ExtractError, AirflowFailException), match=rf"source database {source} does not exist"):
+                if deferrable:
+                    sensor.execute({"run_id": "scheduled__watch", "params": {}})
+                else:
+                    sensor.poke({"run_id": "scheduled__watch", "params": {}})
+            assert not source.exists(), "the watch must not create an empty source database"

@@ -51,9 +51,12 @@ class NewDataSensor(BaseSensorOperator):
         return find_spec(self.pipeline)
 
     def _database_url(self) -> str:
-        from mlpipe.hooks.sql import database_url
+        """The source's URL for the trigger; a SQLite file checked and opened read-only, as extraction opens it
+        (a missing file is an error naming it, never an empty database created by the poll)."""
+        from mlpipe.hooks.sql import checked_sqlite_url, database_url
 
-        return database_url(self.loaded.spec.source.connection_id, config.default_source_url())
+        url = database_url(self.loaded.spec.source.connection_id, config.default_source_url())
+        return checked_sqlite_url(url, read_only=True) if url.startswith("sqlite") else url
 
     def _watermark(self) -> Watermark:
         from mlpipe.hooks.sql import open_registry
