@@ -1,4 +1,5 @@
-"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, sensor, scoring and tuning cost.
+"""Benchmarks of mlpipe: extraction memory, DAG parse time, demo stage times, monitor, sensor, scoring, tuning and
+evaluation cost.
 
 ``make bench`` runs them all (``python -m bench``), ``python -m bench extract|parse|...|tuning`` one of
 them. Each writes its raw figures to ``bench/out/<name>.json`` (git-ignored) and prints a Markdown

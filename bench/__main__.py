@@ -1,7 +1,8 @@
-"""``python -m bench [extract|parse|demo|monitor|sensor|stack|score|tuning|gate_errors ...]``: run benchmarks.
+"""``python -m bench [NAME ...]``: extract, parse, demo, monitor, sensor, stack, score, tuning, evaluation, gate_errors.
 
-Each benchmark writes bench/out/<name>.json and prints a Markdown table. The exit code is 1 when a
-benchmark fails to run or a stated requirement is not met (the demo and stack timings are reports, no bound).
+Without a name, all of them. Each benchmark writes bench/out/<name>.json and prints a Markdown table.
+The exit code is 1 when a benchmark fails to run or a stated requirement is not met (the demo and
+stack timings are reports, no bound).
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from bench import machine, write_result
 
 
 def _modules() -> dict[str, ModuleType]:
-    from bench import dag_parse, demo_stages, extract_memory, gate_errors, monitor, score, sensor, stack, tuning
+    from bench import (
+        dag_parse,
+        demo_stages,
+        evaluation,
+        extract_memory,
+        gate_errors,
+        monitor,
+        score,
+        sensor,
+        stack,
+        tuning,
+    )
 
-    modules = (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning, gate_errors)
+    modules = (extract_memory, dag_parse, demo_stages, monitor, sensor, stack, score, tuning, evaluation, gate_errors)
     return {m.NAME: m for m in modules}
 
 
@@ -32,6 +44,7 @@ TITLES = {
     "stack": "The distributed run (CeleryExecutor, PostgreSQL, Redis, S3) next to `airflow dags test`",
     "score": "Batch scoring (score_window with the demo champion, each run in its own process)",
     "tuning": "Tuning the demo's candidates: one after another vs mapped on 2 workers (one process each)",
+    "evaluation": "Evaluation cost: evaluate_candidates on a 10,000-row, 23-column, 7-class pipeline vs its budget",
     "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
 }
 

@@ -15,6 +15,7 @@ import pytest
 
 # Training the candidate (~15-40 s on one core) and two evaluations in a child process.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+MIN_SHARE_OF_A_CORE = 0.7
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,19 @@ def test_evaluate_candidates_keeps_to_its_budget(evaluation) -> None:
 
     budget = evaluation_budget(evaluation["training_seconds"], evaluation["holdout_rows"])
     log = "\n".join(evaluation["log"])
+    unjudged = []
     for run in evaluation["runs"]:
-        assert run["seconds"] <= budget, f"{run['label']}: {run['seconds']} s > budget {budget:.1f} s\n{log}"
+        figures = f"{run['label']}: {run['seconds']} s ({run['cpu_seconds']} CPU s), budget {budget:.1f} s\n{log}"
+        # The work itself, whatever the machine's other load: one core's seconds.
+        assert run["cpu_seconds"] <= budget, figures
+        # The wall time, judged when the evaluation had most of a core (a 2-core machine running other
+        # work at a load of 8-10 leaves it a third: its wall time then triples with nothing to fix).
+        if run["cpu_seconds"] >= MIN_SHARE_OF_A_CORE * run["seconds"]:
+            assert run["seconds"] <= budget, figures
+        elif run["seconds"] > budget:
+            unjudged.append(figures)
+    if unjudged:
+        pytest.skip(f"wall time not judged: the machine's other work left < 70 % of a core: {unjudged}")
 
 
 def test_each_model_predicts_the_holdout_once_and_the_log_shows_each_step(evaluation) -> None:

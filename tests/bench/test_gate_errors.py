@@ -3,7 +3,7 @@
 Two hgb models on disjoint halves of the latest 80,000 training flights (equal true quality), and a
 champion exactly 0.02 ROC AUC worse on the pool than one of them; holdouts of 10,000 of the 67,352
 October-December flights. Every round is seeded, so the shares are the same on every run; the bench
-itself runs 200 + 100 rounds on four models of the whole train split (docs/benchmarks.md, section 10).
+itself runs 48 + 24 rounds on four models of the whole train split (docs/benchmarks.md, section 10).
 """
 
 from __future__ import annotations

@@ -56,12 +56,12 @@ IMPORTANCE_MIN_ROWS = 200
 # drawing its figure and writing the page.
 IMPORTANCE_SHARE = 0.75
 REPORT_RESERVE = 1.0
-
-log = logging.getLogger(__name__)
 SCATTER_POINTS = 5_000
 MAX_CLASSES_SHOWN = 12
 CALIBRATION_BINS = 10
 CHAMPION_STYLE = {"color": "#555555", "linestyle": "--"}
+
+log = logging.getLogger(__name__)
 
 # File name, alt text and caption of each plot the page may show, in page order.
 PLOT_TEXT = {
