@@ -226,6 +226,42 @@ def test_a_missing_or_unreadable_source_stops_extract_naming_the_file(fresh: Sim
         assert not source.exists(), "the source is never created"
 
 
+def test_an_unreadable_source_file_is_named_with_permission_denied(tmp_path: Path) -> None:
+    """As a user without read permission (root reads everything, so the check runs as ``nobody``)."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the check as an unprivileged user")
+    folder = tmp_path / "private"
+    folder.mkdir()
+    source = folder / "source.db"
+    sqlite3.connect(source).execute("CREATE TABLE flights (id integer)").connection.close()
+    source.chmod(0o000)
+    folder.chmod(0o755)
+    for parent in folder.parents:  # pytest's tmp folders are 0700: let the user reach the file's folder
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    plugins = Path(__file__).resolve().parents[2] / "plugins"
+    probe = (
+        "from mlpipe.errors import ExtractError\n"
+        "from mlpipe.hooks.sql import checked_sqlite_url\n"
+        f"try:\n    checked_sqlite_url('sqlite:///{source}', read_only=True)\n"
+        "except ExtractError as exc:\n    print(exc)\n"
+    )
+    run = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(plugins), "HOME": "/tmp"},
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"source database {source} cannot be read: permission denied" in run.stdout
+
+
 SCHEMA_BREAKS = {
     "dropped_column": ("ALTER TABLE flights DROP COLUMN carrier", "no such column: carrier"),
     "renamed_column": ("ALTER TABLE flights RENAME COLUMN dest TO destination", "no such column: dest"),
