@@ -11,7 +11,8 @@ stages run on a local store: the frame is stored as the snapshot, ``build_featur
 (random, stratified, 25 % holdout), ``train_candidate`` fits the candidate, and ``evaluate_candidates``
 is timed twice: as a first run (no champion), and as the next run on unchanged data, with that model
 as the champion (scored on the holdout too: two prediction passes plus importance). The gate has a
-slice rule on the 50-value column. The stage's log lines (each model's pass, slices, importance,
+slice rule on the 50-value column and judges on 95 % paired bootstrap intervals (the second run's
+bootstrap is part of the timed evaluation). The stage's log lines (each model's pass, slices, importance,
 report) are kept with the figures.
 
 ``--demo`` measures the whole-year demo the same way (report only): the flights_delay stages on the
@@ -102,6 +103,8 @@ def spec_dict() -> dict[str, Any]:
         ],
         "metrics": {"primary": "f1_macro", "secondary": ["accuracy", "log_loss", "roc_auc_ovr"]},
         "gate": {
+            # With a champion, evaluate_candidates also runs the paired bootstrap: within the budget too.
+            "confidence": 0.95,
             "min_improvement": 0.001,
             "max_regression": {"log_loss": 0.05},
             "slices": [{"column": "c_region", "max_regression": 0.05, "min_rows": 30}],

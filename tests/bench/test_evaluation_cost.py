@@ -60,6 +60,8 @@ def test_each_model_predicts_the_holdout_once_and_the_log_shows_each_step(evalua
     assert len(re.findall(r"champion v1 predicted [\d,]+ holdout rows", second)) == 1
     for step in ("budget", "slice column(s) measured", "permutation importance of hgb", "report written", "done in"):
         assert step in second, step
+    # The paired bootstrap runs when there is a champion to compare with, inside the timed evaluation.
+    assert "paired bootstrap" not in first and "paired bootstrap (" in second
 
 
 def test_the_report_says_how_importance_was_measured(evaluation) -> None:
