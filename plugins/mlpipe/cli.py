@@ -141,7 +141,7 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
 def cmd_registry_rollback(args: argparse.Namespace) -> int:
     import getpass
 
-    from mlpipe.operators.promotion import champion_event_extra
+    from mlpipe.operators.base import champion_event_extra
 
     actor = args.actor or f"{getpass.getuser()} (cli)"
     event = _registry().rollback(args.pipeline, args.version, reason=args.reason, actor=actor)

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import notify
 from mlpipe.errors import SpecError
+from mlpipe.operators.base import train_param_specs
 from mlpipe.operators.links import base_path
 from mlpipe.operators.monitor import DriftAnnounceOperator, DriftCheckOperator
 from mlpipe.operators.promotion import (
@@ -27,7 +28,6 @@ from mlpipe.operators.promotion import (
     RunParamsCheckOperator,
     approval_args,
     rollback_param_specs,
-    train_param_specs,
 )
 from mlpipe.operators.score import BatchScoreOperator
 from mlpipe.operators.training import (

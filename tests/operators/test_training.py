@@ -25,6 +25,7 @@ from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
 from mlpipe.demo import write_flights_sqlite
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError
+from mlpipe.operators.base import materialize, run_info
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
     CandidateTrainOperator,
@@ -32,8 +33,6 @@ from mlpipe.operators.training import (
     ModelPromoteOperator,
     SnapshotExtractOperator,
     SnapshotValidateOperator,
-    materialize,
-    run_info,
 )
 from mlpipe.registry import Registry
 from mlpipe.spec import find_spec

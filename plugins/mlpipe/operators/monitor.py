@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlpipe.operators.base import PipelineOperator, fail_fast_on_user_errors
 from mlpipe.operators.links import DriftReportLink
-from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -5,13 +5,13 @@ spec's candidates; :func:`train_params` checks those Params where the run starts
 fails before anything is trained. With ``approval: required`` in the spec a person approves or
 rejects the blessed model in the Airflow UI (:class:`PromotionApproveOperator`). ``<name>_rollback``
 makes an earlier version champion again (:class:`ChampionRollbackOperator`). Every champion change
-emits the pipeline's champion asset event, whose extra :func:`champion_event_extra` builds.
+emits the pipeline's champion asset event, whose extra
+:func:`mlpipe.operators.base.champion_event_extra` builds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,63 +20,18 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors, run_info
+from mlpipe.operators.base import (
+    PipelineOperator,
+    actor_of,
+    emit_champion_event,
+    fail_fast_on_user_errors,
+    train_params,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from mlpipe.registry import ChampionEvent
     from mlpipe.spec import PipelineSpec
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """A training run's Params, checked against the spec."""
-
-    force_reason: str | None  # set (non-empty) when the run forces the promotion
-    candidates: list[str]  # the candidates to train and judge, in spec order
-    fresh_training: bool = False  # train and evaluate even when an earlier run had the same inputs
-
-
-def train_param_specs(spec: PipelineSpec) -> dict[str, Param]:
-    """The Params of ``<name>_train``, as its trigger form shows them."""
-    names = [c.name for c in spec.candidates]
-    return {
-        "force_promotion": Param(
-            False,
-            type="boolean",
-            title="Force the promotion",
-            description="Promote the best candidate even if the gate rejects it (or the champion cannot be "
-            "scored). Needs force_reason; the champion log records a 'force' event with it and who triggered "
-            "the run, and the verdict still says the model was not blessed.",
-        ),
-        "force_reason": Param(
-            "",
-            type="string",
-            title="Why force it",
-            description="Required when force_promotion is on: why this model must be champion (kept in the "
-            "champion log). Ignored otherwise.",
-        ),
-        "fresh_training": Param(
-            False,
-            type="boolean",
-            title="Train afresh",
-            description="Train and evaluate even if an earlier run had the same data (snapshot sha256), spec "
-            "and code version; by default such a run takes that run's trained candidates (and its evaluation "
-            "while the champion is unchanged) instead of training again.",
-        ),
-        "candidates": Param(
-            names,
-            type="array",
-            items={"type": "string", "enum": names},
-            minItems=1,
-            uniqueItems=True,
-            title="Candidates to train",
-            description="Train and judge only these of the spec's candidates (default: all of them: "
-            + ", ".join(names)
-            + ").",
-        ),
-    }
 
 
 def rollback_param_specs() -> dict[str, Param]:
@@ -96,66 +51,6 @@ def rollback_param_specs() -> dict[str, Param]:
             description="Why the rollback is needed; kept in the champion log with who triggered the run.",
         ),
     }
-
-
-def train_params(params: Any, spec: PipelineSpec) -> TrainParams:
-    """``params`` (the run's, possibly missing keys) checked against ``spec``; a bad one fails the run."""
-    params = params or {}
-    force = params.get("force_promotion", False)
-    if not isinstance(force, bool):
-        raise AirflowFailException(f"param force_promotion: must be true or false, got {force!r}")
-    reason = params.get("force_reason") or ""
-    if not isinstance(reason, str):
-        raise AirflowFailException(f"param force_reason: must be text, got {reason!r}")
-    if force and not reason.strip():
-        raise AirflowFailException(
-            f"param force_reason: forcing the promotion of {spec.name} (force_promotion=true) needs a reason; "
-            "trigger the run again with force_reason set (it is kept in the champion log)"
-        )
-    known = [c.name for c in spec.candidates]
-    chosen = params.get("candidates") or known
-    if isinstance(chosen, str) or not all(isinstance(c, str) for c in chosen):
-        raise AirflowFailException(f"param candidates: must be a list of candidate names, got {chosen!r}")
-    unknown = [c for c in chosen if c not in known]
-    if unknown:
-        raise AirflowFailException(
-            f"param candidates: {unknown} not in the spec of {spec.name} ({spec_file(spec)}); its candidates: {known}"
-        )
-    fresh = params.get("fresh_training", False)
-    if not isinstance(fresh, bool):
-        raise AirflowFailException(f"param fresh_training: must be true or false, got {fresh!r}")
-    return TrainParams(reason.strip() if force else None, [c for c in known if c in chosen], fresh)
-
-
-def spec_file(spec: PipelineSpec) -> str:
-    return f"include/pipelines/{spec.name}.yaml"
-
-
-def champion_event_extra(event: ChampionEvent) -> dict[str, Any]:
-    """The extra of a champion asset event: which version is champion now, from which, how and why."""
-    return {
-        "pipeline": event.pipeline,
-        "version": event.version,
-        "previous_version": event.previous_version,
-        "action": event.action,
-        "reason": event.reason,
-        "actor": event.actor,
-        "seq": event.seq,
-        "run_id": event.run_id,
-    }
-
-
-def emit_champion_event(context: Context, outlets: Sequence[Any], event: ChampionEvent) -> dict[str, Any]:
-    """Put ``event`` in the extra of the task's champion asset outlet (sent when the task succeeds)."""
-    extra = champion_event_extra(event)
-    for outlet in outlets:
-        context["outlet_events"][outlet].extra = extra
-    return extra
-
-
-def actor_of(context: Context) -> str:
-    """Who a champion change by hand is credited to: the run's triggering user, else "airflow"."""
-    return run_info(context)["triggering_user"] or "airflow"
 
 
 def verdict_summary(verdict: dict[str, Any], force_reason: str | None) -> str:

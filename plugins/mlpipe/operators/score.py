@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlpipe.operators.training import PipelineOperator, fail_fast_on_user_errors, run_info
+from mlpipe.operators.base import PipelineOperator, fail_fast_on_user_errors, run_info
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -7,159 +7,26 @@ inside ``execute()`` only, so DAG parsing stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from functools import cached_property
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
-from mlpipe.errors import MlpipeError, is_input_error
+from mlpipe.operators.base import (
+    PipelineOperator,
+    actor_of,
+    emit_champion_event,
+    fail_fast_on_user_errors,
+    materialize,
+    only_candidates,
+    run_info,
+    train_params,
+)
 from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVersionLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from mlpipe.registry import Registry
-    from mlpipe.spec import LoadedSpec
-    from mlpipe.storage import ArtifactStore
-
-
-@contextmanager
-def fail_fast_on_user_errors() -> Iterator[None]:
-    """Where every operator decides whether a failure is retried: the input's errors are not.
-
-    Errors the input causes (a missing or unreadable source, a query the source rejects, data failing
-    its suite, a bad spec or setting, a tampered artifact, a read-only registry) fail the task at once
-    with their message (see :func:`mlpipe.errors.is_input_error`); connection failures keep Airflow's
-    retries with backoff.
-    """
-    try:
-        yield
-    except MlpipeError as exc:
-        if not is_input_error(exc):
-            raise
-        # "from None": the task log shows the message once, not again as the cause's traceback (the
-        # cause stays reachable as __context__).
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
-
-
-def run_info(context: Context) -> dict[str, Any]:
-    """What started this run and when it is 'as of', from the Airflow context."""
-    from mlpipe.stages.runs import trigger_of
-
-    dag_run = context["dag_run"]
-    run_type = getattr(dag_run, "run_type", None)
-    run_type = getattr(run_type, "value", run_type)
-    as_of = getattr(dag_run, "logical_date", None) or dag_run.run_after
-    events = []
-    for asset, asset_events in (context.get("triggering_asset_events") or {}).items():
-        for event in asset_events:
-            name = getattr(asset, "name", None) or getattr(getattr(event, "asset", None), "name", str(asset))
-            events.append({"asset": name, "extra": dict(getattr(event, "extra", None) or {})})
-    return {
-        "trigger": trigger_of(run_type, [e["asset"] for e in events]),
-        "asset_events": events,
-        "dag_id": dag_run.dag_id,
-        "run_id": dag_run.run_id,
-        "run_type": run_type,
-        "triggering_user": getattr(dag_run, "triggering_user_name", None),
-        "conf": dict(getattr(dag_run, "conf", None) or {}),
-        "as_of": as_of.isoformat(),
-    }
-
-
-def only_candidates(loaded: LoadedSpec, names: list[str]) -> LoadedSpec:
-    """``loaded`` with only the candidates ``names`` (a run that trains some of them judges those)."""
-    if {c.name for c in loaded.spec.candidates} == set(names):
-        return loaded
-    kept = [c for c in loaded.spec.candidates if c.name in names]
-    return loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"candidates": kept})})
-
-
-def materialize(values: Any) -> list[Any]:
-    """A mapped task's results as a list; indexing by length avoids probing past the last XCom."""
-    return [values[i] for i in range(len(values))]
-
-
-class PipelineOperator(BaseOperator):
-    """Shared plumbing: the pipeline's spec, the artifact store and the run's key."""
-
-    template_fields: Sequence[str] = ("pipeline",)
-    ui_color = "#e8f1fb"
-
-    def __init__(
-        self,
-        *,
-        pipeline: str,
-        store_conn_id: str = config.STORE_CONN_ID,
-        registry_conn_id: str = config.REGISTRY_CONN_ID,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.pipeline = pipeline
-        self.store_conn_id = store_conn_id
-        self.registry_conn_id = registry_conn_id
-
-    @cached_property
-    def loaded(self) -> LoadedSpec:
-        from mlpipe.spec import find_spec
-
-        # A spec removed or broken since the DAG was parsed is a user error wherever it is first
-        # read (some execute()s read it outside their fail-fast block): no retry can fix it.
-        with fail_fast_on_user_errors():
-            return find_spec(self.pipeline)
-
-    @cached_property
-    def store(self) -> ArtifactStore:
-        from mlpipe.hooks.store import open_store
-
-        return open_store(self.store_conn_id)
-
-    @cached_property
-    def registry(self) -> Registry:
-        from mlpipe.hooks.sql import open_registry
-
-        return open_registry(self.registry_conn_id)
-
-    @staticmethod
-    def run_key(context: Context) -> str:
-        from mlpipe.storage import run_key
-
-        return run_key(context["run_id"])
-
-    # What execute() returned, for the OpenLineage listener (set only by operators that report lineage).
-    lineage_result: dict[str, Any] | None = None
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Inputs and outputs for OpenLineage (called by its listener only when a transport is configured)."""
-        from mlpipe.operators.lineage import operator_lineage
-
-        return operator_lineage(self)
-
-    @contextmanager
-    def indexing_run(self, context: Context) -> Iterator[None]:
-        """Bring the run's row of the run index up to date with its files once the block wrote them,
-        also when it fails (a failed run is listed too). A failure to index is logged, not raised: the
-        work is done and in the store, the source of truth; the run's next task rewrites the whole row
-        from the store, and ``python -m mlpipe registry reindex`` rebuilds it."""
-        from mlpipe.stages.runs import index_run
-
-        try:
-            yield
-        finally:
-            try:
-                index_run(self.registry, self.store, self.pipeline, self.run_key(context))
-            except Exception as exc:
-                self.log.warning(
-                    "Could not update the run index (the Models view may miss this run until its next task "
-                    "or `python -m mlpipe registry reindex %s`): %s: %s",
-                    self.pipeline,
-                    type(exc).__name__,
-                    exc,
-                )
 
 
 class SnapshotExtractOperator(PipelineOperator):
@@ -312,7 +179,6 @@ class CandidateTrainOperator(PipelineOperator):
     def _reuse(self, context: Context) -> dict[str, Any] | None:
         """The candidate of an earlier run on the same data, spec and code (see mlpipe.stages.reuse), unless
         this run already trained it or its Params ask for a fresh training; None: train it."""
-        from mlpipe.operators.promotion import train_params
         from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
 
         key = self.run_key(context)
@@ -358,7 +224,6 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.trained = trained
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.operators.promotion import train_params
         from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
@@ -436,7 +301,6 @@ class ModelPromoteOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlpipe.operators.promotion import actor_of, emit_champion_event, train_params
         from mlpipe.stages.promote import champion_incident, lineage_of, promote_model
 
         info = run_info(context)

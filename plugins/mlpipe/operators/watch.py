@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlpipe.operators.training import PipelineOperator
+from mlpipe.operators.base import PipelineOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
