@@ -161,7 +161,8 @@ def judge_round(inputs: Inputs, candidate: str, champion: str, rows: np.ndarray)
 def _judge_round(inputs: Inputs, candidate: str, champion: str, rows: np.ndarray) -> dict[str, dict[str, bool]]:
     """The point and the interval gate on one holdout (``rows`` of the pool): what each decided."""
     from mlpipe.registry import ModelVersion
-    from mlpipe.stages.evaluate import judge, measure_slices, metric_values, paired_uncertainty, spec_metrics
+    from mlpipe.stages.evaluate import judge, measure_slices, paired_uncertainty
+    from mlpipe.stages.metrics import metric_values, spec_metrics
     from mlpipe.stages.predict import rows_of
 
     X = inputs.pool.iloc[rows].reset_index(drop=True)

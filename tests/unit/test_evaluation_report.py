@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mlpipe.spec import PipelineSpec, parse_spec
-from mlpipe.stages.evaluate import compute_metrics
 from mlpipe.stages.evaluation_report import permutation_importance_of, render_evaluation_report
+from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
 from unit.conftest import spec_dict, tiny_frame

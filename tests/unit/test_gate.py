@@ -20,7 +20,6 @@ from mlpipe.stages.evaluate import (
     FeatureChange,
     SliceMeasure,
     Verdict,
-    compute_metrics,
     evaluate_candidates,
     judge,
     load_verdict,
@@ -28,6 +27,7 @@ from mlpipe.stages.evaluate import (
     model_input_columns,
     verdict_key,
 )
+from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import build_model
 from mlpipe.storage import run_key

@@ -455,14 +455,14 @@ class TestEvaluate:
     def test_each_model_predicts_the_holdout_once_and_a_byte_identical_champion_not_at_all(
         self, make_pipe, monkeypatch, caplog
     ) -> None:
-        from mlpipe.stages import evaluate
+        from mlpipe.stages import metrics
 
         pipe = make_pipe()
         first = pipe.run("manual__a")
         pipe.promote(first)
         passes: list[int] = []
-        real = evaluate.predict
-        monkeypatch.setattr(evaluate, "predict", lambda spec, model, X: passes.append(len(X)) or real(spec, model, X))
+        real = metrics.predict
+        monkeypatch.setattr(metrics, "predict", lambda spec, model, X: passes.append(len(X)) or real(spec, model, X))
         caplog.set_level("INFO", logger="mlpipe.stages.evaluate")
 
         v = pipe.run("manual__b").verdict  # same data, same seeds: the same models, byte for byte

@@ -13,8 +13,8 @@ import pytest
 
 from mlpipe.errors import ConfigError, SpecError
 from mlpipe.spec import LoadedSpec, load_spec
-from mlpipe.stages.evaluate import compute_metrics
 from mlpipe.stages.features import FeatureSet, build_features, read_split
+from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.train import (
     RUN_SPECIFIC_SEARCH_KEYS,
     THREADS_ENV,

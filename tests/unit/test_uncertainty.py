@@ -20,7 +20,8 @@ from sklearn import metrics as skm
 
 from mlpipe.errors import SpecError
 from mlpipe.spec import PipelineSpec, parse_spec
-from mlpipe.stages.evaluate import Verdict, judge, measure_slices, metric_values, paired_uncertainty, spec_metrics
+from mlpipe.stages.evaluate import Verdict, judge, measure_slices, paired_uncertainty
+from mlpipe.stages.metrics import metric_values, spec_metrics
 from mlpipe.stages.predict import Predictions
 from mlpipe.stages.uncertainty import (
     RESAMPLES,

@@ -13,7 +13,7 @@ candidates against the champion, per-slice figures when the verdict has them, an
   the holdout, in units of the primary metric.
 
 Every plot is drawn from the predictions the evaluation made once per model
-(:class:`~mlpipe.stages.evaluate.HoldoutPredictions`); the only model calls here are permutation
+(:class:`~mlpipe.stages.metrics.HoldoutPredictions`); the only model calls here are permutation
 importance's, one per input column on all its shuffles at once, sized to what the evaluation's
 budget leaves (fewer rows, fewer shuffles, or skipped, and the page says so).
 
@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.spec import PipelineSpec
-from mlpipe.stages.evaluate import HoldoutPredictions, Verdict, metric_value, predict_holdout
 from mlpipe.stages.html_page import badge, e, fmt, img, new_figure, page, save_figure, write_index
+from mlpipe.stages.metrics import HoldoutPredictions, metric_value, predict_holdout
 from mlpipe.stages.predict import Predictions, predict
 from mlpipe.storage import ArtifactStore
 
@@ -228,7 +228,7 @@ def report_prefix(pipeline: str, run_key: str) -> str:
 def save_evaluation_report(
     store: ArtifactStore,
     spec: PipelineSpec,
-    verdict: Verdict,
+    verdict: dict[str, Any],
     models: dict[str, Any],
     champion_model: Any | None,
     X: pd.DataFrame,
@@ -240,20 +240,21 @@ def save_evaluation_report(
 ) -> str:
     """Render the run's evaluation report and keep it under ``prefix``; return the page's URI.
 
+    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.stages.evaluate.Verdict.as_dict`).
     ``predictions`` and ``deadline``: see :func:`render_evaluation_report`.
     """
     about = f"{spec.target.task}, target {spec.target.column}, primary metric {spec.primary_metric}"
     with tempfile.TemporaryDirectory(prefix="mlpipe-report-") as tmp:
         index = render_evaluation_report(
             spec,
-            verdict.as_dict(),
+            verdict,
             models,
             champion_model,
             X,
             y,
             Path(tmp),
-            title=f"{spec.name}: evaluation of run {verdict.run_id}",
-            subtitle=f"{about}: {verdict.holdout_rows:,} holdout rows",
+            title=f"{spec.name}: evaluation of run {verdict['run_id']}",
+            subtitle=f"{about}: {verdict['holdout_rows']:,} holdout rows",
             predictions=predictions,
             deadline=deadline,
         )

@@ -23,8 +23,9 @@ from mlpipe.registry import ModelVersion, Registry
 from mlpipe.sources import reader_for
 from mlpipe.spec import LoadedSpec, PipelineSpec
 from mlpipe.stages.drift import DriftThresholds, drift_report
-from mlpipe.stages.evaluate import better, compute_metrics, json_safe
+from mlpipe.stages.evaluate import better, json_safe
 from mlpipe.stages.extract import read_snapshot
+from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import load_model
 from mlpipe.storage import ArtifactStore

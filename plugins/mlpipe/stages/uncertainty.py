@@ -196,7 +196,7 @@ def _better(spec: PipelineSpec, metric: str, cand: np.ndarray, champ: np.ndarray
 def scorer(spec: PipelineSpec, metric: str, y: np.ndarray, p: Predictions) -> Scorer:
     """A function of (resamples, rows) weights giving ``metric`` of ``p`` on ``y`` in each resample.
 
-    With weights of 1 it equals :func:`mlpipe.stages.evaluate.compute_metrics`'s value (sklearn's).
+    With weights of 1 it equals :func:`mlpipe.stages.metrics.compute_metrics`'s value (sklearn's).
     """
     task = spec.target.task
     if task == "regression":
