@@ -141,7 +141,7 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
 def cmd_registry_rollback(args: argparse.Namespace) -> int:
     import getpass
 
-    from mlpipe.operators.base import champion_event_extra
+    from mlpipe.assets import champion_event_extra
 
     actor = args.actor or f"{getpass.getuser()} (cli)"
     event = _registry().rollback(args.pipeline, args.version, reason=args.reason, actor=actor)
@@ -165,7 +165,7 @@ def _emit_champion_event(pipeline: str, extra: dict[str, Any]) -> str:
 
 
 def _emit_through_api(api: Any, pipeline: str, extra: dict[str, Any]) -> str:
-    from mlpipe.dag_factory import champion_asset
+    from mlpipe.assets import champion_asset
     from mlpipe.hooks.airflow_api import AirflowApiError
 
     asset = champion_asset(pipeline)
@@ -191,7 +191,7 @@ def _emit_through_api(api: Any, pipeline: str, extra: dict[str, Any]) -> str:
 
 def _emit_into_metadata_db(pipeline: str, extra: dict[str, Any]) -> str:
     """Record the event in the Airflow metadata DB (as the REST API would): where no API server is configured."""
-    from mlpipe.dag_factory import champion_asset
+    from mlpipe.assets import champion_asset
 
     asset = champion_asset(pipeline)
     try:

@@ -18,6 +18,7 @@ from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTi
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import notify
+from mlpipe.assets import champion_asset, drift_asset, new_data_asset
 from mlpipe.errors import SpecError
 from mlpipe.operators.base import train_param_specs
 from mlpipe.operators.links import base_path
@@ -211,21 +212,6 @@ def _pipeline_dag(
             **notify.failure_callbacks(spec, role),
         },
     )
-
-
-def new_data_asset(pipeline: str) -> Asset:
-    """Announced by ``<name>_watch`` when rows past the watermark arrive; starts ``<name>_train``."""
-    return Asset(name=f"{pipeline}.new_data", uri=f"x-mlpipe://{pipeline}/new_data", group="mlpipe")
-
-
-def drift_asset(pipeline: str) -> Asset:
-    """Announced by ``<name>_monitor`` when the newest window drifts (once per window); starts training."""
-    return Asset(name=f"{pipeline}.drift", uri=f"x-mlpipe://{pipeline}/drift", group="mlpipe")
-
-
-def champion_asset(pipeline: str) -> Asset:
-    """Announced when the pipeline's champion changes (promotion, rollback); starts ``<name>_score``."""
-    return Asset(name=f"{pipeline}.champion", uri=f"x-mlpipe://{pipeline}/champion", group="mlpipe")
 
 
 def _schedule(cron_expression: str | None, events: list[Asset]) -> object:

@@ -688,7 +688,7 @@ class TestPromotionByHand:
         approval: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Promote a copy of the module's verdict (blessed or not) as run ``run_id``; (result, event extra)."""
-        from mlpipe.dag_factory import champion_asset
+        from mlpipe.assets import champion_asset
 
         changed = copy.deepcopy(verdict)
         changed.update(

@@ -64,7 +64,7 @@ def champion_asset_known(airflow_db: Path) -> int:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from mlpipe.dag_factory import champion_asset
+    from mlpipe.assets import champion_asset
 
     asset = champion_asset("flights_delay")
     with create_session() as session:

@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator, Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
+from mlpipe.assets import champion_event_extra
 from mlpipe.errors import MlpipeError, is_input_error
 
 if TYPE_CHECKING:
@@ -245,20 +246,6 @@ def train_params(params: Any, spec: PipelineSpec) -> TrainParams:
 
 def spec_file(spec: PipelineSpec) -> str:
     return f"include/pipelines/{spec.name}.yaml"
-
-
-def champion_event_extra(event: ChampionEvent) -> dict[str, Any]:
-    """The extra of a champion asset event: which version is champion now, from which, how and why."""
-    return {
-        "pipeline": event.pipeline,
-        "version": event.version,
-        "previous_version": event.previous_version,
-        "action": event.action,
-        "reason": event.reason,
-        "actor": event.actor,
-        "seq": event.seq,
-        "run_id": event.run_id,
-    }
 
 
 def emit_champion_event(context: Context, outlets: Sequence[Any], event: ChampionEvent) -> dict[str, Any]:

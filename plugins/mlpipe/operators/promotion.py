@@ -6,7 +6,7 @@ fails before anything is trained. With ``approval: required`` in the spec a pers
 rejects the blessed model in the Airflow UI (:class:`PromotionApproveOperator`). ``<name>_rollback``
 makes an earlier version champion again (:class:`ChampionRollbackOperator`). Every champion change
 emits the pipeline's champion asset event, whose extra
-:func:`mlpipe.operators.base.champion_event_extra` builds.
+:func:`mlpipe.assets.champion_event_extra` builds.
 """
 
 from __future__ import annotations
