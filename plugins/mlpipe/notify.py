@@ -114,10 +114,14 @@ def _run(context: Context) -> dict[str, Any]:
 def _validation_error(exc: BaseException | None) -> Any:
     from mlpipe.errors import DataValidationError
 
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
         if isinstance(exc, DataValidationError):
             return exc
-        exc = exc.__cause__
+        seen.add(id(exc))
+        # The operators re-raise input errors "from None" (the log shows the message once): the
+        # validation error is then the context, not the cause.
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
