@@ -38,7 +38,10 @@ def sql_dataset_name(url: str, table: str) -> tuple[str, str]:
         naming = MySQL(host, str(parsed.port or 3306), schema or parsed.database or "mysql", name)
         return naming.get_namespace(), naming.get_name()
     if backend == "sqlite":
-        return f"sqlite://{Path(parsed.database or ':memory:').resolve()}", table
+        database = parsed.database or ":memory:"
+        if database.startswith("file:"):  # a URI filename (sources open read-only: file:<path>?mode=ro)
+            database = unquote(database[len("file:") :].split("?", 1)[0])
+        return f"sqlite://{Path(database).resolve()}", table
     return f"{backend}://{host}:{parsed.port or ''}".rstrip(":"), f"{parsed.database}.{table}"
 
 
