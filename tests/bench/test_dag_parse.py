@@ -56,7 +56,7 @@ def test_many_pipelines_parse_in_at_most_3_1_ms_of_cpu_per_dag() -> None:
     # 103 specs made 511 DAGs in 1.6 s (3.1 ms per DAG) when measured on a quiet machine: kept as the bound.
     from bench.dag_parse import MANY_SPECS, MS_PER_DAG_LIMIT, measure_many
 
-    many = measure_many(repeats=2)
+    many = measure_many(repeats=3)  # the median of 3 warm parses: one slow parse on a busy machine does not count
     assert many["import_errors"] == {}
     assert many["specs"] == MANY_SPECS and many["dags"] >= 3 * MANY_SPECS, many
     assert many["cpu_ms_per_dag"] <= MS_PER_DAG_LIMIT, many
