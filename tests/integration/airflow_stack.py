@@ -463,7 +463,7 @@ class CeleryStack(Stack):
 
     def reset_registry(self) -> None:
         """An empty registry (the schema stays): the next run's promotion is a first again."""
-        self.registry_sql("TRUNCATE mlpipe_model_versions, mlpipe_champion_log")
+        self.registry_sql("TRUNCATE mlpipe_model_versions, mlpipe_champion_log, mlpipe_runs")
 
     def task_timings(self, run_id: str) -> list[dict[str, Any]]:
         """Each task instance of a run: when it was queued, started and ended (Airflow's own records)."""

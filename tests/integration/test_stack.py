@@ -137,7 +137,9 @@ def test_a_worker_killed_while_training_is_replaced_and_the_run_promotes_once(ce
     lost_proc = stack.procs[lost]
     with stack.dump_on_failure():
         started = time.monotonic()
-        run_id = stack.trigger(TRAIN)
+        # The first test's run trained on the same data, spec and code: without this Param the candidates
+        # would be reused from it (docs/operations.md, "Unchanged inputs") and nothing would train.
+        run_id = stack.trigger(TRAIN, {"fresh_training": True})
 
         def both_training() -> list[dict[str, Any]] | None:
             tis = [t for t in stack.task_instances(run_id) if t["task_id"] == "train_candidates"]
