@@ -229,8 +229,6 @@ def _corrupt(frame, case: str):
 
 BAD_CASES = {
     # case: (sql edit or None, logical date, expectation type, column)
-    "missing_column": ("carrier,\n", "2026-03-01", "expect_table_columns_to_match_set", None),
-    "wrong_type": (None, "2026-03-01", "expect_column_values_to_be_in_type_list", "distance"),
     "null_target": (
         "CASE WHEN arr_delay IS NULL OR arr_delay >= 15 THEN 1 ELSE 0 END AS is_late",
         "2026-03-01",
@@ -254,11 +252,7 @@ def test_bad_data_stops_at_validation(case, airflow_db, mlpipe_home, flights_fra
         query = include / "sql" / "flights_delay.sql"
         text = query.read_text()
         assert sql_edit in text
-        replacement = (
-            ""
-            if case == "missing_column"
-            else ("CASE WHEN arr_delay >= 15 THEN 1 WHEN arr_delay < 15 THEN 0 END AS is_late")
-        )
+        replacement = "CASE WHEN arr_delay >= 15 THEN 1 WHEN arr_delay < 15 THEN 0 END AS is_late"
         query.write_text(text.replace(sql_edit, replacement))
         monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
     _seed_champion(mlpipe_home)
@@ -282,6 +276,36 @@ def test_bad_data_stops_at_validation(case, airflow_db, mlpipe_home, flights_fra
     assert registry.champion("flights_delay").version == 7
     assert len(registry.champion_history("flights_delay")) == 1
     assert not list(mlpipe_home.glob("artifacts/flights_delay/runs/*/train/*/model.joblib"))
+
+
+@pytest.mark.parametrize("case", ["missing_column", "wrong_type"])
+def test_a_column_the_spec_needs_stops_extract_at_its_first_chunk(
+    case, airflow_db, mlpipe_home, flights_frame, tmp_path, monkeypatch
+) -> None:
+    """A feature the query does not return, or returns as text, fails extraction in seconds (the first
+    chunk is checked against the spec), before anything is validated, trained or promoted."""
+    from mlpipe.demo import write_flights_sqlite
+
+    write_flights_sqlite(mlpipe_home / "source.db", _corrupt(flights_frame, case))
+    if case == "missing_column":
+        include = tmp_path / "include"
+        shutil.copytree(REPO / "include", include)
+        query = include / "sql" / "flights_delay.sql"
+        text = query.read_text()
+        assert "carrier,\n" in text
+        query.write_text(text.replace("carrier,\n", ""))
+        monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
+    _seed_champion(mlpipe_home)
+
+    run = load_dag(DAG_ID).test(logical_date=datetime(2026, 3, 1, tzinfo=UTC))
+    states = task_states(run)
+    assert state(run) == "failed"
+    assert states["extract_snapshot"] == "failed", states
+    assert states.get("validate_snapshot") != "success", states
+    assert not list(mlpipe_home.glob("artifacts/flights_delay/runs/*/extract/snapshot.parquet"))
+    registry = open_registry()
+    assert [v.version for v in registry.list_versions("flights_delay")] == [7]
+    assert registry.champion("flights_delay").version == 7
 
 
 def test_source_without_a_queried_column_fails_at_extract_naming_it(airflow_db, mlpipe_home, flights_frame) -> None:
