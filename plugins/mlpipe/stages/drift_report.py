@@ -14,7 +14,6 @@ counted with numpy / pandas, so matplotlib only ever draws a few dozen bars, wha
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,12 +33,10 @@ from mlpipe.stages.drift import (
     reference_edges,
 )
 from mlpipe.stages.html_page import (
-    badge,
-    e,
     fmt,
-    img,
     new_figure,
-    page,
+    plot_item,
+    render_page,
     save_figure,
     slug,
     unique_slug,
@@ -296,90 +293,69 @@ def _share_axis(ax: Any, highest: float) -> None:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _row_cells(row: FeatureDrift, plot: _Plot | None) -> str:
-    name = e(row.feature)
-    if plot is not None:
-        name = f'<a href="#{e(plot.anchor)}">{name}</a>'
+def _row(row: FeatureDrift, plot: _Plot | None) -> dict[str, Any]:
+    """One line of the features table: the feature (linked to its plot), its figures as text, status, reasons."""
+    unseen, examples = "—", ""
     if row.kind == "categorical":
         distance = f"JS {fmt(row.js, '.3f')}"
         ks_d = ks_p = "—"
-        unseen = "—"
         if row.unseen is not None:
             unseen = f"{row.unseen} ({fmt(row.unseen_share, '.1%')})"
-            if row.unseen_examples:
-                unseen += f'<br><span class="muted">{e(", ".join(row.unseen_examples))}</span>'
+            examples = ", ".join(row.unseen_examples or [])
     else:
         distance = f"PSI {fmt(row.psi, '.3f')}"
         ks_d, ks_p = fmt(row.ks_statistic, ".3f"), fmt(row.ks_pvalue, ".2g")
-        unseen = "—"
     missing = f"{fmt(row.missing_ref, '.1%')} → {fmt(row.missing_cur, '.1%')}"
-    numbers = [f"{row.n_ref:,}", f"{row.n_cur:,}", missing, distance, ks_d, ks_p]
-    return (
-        f"<td>{name}<td>{e(row.kind)}"
-        + "".join(f'<td class="num">{e(n)}' for n in numbers)
-        + f"<td>{unseen}<td>{badge(row.status)}<td>"
-        + "<br>".join(e(r) for r in row.reasons)
+    return {
+        "feature": row.feature,
+        "anchor": plot.anchor if plot is not None else "",
+        "kind": row.kind,
+        "numbers": [f"{row.n_ref:,}", f"{row.n_cur:,}", missing, distance, ks_d, ks_p],
+        "unseen": unseen,
+        "unseen_examples": examples,
+        "status": row.status,
+        "reasons": list(row.reasons),
+    }
+
+
+def _thresholds(t: DriftThresholds) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "value": "none" if getattr(t, name) is None else getattr(t, name), "note": note}
+        for name, note in THRESHOLD_NOTES.items()
+    ]
+
+
+def _figure(plot: _Plot) -> dict[str, Any]:
+    row = plot.row
+    caption = (
+        f"{row.kind} feature {row.feature}: share of rows per PSI bin (the reference's quantile bins)"
+        if row.kind == "numeric"
+        else f"categorical feature {row.feature}: share of rows per category"
+        if row.kind == "categorical"
+        else "champion's predicted scores: share of rows per PSI bin"
     )
-
-
-def _thresholds_table(t: DriftThresholds) -> str:
-    rows = []
-    for name, note in THRESHOLD_NOTES.items():
-        value = getattr(t, name)
-        shown = "none" if value is None else value
-        rows.append(f'<tr><td><code>{e(name)}</code><td class="num">{e(shown)}<td>{e(note)}</tr>')
-    return f"<table><tr><th>threshold<th>value<th>meaning</tr>{''.join(rows)}</table>"
-
-
-def _figures(plots: Sequence[_Plot]) -> str:
-    items = []
-    for plot in plots:
-        row = plot.row
-        caption = (
-            f"{row.kind} feature {row.feature}: share of rows per PSI bin (the reference's quantile bins)"
-            if row.kind == "numeric"
-            else f"categorical feature {row.feature}: share of rows per category"
-            if row.kind == "categorical"
-            else "champion's predicted scores: share of rows per PSI bin"
-        )
-        items.append(img(plot.file, alt=f"distribution of {row.feature}", caption=caption, anchor=plot.anchor))
-    return f'<div class="plots">{"".join(items)}</div>'
+    return plot_item(plot.file, alt=f"distribution of {row.feature}", caption=caption, anchor=plot.anchor)
 
 
 def _page(report: DriftReport, plots: dict[int, _Plot], *, title: str, subtitle: str) -> str:
-    verdict = badge(report.verdict, extra=" verdict")
     share = report.drifted_share
     summary = (
         f"{report.n_ref:,} reference rows, {report.n_cur:,} current rows"
         + (f"; share of features at 'act': {share:.2f}" if share is not None else "")
         + f"; {len(report.features)} feature(s)"
     )
-    reasons = (
-        "<ul>" + "".join(f"<li>{e(r)}</li>" for r in report.reasons) + "</ul>"
-        if report.reasons
-        else '<p class="muted">No threshold crossed.</p>'
-    )
-    header = (
-        "<tr><th>feature<th>kind<th>n_ref<th>n_cur<th>missing ref → cur<th>PSI / JS"
-        "<th>KS D<th>KS p-value<th>unseen categories (share)<th>status<th>reasons</tr>"
-    )
-    rows = "".join(f"<tr>{_row_cells(row, plots.get(id(row)))}</tr>" for row in report.features)
-    if report.score is not None:
-        rows += f'<tr class="score">{_row_cells(report.score, plots.get(id(report.score)))}</tr>'
-    else:
-        rows += '<tr class="score"><td>score<td colspan="10" class="muted">no score drift computed</tr>'
     ordered = [plots[id(row)] for row in report.features if id(row) in plots]
     if report.score is not None and id(report.score) in plots:
         ordered.append(plots[id(report.score)])
-    body = f"""<h2>Verdict</h2>
-<p>{verdict}</p>
-<p>{e(summary)}</p>
-{reasons}
-<h2>Features</h2>
-<table>{header}{rows}</table>
-<h2>Thresholds</h2>
-{_thresholds_table(report.thresholds)}
-<h2>Distributions</h2>
-{_figures(ordered)}
-"""
-    return page(title=title, subtitle=subtitle, body=body)
+    return render_page(
+        "drift.html",
+        title=title,
+        subtitle=subtitle,
+        verdict=report.verdict,
+        summary=summary,
+        reasons=list(report.reasons),
+        features=[_row(row, plots.get(id(row))) for row in report.features],
+        score=_row(report.score, plots.get(id(report.score))) if report.score is not None else None,
+        thresholds=_thresholds(report.thresholds),
+        plots=[_figure(plot) for plot in ordered],
+    )

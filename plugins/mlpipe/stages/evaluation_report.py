@@ -18,7 +18,9 @@ importance's, one per input column on all its shuffles at once, sized to what th
 budget leaves (fewer rows, fewer shuffles, or skipped, and the page says so).
 
 The page follows the drift report (:mod:`mlpipe.stages.html_page`): inline CSS, no JavaScript, PNGs
-drawn on Agg canvases, the page written last and atomically.
+drawn on Agg canvases, the page written last and atomically. This module computes the figures and
+tables; the template ``templates/reports/evaluation.html`` (its sections in ``_evaluation.html``)
+lays them out, autoescaped.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.spec import PipelineSpec
-from mlpipe.stages.html_page import badge, e, fmt, img, new_figure, page, save_figure, write_index
+from mlpipe.stages.html_page import fmt, new_figure, plot_item, render_page, report_template, save_figure, write_index
 from mlpipe.stages.metrics import HoldoutPredictions, metric_value, predict_holdout
 from mlpipe.stages.predict import Predictions, predict
 from mlpipe.storage import ArtifactStore
@@ -207,17 +209,23 @@ def render_evaluation_report(
         else:
             notes.append(f"permutation importance: {importance.note}")
 
-    body = "".join(
-        [
-            _verdict_section(verdict),
-            _metrics_section(spec, verdict, models),
-            _slices_section(verdict.get("slices")),
-            _importance_section(importance, spec.primary_metric),
-            _holdout_section(spec, y_values),
-            _plots_section(plots, notes),
-        ]
+    text = render_page(
+        "evaluation.html",
+        title=title,
+        subtitle=subtitle,
+        verdict=_verdict(verdict),
+        metrics=_metrics_table(spec, verdict, models),
+        slices=_slice_rows(verdict.get("slices")),
+        importance=_importance(importance, spec.primary_metric),
+        holdout=_holdout_text(spec, y_values),
+        plots=[
+            plot_item(f, alt=alt, caption=caption, figsize=plots[f])
+            for f, (alt, caption) in PLOT_TEXT.items()
+            if f in plots
+        ],
+        notes=notes,
     )
-    return write_index(out_dir, page(title=title, subtitle=subtitle, body=body))
+    return write_index(out_dir, text)
 
 
 def report_prefix(pipeline: str, run_key: str) -> str:
@@ -550,31 +558,27 @@ def permutation_importance_of(
     return Importance(frame.sort_values("mean", ascending=False), n, len(X), r, "; ".join(notes))
 
 
-# --- the page -----------------------------------------------------------------------------------
+# --- the page's tables (laid out by templates/reports/evaluation.html) ------------------------------
 
 
-def _verdict_section(verdict: dict[str, Any]) -> str:
-    state = "blessed" if verdict.get("blessed") else "not blessed"
-    best = verdict.get("best_candidate")
-    head = (
-        f"<p>{badge(state, extra=' verdict')} decision <b>{e(verdict.get('decision'))}</b>"
-        + (f"; best candidate <b>{e(best)}</b>" if best else "")
-        + f"; champion {e(_champion_text(verdict))}</p>"
-    )
-    rows = []
-    for rule in verdict.get("rules", []):
-        figures = rule.get("figures") or {}
-        shown = ", ".join(f"{k} {_number(v)}" for k, v in figures.items())
-        rows.append(
-            f"<tr><td><code>{e(rule.get('rule'))}</code><td>{badge('pass' if rule.get('passed') else 'FAIL')}"
-            f"<td>{e(rule.get('detail'))}<td>{e(shown)}</tr>"
-        )
-    table = (
-        "<table><tr><th>rule<th>result<th>detail<th>figures</tr>" + "".join(rows) + "</table>"
-        if rows
-        else '<p class="muted">No rule was evaluated.</p>'
-    )
-    return f"<h2>Verdict</h2>{head}{table}"
+def _verdict(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The verdict's head line and its rules, each rule's figures as one text."""
+    rules = [
+        {
+            "rule": rule.get("rule"),
+            "passed": bool(rule.get("passed")),
+            "detail": rule.get("detail"),
+            "figures": ", ".join(f"{k} {_number(v)}" for k, v in (rule.get("figures") or {}).items()),
+        }
+        for rule in verdict.get("rules", [])
+    ]
+    return {
+        "state": "blessed" if verdict.get("blessed") else "not blessed",
+        "decision": verdict.get("decision"),
+        "best": verdict.get("best_candidate"),
+        "champion": _champion_text(verdict),
+        "rules": rules,
+    }
 
 
 def _champion_text(verdict: dict[str, Any]) -> str:
@@ -595,44 +599,57 @@ def _number(value: Any) -> str:
     return fmt(float(value), ".4g")
 
 
-def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any], models: dict[str, Any] | None = None) -> str:
+def _metrics_table(spec: PipelineSpec, verdict: dict[str, Any], models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every metric of the candidates and the champion (primary first), the best's gain with its interval
+    when the gate has a confidence, and each candidate's tuning when one was searched."""
     candidates: dict[str, dict[str, Any]] = verdict.get("candidates") or {}
     champion = verdict.get("champion_metrics")
     best = verdict.get("best_candidate")
     metrics = [verdict.get("primary_metric") or spec.primary_metric]
     for values in candidates.values():
         metrics += [m for m in values if m not in metrics]
-    header = "<tr><th>metric<th>better" + "".join(
-        f"<th>{e(name)}{' (best)' if name == best else ''}" for name in candidates
-    )
-    header += f"<th>champion v{e(verdict.get('champion_version'))}" if champion else ""
+    columns = [f"{name} (best)" if name == best else name for name in candidates]
+    if champion:
+        columns.append(f"champion v{verdict.get('champion_version')}")
     intervals = (verdict.get("uncertainty") or {}).get("metrics") or {}
     if intervals:
-        header += f"<th>gain of the best ({verdict['uncertainty']['confidence']:.0%} interval)"
+        columns.append(f"gain of the best ({verdict['uncertainty']['confidence']:.0%} interval)")
     rows = []
     for metric in metrics:
-        arrow = "↑ higher" if spec.direction(metric) == "maximize" else "↓ lower"
-        cells = "".join(f'<td class="num">{_value(values.get(metric))}' for values in candidates.values())
+        cells = [_value(scores.get(metric)) for scores in candidates.values()]
         if champion:
-            cells += f'<td class="num">{_value(champion.get(metric))}'
+            cells.append(_value(champion.get(metric)))
         if intervals:
-            cells += f'<td class="num">{_interval_text(intervals.get(metric) or {}, "gain", "low", "high")}'
-        primary = " (primary)" if metric == metrics[0] else ""
-        rows.append(f"<tr><td>{e(metric)}{primary}<td>{arrow}{cells}</tr>")
+            cells.append(_interval_text(intervals.get(metric) or {}, "gain", "low", "high"))
+        rows.append(
+            {
+                "metric": metric,
+                "primary": metric == metrics[0],
+                "better": "↑ higher" if spec.direction(metric) == "maximize" else "↓ lower",
+                "cells": cells,
+            }
+        )
     searches = {name: getattr((models or {}).get(name), "mlpipe_search_", None) for name in candidates}
-    if any(searches.values()):
-        cells = "".join(f"<td>{_search_text(s)}" for s in searches.values()) + ("<td>" if champion else "")
-        cells += "<td>" if intervals else ""
-        rows.append(f"<tr><td>tuning (cross-validated on the train split)<td>{cells}</tr>")
-    return f"<h2>Candidates and champion on this run's holdout</h2><table>{header}</tr>{''.join(rows)}</table>"
+    tuned = any(searches.values())
+    return {
+        "columns": columns,
+        "rows": rows,
+        "tuning": [_search_text(s) for s in searches.values()] if tuned else None,
+        "tuning_blanks": int(bool(champion)) + int(bool(intervals)),
+    }
 
 
-def _search_text(search: dict[str, Any] | None) -> str:
-    """A candidate's search in one cell: the setting it chose, its cross-validated score, its cost."""
+def _metrics_section(spec: PipelineSpec, verdict: dict[str, Any], models: dict[str, Any] | None = None) -> str:
+    """The page's section of :func:`_metrics_table`, as HTML."""
+    return str(report_template("_evaluation.html").module.metrics_section(_metrics_table(spec, verdict, models)))
+
+
+def _search_text(search: dict[str, Any] | None) -> str | None:
+    """A candidate's search in one cell: the setting it chose, its cross-validated score, its cost (None: fixed)."""
     if not search:
-        return '<span class="muted">fixed params</span>'
+        return None
     best = ", ".join(f"{k}={_number(v)}" for k, v in search["best_params"].items())
-    return e(
+    return (
         f"{search['method']}: {best}; {search['metric']} {fmt(float(search['best_metric']), '.4f')} "
         f"over {search['cv']} ({search['n_fits']} fits"
         + (f", {fmt(float(search['search_seconds']), '.1f')} s)" if "search_seconds" in search else ")")
@@ -640,7 +657,7 @@ def _search_text(search: dict[str, Any] | None) -> str:
 
 
 def _value(value: Any) -> str:
-    return e(fmt(float(value), ".4f")) if isinstance(value, (int, float)) else "n/a"
+    return fmt(float(value), ".4f") if isinstance(value, (int, float)) else "n/a"
 
 
 def interval_figures(spec: PipelineSpec, verdict: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -700,64 +717,49 @@ def _interval_text(item: dict[str, Any], value: str, low: str, high: str) -> str
     """A figure with its interval, ``+0.0123 [-0.0040, +0.0290]``, when the item has one."""
     if item.get(low) is None:
         return _value(item.get(value))
-    return e(f"{item[value]:+.4f} [{item[low]:+.4f}, {item[high]:+.4f}]")
+    return f"{item[value]:+.4f} [{item[low]:+.4f}, {item[high]:+.4f}]"
 
 
-def _slices_section(slices: list[dict[str, Any]] | None) -> str:
+def _slice_rows(slices: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """One row per slice the gate looked at; None when the gate computed no slices (no section)."""
     if slices is None:
-        return ""
-    if not slices:
-        return '<h2>Slices</h2><p class="muted">No slice was judged in this run.</p>'
+        return None
     rows = []
     for s in slices:
         judged = bool(s.get("judged"))
-        state = ("pass" if s.get("passed") else "FAIL") if judged else "not judged"
         numbers = [f"{int(s.get('rows') or 0):,}", *(_value(s.get(k)) for k in ("candidate", "champion"))]
         numbers.append(_interval_text(s, "worsening", "worsening_low", "worsening_high"))
         rows.append(
-            f"<tr><td>{e(s.get('column'))}<td>{e(s.get('value'))}"
-            + "".join(f'<td class="num">{n}' for n in numbers)
-            + f"<td>{badge(state)}<td>{e(s.get('metric') or '')}<td>{e(s.get('note') or '')}</tr>"
+            {
+                "column": s.get("column"),
+                "value": s.get("value"),
+                "numbers": numbers,
+                "state": ("pass" if s.get("passed") else "FAIL") if judged else "not judged",
+                "metric": s.get("metric") or "",
+                "note": s.get("note") or "",
+            }
         )
-    header = (
-        "<tr><th>column<th>value<th>rows<th>best candidate<th>champion<th>worsening<th>result<th>metric<th>note</tr>"
-    )
-    about = (
-        '<p class="muted">The best candidate and the champion on each slice of the holdout (one per value of '
-        "the column, most frequent first); worsening is in the metric's direction, positive = worse, with its "
-        "paired bootstrap interval when the gate has a confidence.</p>"
-    )
-    return f"<h2>Slices</h2>{about}<table>{header}{''.join(rows)}</table>"
+    return rows
 
 
-def _importance_section(importance: Importance | None, metric: str) -> str:
+def _importance(importance: Importance | None, metric: str) -> dict[str, Any] | None:
+    """The importance table and how it was measured; None when it was not (the plots' notes say why)."""
     if importance is None or importance.frame is None:
-        return ""
-    rows = "".join(
-        f'<tr><td>{e(name)}<td class="num">{e(fmt(row["mean"], ".4f"))}<td class="num">{e(fmt(row["std"], ".4f"))}</tr>'
-        for name, row in importance.frame.iterrows()
-    )
+        return None
     about = (
         f"On {importance.rows:,} of {importance.holdout_rows:,} holdout rows (seeded sample), "
         f"{importance.repeats} shuffles per input column" + (f"; {importance.note}" if importance.note else "") + "."
     )
-    return (
-        f'<h2>Permutation importance</h2><p class="muted">{e(about)}</p>'
-        f"<table><tr><th>input column<th>worsening of {e(metric)}<th>std over shuffles</tr>{rows}</table>"
-    )
+    rows = [
+        {"column": name, "mean": fmt(row["mean"], ".4f"), "std": fmt(row["std"], ".4f")}
+        for name, row in importance.frame.iterrows()
+    ]
+    return {"about": about, "metric": metric, "rows": rows}
 
 
-def _holdout_section(spec: PipelineSpec, y: np.ndarray) -> str:
+def _holdout_text(spec: PipelineSpec, y: np.ndarray) -> str:
     if spec.target.task == "regression":
         low, mean, high, std = (fmt(float(f(y)), ".4g") for f in (np.min, np.mean, np.max, np.std))
-        text = f"{len(y):,} rows; target {spec.target.column}: mean {mean}, std {std}, range {low} .. {high}"
-    else:
-        counts = pd.Series(y).value_counts().sort_index()
-        text = f"{len(y):,} rows; {spec.target.column}: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
-    return f"<h2>Holdout</h2><p>{e(text)}</p>"
-
-
-def _plots_section(plots: dict[str, tuple[float, float]], notes: list[str]) -> str:
-    items = [img(f, alt=PLOT_TEXT[f][0], caption=PLOT_TEXT[f][1], figsize=plots[f]) for f in PLOT_TEXT if f in plots]
-    note = "".join(f'<p class="muted">Not drawn: {e(n)}.</p>' for n in notes)
-    return f'<h2>Plots</h2><div class="plots">{"".join(items)}</div>{note}'
+        return f"{len(y):,} rows; target {spec.target.column}: mean {mean}, std {std}, range {low} .. {high}"
+    counts = pd.Series(y).value_counts().sort_index()
+    return f"{len(y):,} rows; {spec.target.column}: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items())

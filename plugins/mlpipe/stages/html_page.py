@@ -1,21 +1,29 @@
-"""What every static HTML report of mlpipe shares: the stylesheet, escaping, badges, small PNG plots, the page.
+"""What every static HTML report of mlpipe shares: small PNG plots, figures as text, the rendered page.
 
 A report is a folder: ``index.html`` with inline CSS (no JavaScript, no CDN, nothing fetched) and its
 PNG plots next to it, so it can be kept as an artifact, mailed or opened from a bucket. Plots are
 drawn on bare matplotlib ``Figure``s with Agg canvases (never pyplot), and the page is written last
 and atomically, so a reader never sees a page whose plots are missing.
+
+The pages are Jinja2 templates under ``mlpipe/templates/reports`` (``_page.html``: the layout and
+stylesheet; ``_macros.html``: badges and figures), rendered by :func:`render_page` through
+:func:`mlpipe.templating.environment`: autoescaped, so every name and value from the data is text.
+The report modules compute the figures and tables; the templates only lay them out.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe.templating import REPORTS, environment
+
 if TYPE_CHECKING:
+    from jinja2 import Environment
     from matplotlib.figure import Figure
 
 INDEX_FILE = "index.html"
@@ -37,33 +45,10 @@ BADGE_CLASSES = {
     "not judged": "na",
 }
 
-CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1100px; margin: 2em auto; padding: 0 1em; }
-h1 { margin-bottom: 0.1em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-.subtitle { color: #555; margin-top: 0; }
-.badge { display: inline-block; padding: 0.15em 0.6em; border-radius: 0.3em; font-weight: 600; }
-.verdict { font-size: 1.3em; }
-.ok { background: #d4edda; color: #155724; } .warn { background: #fff3cd; color: #856404; }
-.act { background: #f8d7da; color: #721c24; } .na { background: #e2e3e5; color: #383d41; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.score td { border-top: 2px solid #999; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { color: #555; font-size: 0.9em; max-width: 540px; }
-.muted { color: #777; }
-"""
 
-
-def e(value: Any) -> str:
-    """``value`` as HTML text, quotes included (safe in attributes too)."""
-    return html.escape(str(value), quote=True)
-
-
-def badge(status: str, *, extra: str = "") -> str:
-    """A coloured status label; ``extra`` adds classes (say, ``" verdict"``)."""
-    return f'<span class="badge {BADGE_CLASSES.get(status.lower(), "na")}{extra}">{e(status)}</span>'
+def badge_class(status: str) -> str:
+    """The colour class of a status word's badge ('na' for a word it does not know)."""
+    return BADGE_CLASSES.get(str(status).lower(), "na")
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -108,32 +93,33 @@ def save_figure(figure: Figure, path: Path) -> None:
     figure.clear()
 
 
-def img(file: str, *, alt: str, caption: str, anchor: str = "", figsize: tuple[float, float] = FIGSIZE) -> str:
-    """A ``<figure>`` showing the PNG ``file`` (relative to the page) with its caption."""
-    anchor_attr = f' id="{e(anchor)}"' if anchor else ""
-    return (
-        f'<figure{anchor_attr}><img src="{e(file)}" alt="{e(alt)}" width="{int(figsize[0] * DPI)}" '
-        f'height="{int(figsize[1] * DPI)}"><figcaption>{e(caption)}</figcaption></figure>'
-    )
+def plot_item(
+    file: str, *, alt: str, caption: str, anchor: str = "", figsize: tuple[float, float] = FIGSIZE
+) -> dict[str, Any]:
+    """What ``_macros.html``'s ``figure`` shows of the PNG ``file``: its text and its size in pixels."""
+    return {
+        "file": file,
+        "alt": alt,
+        "caption": caption,
+        "anchor": anchor,
+        "width": int(figsize[0] * DPI),
+        "height": int(figsize[1] * DPI),
+    }
 
 
-def page(*, title: str, subtitle: str, body: str) -> str:
-    """A whole self-contained page: the stylesheet inline, ``body`` (already HTML) under the title."""
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
-{f'<p class="subtitle">{e(subtitle)}</p>' if subtitle else ""}
-{body}
-</body>
-</html>
-"""
+@cache
+def _environment() -> Environment:
+    return environment(REPORTS, filters={"badge_class": badge_class, "fmt": fmt})
+
+
+def report_template(name: str) -> Any:
+    """The report template ``name`` (its macros are ``.module``'s attributes)."""
+    return _environment().get_template(name)
+
+
+def render_page(template: str, *, title: str, subtitle: str = "", **context: Any) -> str:
+    """A whole self-contained page from the report template ``template`` (which extends ``_page.html``)."""
+    return report_template(template).render(title=title, subtitle=subtitle, **context)
 
 
 def write_index(out_dir: Path, text: str) -> Path:

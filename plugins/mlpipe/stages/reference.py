@@ -36,7 +36,7 @@ import pandas as pd
 
 from mlpipe.errors import ArtifactIntegrityError, ReferenceValidationError
 from mlpipe.stages.drift import _json_safe, js_distance, psi
-from mlpipe.stages.html_page import badge, e, page
+from mlpipe.stages.html_page import render_page
 
 if TYPE_CHECKING:
     from mlpipe.registry import ModelVersion
@@ -670,31 +670,27 @@ def write_report(store: ArtifactStore, prefix: str, report: ReferenceReport) -> 
 
 
 def render_html(report: ReferenceReport) -> str:
-    """The reference checks as a self-contained page: status, the reference, one row per check."""
-    status = {"passed": "pass", "failed": "fail"}.get(report.status, "n/a")
+    """The reference checks as a self-contained page: status, the reference, one row per check (failed first)."""
     ref = report.reference or {}
-    parts = [f"<p>{badge(status, extra=' verdict')} {e(report.summary_line())}</p>"]
-    if ref:
-        parts.append(
-            f"<p>Reference: {e(ref.get('label'))} — run {e(ref.get('run_id'))}, as of {e(ref.get('as_of'))}, "
-            f"<code>{e(ref.get('uri'))}</code></p>"
-        )
-    if report.note:
-        parts.append(f'<p class="muted">{e(report.note)}</p>')
-    if report.findings:
-        rows = []
-        ordered = sorted(report.findings, key=lambda f: (f.passed, f.check, f.column or ""))
-        for f in ordered:
-            figure = "n/a" if f.figure is None else f"{f.figure:.4g}"
-            limit = "n/a" if f.limit is None else f"{f.limit:.4g}"
-            examples = "<br>".join(e(x) for x in f.examples[:EXAMPLES])
-            cells = [badge("pass" if f.passed else "fail"), e(f.check), e(f.column or "-")]
-            rows.append(
-                "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="num">{figure}</td>'
-                f'<td class="num">{limit}</td><td>{e(f.detail)}</td><td>{examples}</td></tr>'
-            )
-        parts.append(
-            "<table><tr><th>status</th><th>check</th><th>column</th><th>figure</th><th>limit</th>"
-            "<th>what was seen</th><th>examples</th></tr>" + "".join(rows) + "</table>"
-        )
-    return page(title="Validation against the reference", subtitle="mlpipe reference checks", body="\n".join(parts))
+    findings = [
+        {
+            "passed": f.passed,
+            "check": f.check,
+            "column": f.column or "-",
+            "figure": "n/a" if f.figure is None else f"{f.figure:.4g}",
+            "limit": "n/a" if f.limit is None else f"{f.limit:.4g}",
+            "detail": f.detail,
+            "examples": f.examples[:EXAMPLES],
+        }
+        for f in sorted(report.findings, key=lambda f: (f.passed, f.check, f.column or ""))
+    ]
+    return render_page(
+        "reference.html",
+        title="Validation against the reference",
+        subtitle="mlpipe reference checks",
+        status={"passed": "pass", "failed": "fail"}.get(report.status, "n/a"),
+        summary=report.summary_line(),
+        reference={k: ref.get(k) for k in ("label", "run_id", "as_of", "uri")} if ref else None,
+        note=report.note,
+        findings=findings,
+    )

@@ -1,0 +1,57 @@
+"""The one Jinja2 environment factory of mlpipe: static reports, notifications and the Models view's pages.
+
+Templates are package data of ``mlpipe`` (``templates/reports``, ``templates/notify``, ``ui/templates``),
+found through the package (:class:`jinja2.PackageLoader`), so an editable checkout, a wheel and
+Airflow's ``plugins/`` folder load the same files. HTML (and SVG / XML) templates are autoescaped:
+names and values that come from the data (a category ``<script>``, say) reach a page as text. Text
+templates (``.txt``) are not. A variable a template names but the caller did not give fails the
+render (:class:`jinja2.StrictUndefined`) instead of leaving a blank in the page.
+
+Jinja2 is imported when an environment is first built, never when this module is: the DAG factory
+imports the notifier, whose templates are rendered in the worker only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+    from jinja2 import Environment
+
+PACKAGE = "mlpipe"
+REPORTS = "templates/reports"
+NOTIFY = "templates/notify"
+UI = "ui/templates"
+AUTOESCAPED = ("html", "htm", "svg", "xml")
+
+
+def template_dir(folder: str) -> Traversable:
+    """The folder of templates ``folder`` (one of REPORTS, NOTIFY, UI) inside the installed package."""
+    return resources.files(PACKAGE).joinpath(folder)
+
+
+def environment(
+    folder: str, *, filters: Mapping[str, Callable[..., Any]] | None = None, strict: bool = True
+) -> Environment:
+    """A Jinja2 environment of the templates under ``mlpipe/<folder>``, with ``filters`` added.
+
+    ``strict`` (the default) makes an undefined variable an error; only the Models view, whose dicts
+    leave out what a page then tests with ``{% if %}``, renders with Jinja2's lenient default.
+    Callers keep their environment (``functools.cache``): building one reads no template yet.
+    """
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader(PACKAGE, folder),
+        autoescape=jinja2.select_autoescape(AUTOESCAPED, default_for_string=True, default=False),
+        undefined=jinja2.StrictUndefined if strict else jinja2.Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(filters or {})
+    return env
