@@ -17,25 +17,26 @@ final, and this notifier never raises, so delivery can neither fail nor retry a 
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
+from mlpipe.templating import NOTIFY, environment
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from jinja2 import Environment
 
     from mlpipe.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).parent / "templates" / "notify"
 DEFAULT_BASE_URL = "http://localhost:8080"
 # Seconds a provider may wait for the mail server / webhook: a notification never holds a worker long.
 DELIVERY_TIMEOUT = 10
@@ -57,10 +58,10 @@ class Message:
     body: str
 
     def html(self) -> str:
-        """The body as a mail client shows it: escaped text, line breaks kept, links clickable."""
-        escaped = html.escape(self.body)
-        linked = re.sub(r"(https?://[^\s<]+)", r'<a href="\1">\1</a>', escaped)
-        return f'<html><body><div style="font-family:sans-serif;white-space:pre-wrap">{linked}</div></body></html>'
+        """The body as a mail client shows it (``_mail.html``): escaped text, line breaks kept, links clickable."""
+        # re.split with a group: text at even positions, the URLs between them at odd ones.
+        parts = re.split(r"(https?://[^\s<]+)", self.body)
+        return _environment().get_template("_mail.html").render(parts=list(enumerate(parts)))
 
     def slack_text(self) -> str:
         return f"*{self.subject}*\n{self.body}"
@@ -273,19 +274,14 @@ def _figure(value: Any) -> str:
     return str(value)
 
 
+@cache
+def _environment() -> Environment:
+    return environment(NOTIFY, filters={"figure": _figure})
+
+
 def render(pipeline: str, event: Event) -> Message:
     """``event``'s message from its template: the first line is the subject, the rest the body."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
-    env.filters["figure"] = _figure
+    env = _environment()
     text = env.get_template(f"{event.name}.txt").render(pipeline=pipeline, links=event.links, **event.facts)
     subject, _, body = text.strip().partition("\n")
     lines = [line.rstrip() for line in body.strip().splitlines()]

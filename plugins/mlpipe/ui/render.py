@@ -1,4 +1,5 @@
-"""HTML pages of the Models view, from the dicts of ``mlpipe.ui.views`` (Jinja2, autoescaped).
+"""HTML pages of the Models view, from the dicts of ``mlpipe.ui.views`` (Jinja2, autoescaped, through
+:func:`mlpipe.templating.environment` as every template of mlpipe).
 
 Pages carry their own small stylesheet and inline SVG charts: nothing is fetched from elsewhere.
 Links are relative to the app's mount point (``root``), so they work under any Airflow base URL.
@@ -13,9 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment
 from markupsafe import Markup
 
+from mlpipe.templating import UI, environment
 from mlpipe.ui import charts
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -48,14 +50,9 @@ def _as_json(value: Any) -> str:
 
 @cache
 def _environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(num=_number, when=_when, as_json=_as_json)
-    return env
+    # Not strict: the views' dicts leave out what a page then tests with {% if %} (a run without a
+    # drift report has no links.drift_report, say).
+    return environment(UI, filters={"num": _number, "when": _when, "as_json": _as_json}, strict=False)
 
 
 def page(template: str, *, root: str, **context: Any) -> str:
