@@ -1,5 +1,5 @@
-"""What a training run did, read back from its artifacts and the registry: the demo summary, and where
-a model version's reports are (``python -m mlpipe report open``)."""
+"""What a training run did, read back from its artifacts and the registry: the demo summary (laid out by
+``templates/reports/summary.txt``), and where a model version's reports are (``python -m mlpipe report open``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import Registry
+from mlpipe.stages.html_page import report_template
 from mlpipe.stages.runs import RUN_FILE, describe_trigger, indexed_runs, read_json, reused_from, run_prefix
 from mlpipe.storage import ArtifactStore, run_key
 
@@ -31,87 +32,41 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     verdict = read_json(store, f"{prefix}/evaluate/verdict.json")
     promotion = read_json(store, f"{prefix}/promote/result.json")
 
-    lines = [f"== {pipeline}: run {run.get('run_id')} =="]
-    lines.append(f"trigger     {describe_trigger(run)}; data as of {run.get('as_of')}")
-    if snap:
-        lines.append(f"data        {snap['rows']:,} rows, sha256 {snap['sha256'][:16]}…")
-    if validation:
-        stats = validation.get("statistics", {})
-        state = "passed" if validation.get("success") else "FAILED"
-        lines.append(
-            f"validation  {state}: {stats.get('successful_expectations')}/{stats.get('evaluated_expectations')} "
-            f"expectations of suite {validation.get('suite')}"
-        )
-        for failure in validation.get("failures", [])[:10]:
-            lines.append(
-                f"            - {failure.get('expectation')} on {failure.get('column') or 'table'}: "
-                f"observed {failure.get('observed')}"
-            )
-        reference = validation.get("reference")
-        if reference:
-            lines.append(f"reference   {reference.get('line')}")
-            lines += [f"            - {failure.get('detail')}" for failure in reference.get("failures", [])[:10]]
-    else:
-        lines.append("validation  not reached")
-    if features:
-        lines.append(
-            f"split       {features['split']}: {features['train_rows']:,} train / "
-            f"{features['holdout_rows']:,} holdout rows"
-        )
-    if verdict:
-        metrics = [
-            verdict["primary_metric"],
-            *[m for m in next(iter(verdict["candidates"].values()), {}) if m != verdict["primary_metric"]],
-        ]
-        lines.append("metrics     " + "".join(f"{m:>18}" for m in ["on holdout", *metrics]))
-        for name, values in verdict["candidates"].items():
-            mark = " (best)" if name == verdict["best_candidate"] else ""
-            lines.append("            " + f"{name + mark:>18}" + "".join(f"{_fmt(values.get(m)):>18}" for m in metrics))
-        if verdict.get("champion_metrics"):
-            label = f"champion v{verdict['champion_version']}"
-            lines.append(
-                "            "
-                + f"{label:>18}"
-                + "".join(f"{_fmt(verdict['champion_metrics'].get(m)):>18}" for m in metrics)
-            )
-        elif verdict.get("champion_version"):
-            lines.append(f"            champion v{verdict['champion_version']}: could not be scored")
-        else:
-            lines.append("            champion: none before this run")
-        lines.append(f"verdict     {'BLESSED' if verdict['blessed'] else 'not blessed'} ({verdict['decision']})")
-        if verdict.get("reused_from"):
-            lines.append(
-                f"            reused the evaluation of run {verdict['reused_from']} (same data, spec and code, "
-                "champion unchanged since)"
-            )
-        for rule in verdict["rules"]:
-            lines.append(f"            [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['detail']}")
     reused = {
         name: reused_from(store, pipeline, runs[-1]["run_key"], name) for name in (verdict or {}).get("candidates", {})
     }
-    origins = sorted({o["run_id"] for o in reused.values() if o})
-    if origins:
-        saved = sum(float(o.get("fit_seconds") or 0) for o in reused.values() if o)
-        lines.append(
-            f"training    reused {', '.join(n for n, o in reused.items() if o)} of run {', '.join(origins)}: same "
-            f"snapshot sha256, spec and code version, no training ({saved:.1f}s of fits saved)"
-        )
-    if promotion:
-        lines.append(f"promotion   {promotion['message']}")
-    champ = registry.champion(pipeline)
-    lines.append(
-        f"champion    now v{champ.version} ({champ.candidate}), artifact {champ.artifact_uri}"
-        if champ
-        else "champion    none"
+    text = report_template("summary.txt").render(
+        pipeline=pipeline,
+        run=run,
+        trigger=describe_trigger(run),
+        snap=snap,
+        validation=validation,
+        features=features,
+        verdict=verdict,
+        metrics=_metrics_table(verdict) if verdict else None,
+        reused=[name for name, origin in reused.items() if origin],
+        origins=sorted({o["run_id"] for o in reused.values() if o}),
+        saved=sum(float(o.get("fit_seconds") or 0) for o in reused.values() if o),
+        promotion=promotion,
+        champion=registry.champion(pipeline),
+        artifacts=store.uri(prefix),
     )
-    lines.append(f"artifacts   {store.uri(prefix)}/")
-    if verdict and verdict.get("report_uri"):
-        lines.append(f"report      {verdict['report_uri']}")
-    if validation and validation.get("data_docs_uri"):
-        lines.append(f"data docs   {validation['data_docs_uri']}")
-    if validation and (validation.get("reference") or {}).get("html_uri"):
-        lines.append(f"ref report  {validation['reference']['html_uri']}")
-    return "\n".join(lines)
+    return text.rstrip("\n")  # each line of the template ends in one, the last line's included
+
+
+def _metrics_table(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The holdout metrics of every candidate (and the champion when scored): primary first, as text cells."""
+    primary = verdict["primary_metric"]
+    metrics = [primary, *[m for m in next(iter(verdict["candidates"].values()), {}) if m != primary]]
+    rows = [
+        (name + (" (best)" if name == verdict["best_candidate"] else ""), [_fmt(values.get(m)) for m in metrics])
+        for name, values in verdict["candidates"].items()
+    ]
+    if verdict.get("champion_metrics"):
+        rows.append(
+            (f"champion v{verdict['champion_version']}", [_fmt(verdict["champion_metrics"].get(m)) for m in metrics])
+        )
+    return {"header": ["on holdout", *metrics], "rows": rows}
 
 
 def report_locations(
