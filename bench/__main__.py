@@ -65,6 +65,7 @@ TITLES = {
     "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
     "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
     "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
+    "reports": "Report rendering: the evaluation, drift and reference pages and the run summary of a small demo",
 }
 
 

@@ -7,20 +7,24 @@ names and values that come from the data (a category ``<script>``, say) reach a 
 templates (``.txt``) are not. A variable a template names but the caller did not give fails the
 render (:class:`jinja2.StrictUndefined`) instead of leaving a blank in the page.
 
-Jinja2 is imported when an environment is first built, never when this module is: the DAG factory
-imports the notifier, whose templates are rendered in the worker only.
+Jinja2 is imported when an environment is first built, never when this module is (in a task's process
+Airflow has imported it already). Compiled templates are kept in Jinja2's per-user bytecode cache
+(a ``_jinja2-cache-<uid>`` folder in the system's temporary directory, keyed by each template's
+source), so a task's process does not compile them again: the four report templates took ~130 ms to
+compile and ~10 ms from the cache on the 2-core development machine (docs/benchmarks.md, "Report rendering").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-    from jinja2 import Environment
+    from jinja2 import BytecodeCache, Environment
 
 PACKAGE = "mlpipe"
 REPORTS = "templates/reports"
@@ -32,6 +36,16 @@ AUTOESCAPED = ("html", "htm", "svg", "xml")
 def template_dir(folder: str) -> Traversable:
     """The folder of templates ``folder`` (one of REPORTS, NOTIFY, UI) inside the installed package."""
     return resources.files(PACKAGE).joinpath(folder)
+
+
+@cache
+def _bytecode_cache() -> BytecodeCache | None:
+    import jinja2
+
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except RuntimeError:  # no usable temporary directory of this user's: compile every time
+        return None
 
 
 def environment(
@@ -52,6 +66,7 @@ def environment(
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(filters or {})
     return env
