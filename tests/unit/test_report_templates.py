@@ -19,6 +19,7 @@ from stages.test_reference import PIPELINES, flights
 from mlpipe.spec import load_spec
 from mlpipe.stages.drift import drift_report
 from mlpipe.stages.drift_report import render_drift_report
+from mlpipe.stages.html_page import badge_class
 from mlpipe.stages.reference import compare, write_report
 from mlpipe.storage import LocalStore
 from mlpipe.templating import NOTIFY, REPORTS, UI, template_dir
@@ -99,7 +100,7 @@ def test_the_drift_report_of_a_stage_run(tmp_path: Path) -> None:
     assert carrier.unseen == 1 and carrier.status == "act"
     row = re.search(r'<tr><td><a href="#plot-feature-carrier">carrier</a>(.*?)</tr>', page).group(1)
     assert f"{carrier.unseen} ({carrier.unseen_share:.1%})" in row and f'<span class="muted">{ESCAPED}</span>' in row
-    assert f'<span class="badge {report.verdict if report.verdict == "ok" else "act"} verdict">' in page
+    assert f'<span class="badge {badge_class(report.verdict)} verdict">{report.verdict}</span>' in page
     assert len(re.findall(r'<figure id="plot-feature-[a-z_-]+"><img src="feature-[a-z_-]+\.png"', page)) == 3
 
 
