@@ -173,7 +173,8 @@ def test_a_variable_the_caller_left_out_fails_the_render() -> None:
 
 def test_the_templating_module_does_not_import_jinja2() -> None:
     code = "import sys, mlpipe.templating; assert 'jinja2' not in sys.modules, 'jinja2 imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PACKAGE.parent)}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
 
 
 # -- package data ---------------------------------------------------------------------------------------
