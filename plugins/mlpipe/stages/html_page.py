@@ -8,7 +8,9 @@ and atomically, so a reader never sees a page whose plots are missing.
 The pages are Jinja2 templates under ``mlpipe/templates/reports`` (``_page.html``: the layout and
 stylesheet; ``_macros.html``: badges and figures), rendered by :func:`render_page` through
 :func:`mlpipe.templating.environment`: autoescaped, so every name and value from the data is text.
-The report modules compute the figures and tables; the templates only lay them out.
+The report modules compute the figures and tables; the templates only lay them out. The run summary
+(``mlpipe.summary``, plain text) is a template of the same folder, ``summary.txt``, got with
+:func:`report_template`.
 """
 
 from __future__ import annotations
