@@ -17,7 +17,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe import notify
+from mlpipe import notify, urls
 from mlpipe.assets import champion_asset, drift_asset, new_data_asset
 from mlpipe.errors import SpecError
 from mlpipe.operators.base import train_param_specs
@@ -43,7 +43,6 @@ from mlpipe.operators.watch import NewDataPublishOperator
 from mlpipe.sensors.new_data import NewDataSensor
 from mlpipe.sources import describe
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
-from mlpipe.ui import paths
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def _dag_doc(spec: PipelineSpec, role: str, body: str) -> str:
     gate, the triggers, and where its results are shown. Built from the spec for every role."""
     target = spec.target
     positive = f", positive class `{target.positive_class}`" if target.positive_class is not None else ""
-    models = paths.in_airflow_ui(paths.pipeline(spec.name), base_path())
+    models = urls.in_airflow_ui(urls.pipeline(spec.name), base_path())
     return f"""### {spec.name}: {ROLE_TITLES.get(role, role)}
 {spec.description}
 
