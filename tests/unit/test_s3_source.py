@@ -153,7 +153,6 @@ class TestExtract:
         assert snap.columns == ["id", "ts", "cat", "num", "y"]
         assert got["y"].tolist() == (frame["score"] > 0).astype(int).tolist()
 
-
     def test_key_patterns_are_compiled_once_per_pattern_not_per_object(
         self, include_tree, make_spec, make_frame, client, bucket, store
     ) -> None:
