@@ -3,7 +3,7 @@ and the listener that notes on each training run what started it.
 
 Airflow's plugins manager imports this module in every Airflow process (scheduler, workers,
 triggerer, dag-processor, API server), so it imports nothing but the plugin API, the listener
-module (as light) and the view's paths: the FastAPI app (and the registry, the store, Jinja2 ...)
+module (as light) and the view's URLs (mlpipe.urls): the FastAPI app (and the registry, the store, Jinja2 ...)
 is built on the first request the API server routes to it. The operators' extra links need no
 registration here: in Airflow 3 each task stores its links' URLs in XCom when it finishes, and the
 UI reads them from there.
@@ -16,7 +16,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 import mlpipe.listeners as run_notes
-from mlpipe.ui import paths
+from mlpipe import urls
 
 
 class LazyModelsApp:
@@ -35,15 +35,15 @@ class LazyModelsApp:
 
 class MlpipePlugin(AirflowPlugin):
     name = "mlpipe"
-    fastapi_apps = [{"app": LazyModelsApp(), "url_prefix": paths.APP_PREFIX, "name": "mlpipe Models view"}]
+    fastapi_apps = [{"app": LazyModelsApp(), "url_prefix": urls.APP_PREFIX, "name": "mlpipe Models view"}]
     # A top-level "Models" entry in the UI's navigation; the UI frames the app at /plugin/models.
     # The href is relative: the UI resolves it against Airflow's base URL.
     external_views = [
         {
-            "name": paths.VIEW_NAME,
-            "href": paths.APP_PREFIX.lstrip("/") + "/",
-            "icon": paths.APP_PREFIX.lstrip("/") + "/icon.svg",
-            "url_route": paths.URL_ROUTE,
+            "name": urls.VIEW_NAME,
+            "href": urls.APP_PREFIX.lstrip("/") + "/",
+            "icon": urls.APP_PREFIX.lstrip("/") + "/icon.svg",
+            "url_route": urls.URL_ROUTE,
             "destination": "nav",
             "nav_top_level": True,
         }

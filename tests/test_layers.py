@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+LAYERS = "Layers (docs/architecture.md): imports point down only"
 
 
 def test_import_contracts_are_kept() -> None:
@@ -20,12 +21,12 @@ def test_import_contracts_are_kept() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
-    assert "Layers: factory > adapters > CLI, UI > hooks > stages > services > spec KEPT" in out.stdout
+    assert f"{LAYERS} KEPT" in out.stdout
     assert "No import cycles between sibling modules KEPT" in out.stdout
 
 
-def test_contracts_fail_on_a_cycle_and_on_the_ui_importing_an_operator(tmp_path: Path) -> None:
-    """The same contracts, run on a copy of the package with two deliberate breaks, name both."""
+def test_contracts_fail_on_a_cycle_and_on_the_ui_and_the_operators_importing_each_other(tmp_path: Path) -> None:
+    """The same contracts, run on a copy of the package with three deliberate breaks, name each."""
     package = tmp_path / "plugins" / "mlpipe"
     shutil.copytree(REPO / "plugins" / "mlpipe", package, ignore=shutil.ignore_patterns("__pycache__"))
     # A cycle between sibling stages, hidden inside a function as the old ones were.
@@ -35,6 +36,9 @@ def test_contracts_fail_on_a_cycle_and_on_the_ui_importing_an_operator(tmp_path:
     # The UI reaching up into an operator.
     views = package / "ui" / "views.py"
     views.write_text(views.read_text() + "\n\nfrom mlpipe.operators import training  # noqa\n")
+    # And back: an operator's link reaching into the UI package for a URL (mlpipe.urls is where they live).
+    links = package / "operators" / "links.py"
+    links.write_text(links.read_text() + "\n\nfrom mlpipe.ui import views  # noqa\n")
     lint_imports = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
     out = subprocess.run(
@@ -47,9 +51,11 @@ def test_contracts_fail_on_a_cycle_and_on_the_ui_importing_an_operator(tmp_path:
     )
     report = out.stdout + out.stderr
     assert out.returncode == 1, report
-    assert "Layers: factory > adapters > CLI, UI > hooks > stages > services > spec BROKEN" in report, report
+    assert f"{LAYERS} BROKEN" in report, report
     assert "mlpipe.ui is not allowed to import mlpipe.operators" in report, report
     assert "mlpipe.ui.views -> mlpipe.operators.training" in report, report
+    assert "mlpipe.operators is not allowed to import mlpipe.ui" in report, report
+    assert "mlpipe.operators.links -> mlpipe.ui.views" in report, report
     assert "No import cycles between sibling modules BROKEN" in report, report
     assert "No cycles are allowed in mlpipe.stages." in report, report
     assert "- .metrics -> .evaluate (1 import)" in report, report

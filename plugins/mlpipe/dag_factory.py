@@ -8,7 +8,6 @@ still load and the user sees the message in the UI.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe import notify
+from mlpipe import dag_docs, notify
 from mlpipe.assets import champion_asset, drift_asset, new_data_asset
 from mlpipe.errors import SpecError
 from mlpipe.operators.base import train_param_specs
@@ -41,9 +40,7 @@ from mlpipe.operators.training import (
 )
 from mlpipe.operators.watch import NewDataPublishOperator
 from mlpipe.sensors.new_data import NewDataSensor
-from mlpipe.sources import describe
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
-from mlpipe.ui import paths
 
 log = logging.getLogger(__name__)
 
@@ -56,134 +53,6 @@ MAX_RETRY_DELAY = timedelta(minutes=10)
 CHECK_PRIORITY = {"priority_weight": 100, "weight_rule": "absolute"}
 
 
-ROLE_TITLES = {
-    "train": "training",
-    "watch": "new-data watch",
-    "monitor": "drift and performance monitor",
-    "score": "batch scoring",
-    "rollback": "rollback",
-}
-
-
-def _features_md(spec: PipelineSpec) -> str:
-    parts = []
-    if spec.features.numeric:
-        parts.append("numeric " + ", ".join(f"`{c}`" for c in spec.features.numeric))
-    if spec.features.categorical:
-        parts.append("categorical " + ", ".join(f"`{c}`" for c in spec.features.categorical))
-    for d in spec.features.datetime:
-        parts.append(f"`{d.column}` (" + ", ".join(f"`{p}`" for p in d.parts) + f" in `{d.timezone}`)")
-    return "; ".join(parts)
-
-
-def _gate_md(spec: PipelineSpec) -> str:
-    gate = spec.gate
-    metric = spec.primary_metric
-    rules = [f"- floor: `{metric}` ≥ {gate.min_primary}"] if gate.min_primary is not None else []
-    rules.append(f"- beat the champion's `{metric}` by ≥ {gate.min_improvement} (ties never promote)")
-    rules += [f"- `{m}` may not worsen by more than {tol}" for m, tol in gate.max_regression.items()]
-    rules.append("- no champion yet: the best candidate that meets the floor becomes the first one")
-    return "\n".join(rules)
-
-
-def _source_md(spec: PipelineSpec) -> str:
-    """The source in a sentence of DAG docs: its SQL file and table, or its objects under an S3 prefix."""
-    return describe(spec.source).summary
-
-
-def _new_data_md(spec: PipelineSpec) -> str:
-    """What the watch waits for."""
-    info, watch = describe(spec.source), spec.watch
-    minimum = {"rows": watch.min_new_rows, "objects": watch.min_new_objects}[info.unit]
-    return f"≥ {minimum} {info.new_data}"
-
-
-def _triggers_md(spec: PipelineSpec) -> str:
-    """What starts each of the pipeline's DAGs, and how they feed each other."""
-    name = spec.name
-    train = f"`{name}_train`: " + (f"cron `{spec.schedule}` (UTC)" if spec.schedule else "no schedule")
-    events = [f"`{name}.new_data` from `{name}_watch`"] if spec.watch else []
-    events += [f"`{name}.drift` from `{name}_monitor`"] if spec.monitor else []
-    lines = [train + (", or the asset event " + " or ".join(events) if events else "") + ", or by hand"]
-    if spec.watch:
-        lines.append(
-            f"`{name}_watch`: cron `{spec.watch.schedule or 'none'}`; waits for {_new_data_md(spec)}, "
-            f"then emits `{name}.new_data`"
-        )
-    if spec.monitor:
-        lines.append(
-            f"`{name}_monitor`: cron `{spec.monitor.schedule or 'none'}`; a drifted window emits `{name}.drift` once"
-        )
-    lines.append(
-        f"`{name}_rollback`: by hand only (Params `version`, `reason`); like a promotion, emits `{name}.champion`"
-    )
-    if spec.score:
-        events = f"`{name}.champion` (a promotion or rollback)" + (f" or `{name}.new_data`" if spec.watch else "")
-        cron = f"cron `{spec.score.schedule}` (UTC), or " if spec.score.schedule else ""
-        lines.append(f"`{name}_score`: {cron}the asset event {events}, or by hand")
-    return "\n".join(f"- {line}" for line in lines)
-
-
-def _dag_doc(spec: PipelineSpec, role: str, body: str) -> str:
-    """A pipeline DAG's docs: what the pipeline predicts and from what, the role's own ``body``, the
-    gate, the triggers, and where its results are shown. Built from the spec for every role."""
-    target = spec.target
-    positive = f", positive class `{target.positive_class}`" if target.positive_class is not None else ""
-    models = paths.in_airflow_ui(paths.pipeline(spec.name), base_path())
-    return f"""### {spec.name}: {ROLE_TITLES.get(role, role)}
-{spec.description}
-
-- **Predicts** `{target.column}` ({target.task}{positive}) from {_features_md(spec)}
-- **Source** {_source_md(spec)}
-- **Owner** {spec.owner} · **Spec** `include/pipelines/{spec.name}.yaml` (fields: `docs/spec.md`)
-
-{body.strip()}
-
-#### Promotion gate (primary metric `{spec.primary_metric}`)
-{_gate_md(spec)}
-
-#### Triggers
-{_triggers_md(spec)}
-
-#### Results
-The [Models view]({models}) (top navigation, **Models**) shows the champion, every version with its metrics,
-the champion log, the training runs with their verdicts, and the drift history. Task buttons link there too:
-`validate_snapshot` → Data Docs, `evaluate_candidates` → evaluation report, `promote_model` → model version,
-`check_drift` → drift report.
-"""
-
-
-def manual_run_doc(dag: DAG) -> str:
-    """How to start ``dag`` from the UI's trigger form, listing its Params with their descriptions."""
-    lines = [
-        "#### Run it by hand",
-        "Press **Trigger** (▶) on this DAG's page. "
-        + (
-            (
-                "The form shows the parameters below, each with what it does; fill in the required ones."
-                if any(not dag.params.get_param(k).has_value for k in dag.params)
-                else "The form shows the parameters below, each with what it does; leave them at their defaults "
-                "for an ordinary run. Runs started by the schedule or an asset event use the defaults."
-            )
-            if dag.params
-            else "This DAG has no parameters: the form only asks for the logical date (the run's as-of time)."
-        ),
-    ]
-    if dag.params:
-        lines += ["", "| Parameter | Default | What it does |", "|---|---|---|"]
-        for key in dag.params:
-            param = dag.params.get_param(key)
-            text = (param.description or "**undocumented**").replace("|", "\\|").replace("\n", " ")
-            default = f"`{param.value!r}`" if param.has_value else "**required**"
-            lines.append(f"| `{key}` | {default} | {text} |")
-    lines += [
-        "",
-        f"From a terminal: `airflow dags trigger {dag.dag_id}`, or run it in one process with "
-        f"`airflow dags test {dag.dag_id}`.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def _cron(expression: str | None) -> CronTriggerTimetable | None:
     return CronTriggerTimetable(expression, timezone="UTC") if expression else None
 
@@ -192,12 +61,12 @@ def _pipeline_dag(
     spec: PipelineSpec, role: str, *, description: str, doc_md: str, schedule: object, params: dict | None = None
 ) -> DAG:
     """``<name>_<role>`` with what every pipeline DAG shares: owner, retries, tags, no catch-up, one run at a
-    time, and docs built from the spec around ``doc_md`` (the role's own part; see :func:`_dag_doc`)."""
+    time, and docs built from the spec around ``doc_md`` (the role's own part; see :func:`dag_docs.dag_doc`)."""
     return DAG(
         params=params,
         dag_id=f"{spec.name}_{role}",
         description=description[:300],
-        doc_md=_dag_doc(spec, role, doc_md),
+        doc_md=dag_docs.dag_doc(spec, role, doc_md, base_path()),
         schedule=schedule,
         start_date=spec.start_date,
         catchup=False,
@@ -230,43 +99,6 @@ def _train_schedule(loaded: LoadedSpec) -> object:
     return _schedule(spec.schedule, events)
 
 
-def _train_doc(spec: PipelineSpec) -> str:
-    cands = "\n".join(
-        f"- `{c.name}`: `{c.estimator}`" + (f" `{json.dumps(c.params)}`" if c.params else "") for c in spec.candidates
-    )
-    split = spec.split
-    how = (
-        f"the latest {split.holdout_fraction:.0%} by `{split.time_column}`"
-        if split.method == "time"
-        else f"a random {split.holdout_fraction:.0%} (seed {split.seed})"
-    )
-    metrics = ", ".join(f"`{m}`" for m in [spec.primary_metric, *spec.secondary_metrics])
-    deadline = (
-        f"; without an answer within {spec.approval.timeout_text} it is {spec.approval.default.rstrip('e')}ed"
-        if spec.approval.timeout is not None
-        else ""
-    )
-    approve = (
-        "`approve_promotion` (**approval required**: a person approves or rejects the blessed or forced model "
-        f"under *Required actions* in the Airflow UI{deadline}; a rejection promotes nothing) → "
-        if spec.approval.required
-        else ""
-    )
-    return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
-`validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`, then the champion's training
-snapshot as the reference: `validation.reference`)
-→ `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
-`evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
-{approve}`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
-compare-and-swap; nothing when the gate says no, unless the run forces it with a reason). A champion
-change emits `{spec.name}.champion`, which starts `{spec.name}_score`; `{spec.name}_rollback` goes back
-to an earlier version.
-
-**Candidates**
-{cands}
-"""
-
-
 def build_train_dag(loaded: LoadedSpec) -> DAG:
     """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
     spec = loaded.spec
@@ -274,7 +106,7 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
         spec,
         "train",
         description=spec.description,
-        doc_md=_train_doc(spec),
+        doc_md=dag_docs.train_doc(spec),
         schedule=_train_schedule(loaded),
         params=train_param_specs(spec),
     ) as dag:
@@ -322,12 +154,7 @@ def build_rollback_dag(loaded: LoadedSpec) -> DAG:
         spec,
         "rollback",
         description=f"Make an earlier {spec.name} model version champion again",
-        doc_md=f"""Trigger it with the **version** to go back to and the **reason**: `roll_back_champion`
-appends a `rollback` event to the champion log (who triggered the run, when, why, and from which
-version; the log is never edited) and emits `{spec.name}.champion`, which starts
-`{spec.name}_score` with that version. The same from a terminal, without Airflow running:
-`python -m mlpipe registry rollback {spec.name} VERSION --reason "..."`.
-""",
+        doc_md=dag_docs.rollback_doc(spec),
         schedule=None,
         params=rollback_param_specs(),
     ) as dag:
@@ -348,24 +175,11 @@ def build_watch_dag(loaded: LoadedSpec) -> DAG:
     sensor_args: dict[str, object] = {}
     if watch.deferrable is not None:
         sensor_args["deferrable"] = watch.deferrable
-    info = describe(spec.source)
-    if info.unit == "objects":
-        description = f"New objects under {info.watches} start {spec.name}_train"
-        waits_for = f"""Waits until at least **{watch.min_new_objects}** object(s) under `{info.watches}` are newer
-than the watermark kept in the registry (by LastModified, one LIST per check)"""
-    else:
-        description = f"New rows of {info.watches} past the watermark start {spec.name}_train"
-        waits_for = f"""Waits until at least **{watch.min_new_rows}** row(s) of `{info.watches}` have
-`{spec.source.watermark_column}` past the watermark kept in the registry"""
     with _pipeline_dag(
         spec,
         "watch",
-        description=description,
-        doc_md=f"""{waits_for} (checking every
-{watch.poke_interval} s, up to {watch.timeout} s; in the triggerer when deferrable), then moves the
-watermark and emits the `{spec.name}.new_data` asset event (new watermark and count in its
-extra), which starts `{spec.name}_train`. The same data never announces twice.
-""",
+        description=dag_docs.watch_description(spec),
+        doc_md=dag_docs.watch_doc(spec),
         schedule=_cron(watch.schedule),
     ) as dag:
         found = NewDataSensor(
@@ -393,21 +207,11 @@ def build_monitor_dag(loaded: LoadedSpec) -> DAG:
     spec = loaded.spec
     monitor = spec.monitor
     assert monitor is not None
-    info = describe(spec.source)
-    window_of, window_by = info.window_of, info.window_by
     with _pipeline_dag(
         spec,
         "monitor",
-        description=f"Drift of the newest {monitor.window_days:g} days of {window_of} vs the champion",
-        doc_md=f"""Compares the newest **{monitor.window_days:g} days** of the source ({window_by})
-with the champion's training snapshot: PSI (warn {monitor.psi_warn},
-act {monitor.psi_act}) and KS for numeric features, Jensen-Shannon distance (act {monitor.js_act}) for
-categorical ones, PSI of the champion's scores, and the champion's `{spec.primary_metric}` on labelled
-new rows (tolerance {monitor.performance_tolerance}). No verdict below {monitor.min_sample} rows. Drift
-when ≥ {monitor.drifted_share:.0%} of the features or the score act, or the metric drops; then
-`announce_drift` emits `{spec.name}.drift` (figures in its extra), once per window, which starts
-`{spec.name}_train`. Every check is kept in the registry's drift history, with an HTML report.
-""",
+        description=dag_docs.monitor_description(spec),
+        doc_md=dag_docs.monitor_doc(spec),
         schedule=_cron(monitor.schedule),
     ) as dag:
         check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name, **CHECK_PRIORITY)
@@ -428,27 +232,11 @@ def build_score_dag(loaded: LoadedSpec) -> DAG:
     score = spec.score
     assert score is not None
     events = [champion_asset(spec.name)] + ([new_data_asset(spec.name)] if spec.watch else [])
-    where = (
-        f"table `{score.table or spec.name + '_predictions'}` (rejects: "
-        f"`{score.rejects_table or spec.name + '_prediction_rejects'}`) via connection "
-        f"`{score.connection_id or spec.source.connection_id}`"
-        if score.output == "table"
-        else f"Parquet under `{spec.name}/predictions/<run>/` in the artifact store"
-    )
     with _pipeline_dag(
         spec,
         "score",
         description=f"Predictions of the {spec.name} champion for rows it has not scored yet",
-        doc_md=f"""Scores, with the current champion, every row of
-`include/sql/{score.query or spec.source.query}` (bound to the run's as-of time) whose key
-`{score.key}` that champion has not scored yet, in chunks of {score.chunk_rows:,} rows, into {where}.
-Each prediction carries the model version, the score, the predicted
-{"value" if spec.target.task == "regression" else "label"} and the run's as-of time.
-A re-run replaces its run's rows in one transaction; rows that break the feature contract are set
-aside with their reasons (nulls: {score.missing}). Runs when the champion changes
-({", ".join(f"`{a.name}`" for a in events)}){f" and on `{score.schedule}` (UTC)" if score.schedule else ""};
-skips while there is no champion.
-""",
+        doc_md=dag_docs.score_doc(spec, events),
         schedule=_schedule(score.schedule, events),
     ) as dag:
         BatchScoreOperator(task_id="score_batch", pipeline=spec.name)
@@ -471,8 +259,7 @@ def build_error_dag(path: Path, error: SpecError) -> DAG:
     with DAG(
         dag_id=_dag_id_for(path),
         description=f"INVALID SPEC: {error.problems[0]}"[:300],
-        doc_md=f"### This pipeline's spec is invalid\n\n```\n{message}\n```\n\nFix `{path.name}`; "
-        "the fields are described in `docs/spec.md`.",
+        doc_md=dag_docs.error_doc(path, message),
         schedule=None,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
@@ -506,5 +293,5 @@ def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
         dags.update((dag.dag_id, dag) for dag in built)
     for dag in dags.values():
         if "spec-error" not in dag.tags:
-            dag.doc_md = f"{dag.doc_md}\n{manual_run_doc(dag)}"
+            dag.doc_md = f"{dag.doc_md}\n{dag_docs.manual_run_doc(dag)}"
     return dags

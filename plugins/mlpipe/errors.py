@@ -103,6 +103,10 @@ class ConfigError(MlpipeError):
     """A deployment setting (an environment variable, a Connection) has a value mlpipe cannot use."""
 
 
+class ParamsError(MlpipeError):
+    """A run's Params (the trigger form's values, or ``--conf``) are not what its DAG accepts; names the Param."""
+
+
 class PromotionError(MlpipeError):
     """A promotion the run asked for cannot be done as asked (a forced one without a reason or a model)."""
 
@@ -118,8 +122,8 @@ class SourceUnavailableError(InfrastructureError):
 def is_input_error(exc: BaseException) -> bool:
     """Whether retrying cannot help: the one policy every operator applies (see ``fail_fast_on_user_errors``).
 
-    Every error mlpipe raises on purpose names something the user must fix (spec, data, connection
-    settings, a tampered artifact, the registry's state) unless it is an :class:`InfrastructureError`
+    Every error mlpipe raises on purpose names something the user must fix (spec, data, a run's Params,
+    connection settings, a tampered artifact, the registry's state) unless it is an :class:`InfrastructureError`
     or a lost conditional write (:class:`ArtifactConflictError`). Errors of the libraries below
     (a dropped connection, a timeout) are not MlpipeErrors: Airflow retries them.
     """

@@ -91,10 +91,10 @@ def run_url(dag_id: str, run_id: str, task_id: str | None = None) -> str:
 
 def models_url(path: str) -> str:
     """A page of the Models view, framed by the Airflow UI (as the task buttons open it)."""
+    from mlpipe import urls
     from mlpipe.operators.links import base_path
-    from mlpipe.ui import paths
 
-    return _origin(base_url()) + paths.in_airflow_ui(path, base_path())
+    return _origin(base_url()) + urls.in_airflow_ui(path, base_path())
 
 
 # -- which event a task's outcome is ------------------------------------------------------------------
@@ -132,8 +132,8 @@ def _short(text: str, limit: int = ERROR_CHARS) -> str:
 
 
 def _failure(pipeline: str, context: Context) -> Event:
+    from mlpipe import urls
     from mlpipe.storage import run_key
-    from mlpipe.ui import paths
 
     run = _run(context)
     exc = context.get("exception")
@@ -149,11 +149,11 @@ def _failure(pipeline: str, context: Context) -> Event:
             }
             for f in invalid.failures
         ]
-        links["Data Docs"] = models_url(paths.data_docs(pipeline, run_key(run["run_id"])))
-        links["Models"] = models_url(paths.pipeline(pipeline))
+        links["Data Docs"] = models_url(urls.data_docs(pipeline, run_key(run["run_id"])))
+        links["Models"] = models_url(urls.pipeline(pipeline))
         return Event("data_invalid", {**run, "suite": invalid.suite, "failures": failures}, links)
     error = "" if exc is None else f"{type(exc).__name__}: {exc}" if not isinstance(exc, str) else exc
-    links["Models"] = models_url(paths.pipeline(pipeline))
+    links["Models"] = models_url(urls.pipeline(pipeline))
     return Event("failure", {**run, "error": _short(error or "no error recorded")}, links)
 
 
@@ -173,9 +173,9 @@ def _verdict_facts(verdict: dict[str, Any]) -> dict[str, Any]:
 
 def _promotion(pipeline: str, context: Context) -> Event | None:
     """``promote_model`` ended: promoted, rejected (gate or person), or a re-run with nothing to do."""
+    from mlpipe import urls
     from mlpipe.stages.promote import result_key
     from mlpipe.storage import run_key
-    from mlpipe.ui import paths
 
     run = _run(context)
     task = context["task"]
@@ -188,47 +188,47 @@ def _promotion(pipeline: str, context: Context) -> Event | None:
     key = run_key(run["run_id"])
     links = {
         "Run": run_url(run["dag_id"], run["run_id"]),
-        "Report": models_url(paths.evaluation_report(pipeline, key)),
+        "Report": models_url(urls.evaluation_report(pipeline, key)),
     }
     action = result["action"]
     name = {"skipped": "rejected", "rejected": "rejected", "already_done": "unchanged"}.get(action, "promoted")
     if name == "promoted":
-        links["Model"] = models_url(paths.run_model(pipeline, key))
-    links["Models"] = models_url(paths.pipeline(pipeline))
+        links["Model"] = models_url(urls.run_model(pipeline, key))
+    links["Models"] = models_url(urls.pipeline(pipeline))
     facts = {**run, **_verdict_facts(verdict), "result": result, "by_person": action == "rejected"}
     return Event(name, facts, links)
 
 
 def _drift(pipeline: str, context: Context, skipped: bool) -> Event | None:
+    from mlpipe import urls
     from mlpipe.storage import run_key
-    from mlpipe.ui import paths
 
     run = _run(context)
     check = context["task"].check if isinstance(getattr(context["task"], "check", None), dict) else {}
     links = {
         "Run": run_url(run["dag_id"], run["run_id"]),
-        "Drift report": models_url(paths.drift_report(pipeline, run_key(run["run_id"]))),
-        "Models": models_url(paths.pipeline(pipeline)),
+        "Drift report": models_url(urls.drift_report(pipeline, run_key(run["run_id"]))),
+        "Models": models_url(urls.pipeline(pipeline)),
     }
     return Event("unchanged" if skipped else "drift", {**run, "check": check}, links)
 
 
 def _rollback(pipeline: str, context: Context) -> Event:
-    from mlpipe.ui import paths
+    from mlpipe import urls
 
     run = _run(context)
     extra = context["ti"].xcom_pull(task_ids=context["ti"].task_id) or {}
     links = {"Run": run_url(run["dag_id"], run["run_id"])}
     if extra.get("version") is not None:
-        links["Model"] = models_url(paths.version(pipeline, int(extra["version"])))
-    links["Models"] = models_url(paths.pipeline(pipeline))
+        links["Model"] = models_url(urls.version(pipeline, int(extra["version"])))
+    links["Models"] = models_url(urls.pipeline(pipeline))
     return Event("rolled_back", {**run, "event": extra}, links)
 
 
 def _approval_waiting(pipeline: str, context: Context) -> Event:
+    from mlpipe import urls
     from mlpipe.spec import format_duration
     from mlpipe.storage import run_key
-    from mlpipe.ui import paths
 
     run = _run(context)
     task = context["task"]
@@ -243,8 +243,8 @@ def _approval_waiting(pipeline: str, context: Context) -> Event:
     links = {
         "Answer": f"{base_url()}/required_actions",
         "Run": run_url(run["dag_id"], run["run_id"], context["ti"].task_id),
-        "Report": models_url(paths.evaluation_report(pipeline, run_key(run["run_id"]))),
-        "Models": models_url(paths.pipeline(pipeline)),
+        "Report": models_url(urls.evaluation_report(pipeline, run_key(run["run_id"]))),
+        "Models": models_url(urls.pipeline(pipeline)),
     }
     return Event("approval_waiting", facts, links)
 

@@ -235,7 +235,7 @@ def test_every_param_has_a_description_shown_in_the_docs(dagbag) -> None:
 def test_manual_run_doc_lists_params_and_flags_undocumented_ones() -> None:
     from airflow.sdk import DAG, Param
 
-    from mlpipe.dag_factory import manual_run_doc
+    from mlpipe.dag_docs import manual_run_doc
 
     dag = DAG(
         "p_train",

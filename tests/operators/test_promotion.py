@@ -1,4 +1,5 @@
-"""PromotionApproveOperator without a running Airflow: when it asks, and what it hands promote_model.
+"""PromotionApproveOperator without a running Airflow: when it asks, and what it hands promote_model;
+ChampionRollbackOperator's refusals (bad Params, a version the registry lacks), which fail at once.
 
 The whole path (the task awaiting input, a person's answer, promote_model obeying it) runs under
 ``dag.test()`` in tests/integration/test_promotion_dags.py.
@@ -12,8 +13,10 @@ from typing import Any
 
 import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe.operators.promotion import PromotionApproveOperator, verdict_summary
+from mlpipe.errors import ParamsError, RegistryError
+from mlpipe.operators.promotion import ChampionRollbackOperator, PromotionApproveOperator, verdict_summary
 
 VERDICT: dict[str, Any] = {
     "pipeline": "wine",
@@ -90,3 +93,48 @@ class TestPromotionApproveOperator:
     def test_summary_of_a_first_model(self) -> None:
         text = verdict_summary({**VERDICT, "blessed": True, "champion_version": None, "champion_metrics": None}, None)
         assert "No champion yet: this would be the first." in text and "Forced" not in text
+
+
+class TestChampionRollbackOperator:
+    """``roll_back_champion`` refuses what no retry can fix: Airflow's AirflowFailException (never retried),
+    raised by the operators' one policy from mlpipe's own error, whose message it keeps."""
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        op = ChampionRollbackOperator(task_id="roll_back_champion", pipeline="wine")
+        try:
+            return op.execute(context(**params))
+        finally:
+            registry = vars(op).get("registry")
+            if registry is not None:
+                registry.dispose()
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            pytest.param({"reason": "v2 misroutes"}, "param version: a model version number is required, got None"),
+            pytest.param({"version": "2", "reason": "x"}, "param version: a model version number is required, got '2'"),
+            pytest.param(
+                {"version": True, "reason": "x"}, "param version: a model version number is required, got True"
+            ),
+            pytest.param({"version": 1}, "param reason: a rollback needs a reason (kept in the champion log)"),
+            pytest.param(
+                {"version": 1, "reason": "  "}, "param reason: a rollback needs a reason (kept in the champion log)"
+            ),
+        ],
+    )
+    def test_bad_params_fail_at_once_with_their_message(
+        self, mlpipe_home: Any, params: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(AirflowFailException) as caught:
+            self.run(**params)
+        assert str(caught.value) == f"ParamsError: {message}"
+        assert isinstance(caught.value.__context__, ParamsError)
+        assert not any(mlpipe_home.iterdir()), "refused before the registry was opened"
+
+    def test_a_version_the_registry_lacks_fails_at_once(self, mlpipe_home: Any) -> None:
+        with pytest.raises(AirflowFailException) as caught:
+            self.run(version=7, reason="v8 misroutes")
+        assert str(caught.value) == (
+            "RegistryError: pipeline 'wine' has no model version 7 to roll back to; registered: none"
+        )
+        assert isinstance(caught.value.__context__, RegistryError)

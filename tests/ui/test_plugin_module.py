@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe.ui import paths
+from mlpipe import urls
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("fastapi", "pandas", "numpy", "sklearn", "great_expectations", "boto3", "pyarrow", "matplotlib")
@@ -78,5 +78,5 @@ def test_the_lazy_app_builds_the_view_on_its_first_request() -> None:
     ],
 )
 def test_paths_in_the_airflow_ui(base: str, expected: str) -> None:
-    assert paths.in_airflow_ui(paths.data_docs("p", "r+x"), base) == expected
-    assert paths.artifact("p/runs/a b/x.html") == "/artifacts/p/runs/a%20b/x.html"
+    assert urls.in_airflow_ui(urls.data_docs("p", "r+x"), base) == expected
+    assert urls.artifact("p/runs/a b/x.html") == "/artifacts/p/runs/a%20b/x.html"

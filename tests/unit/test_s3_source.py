@@ -153,6 +153,28 @@ class TestExtract:
         assert snap.columns == ["id", "ts", "cat", "num", "y"]
         assert got["y"].tolist() == (frame["score"] > 0).astype(int).tolist()
 
+    def test_key_patterns_are_compiled_once_per_pattern_not_per_object(
+        self, include_tree, make_spec, make_frame, client, bucket, store
+    ) -> None:
+        from mlpipe.spec import derive_inputs, key_patterns, partition_regex
+
+        frame = make_frame("binary", n=40).rename(columns={"y": "score"})
+        days = put_days(client, bucket, frame)
+        source = {"key_pattern": "date=*/*.parquet", "derive": {"y": "(score > 0).astype('int64')"}}
+        caches = (partition_regex, key_patterns.compile_key_filter, derive_inputs)
+        for cache in caches:
+            cache.cache_clear()
+
+        loaded = load_spec(include_tree(s3_spec(make_spec, bucket, **source)))
+        snap = extract(loaded, client, store)
+
+        assert snap.rows == 40 and len(days) >= 10
+        # Each pattern's text was turned into a regex (or parsed) once: when the spec was checked, or at its
+        # first use; every object after that (its partition's start and end, its key, its derive) reused it.
+        assert [cache.cache_info().misses for cache in caches] == [1, 1, 1]
+        assert partition_regex.cache_info().hits >= 2 * len(days)
+        assert derive_inputs.cache_info().hits >= len(days) - 1
+
 
 class TestBadObjects:
     """A malformed object fails the extraction with its s3:// URI; nothing is published, the list is dropped."""

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
 from mlpipe.assets import champion_event_extra
-from mlpipe.errors import MlpipeError, is_input_error
+from mlpipe.errors import MlpipeError, ParamsError, is_input_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,7 +35,8 @@ def fail_fast_on_user_errors() -> Iterator[None]:
     """Where every operator decides whether a failure is retried: the input's errors are not.
 
     Errors the input causes (a missing or unreadable source, a query the source rejects, data failing
-    its suite, a bad spec or setting, a tampered artifact, a read-only registry) fail the task at once
+    its suite, a bad spec, setting or run Param, a tampered artifact, a read-only registry, a champion
+    change the registry refuses) fail the task at once
     with their message (see :func:`mlpipe.errors.is_input_error`); connection failures keep Airflow's
     retries with backoff.
     """
@@ -127,6 +128,11 @@ class PipelineOperator(BaseOperator):
 
         return open_registry(self.registry_conn_id)
 
+    def train_params(self, context: Context) -> TrainParams:
+        """This training run's Params checked against the spec; a bad one fails the task at once (no retry)."""
+        with fail_fast_on_user_errors():
+            return train_params(context.get("params"), self.loaded.spec)
+
     @staticmethod
     def run_key(context: Context) -> str:
         from mlpipe.storage import run_key
@@ -216,31 +222,32 @@ def train_param_specs(spec: PipelineSpec) -> dict[str, Param]:
 
 
 def train_params(params: Any, spec: PipelineSpec) -> TrainParams:
-    """``params`` (the run's, possibly missing keys) checked against ``spec``; a bad one fails the run."""
+    """``params`` (the run's, possibly missing keys) checked against ``spec``; a bad one raises :class:`ParamsError`
+    (an input error: the operators' policy fails the task at once, see :meth:`PipelineOperator.train_params`)."""
     params = params or {}
     force = params.get("force_promotion", False)
     if not isinstance(force, bool):
-        raise AirflowFailException(f"param force_promotion: must be true or false, got {force!r}")
+        raise ParamsError(f"param force_promotion: must be true or false, got {force!r}")
     reason = params.get("force_reason") or ""
     if not isinstance(reason, str):
-        raise AirflowFailException(f"param force_reason: must be text, got {reason!r}")
+        raise ParamsError(f"param force_reason: must be text, got {reason!r}")
     if force and not reason.strip():
-        raise AirflowFailException(
+        raise ParamsError(
             f"param force_reason: forcing the promotion of {spec.name} (force_promotion=true) needs a reason; "
             "trigger the run again with force_reason set (it is kept in the champion log)"
         )
     known = [c.name for c in spec.candidates]
     chosen = params.get("candidates") or known
     if isinstance(chosen, str) or not all(isinstance(c, str) for c in chosen):
-        raise AirflowFailException(f"param candidates: must be a list of candidate names, got {chosen!r}")
+        raise ParamsError(f"param candidates: must be a list of candidate names, got {chosen!r}")
     unknown = [c for c in chosen if c not in known]
     if unknown:
-        raise AirflowFailException(
+        raise ParamsError(
             f"param candidates: {unknown} not in the spec of {spec.name} ({spec_file(spec)}); its candidates: {known}"
         )
     fresh = params.get("fresh_training", False)
     if not isinstance(fresh, bool):
-        raise AirflowFailException(f"param fresh_training: must be true or false, got {fresh!r}")
+        raise ParamsError(f"param fresh_training: must be true or false, got {fresh!r}")
     return TrainParams(reason.strip() if force else None, [c for c in known if c in chosen], fresh)
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperatorLink, conf
 
-from mlpipe.ui import paths
+from mlpipe import urls
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -36,24 +36,24 @@ class ModelsViewLink(BaseOperatorLink):
         from mlpipe.storage import run_key
 
         path = type(self).page(operator.pipeline, run_key(ti_key.run_id))
-        return paths.in_airflow_ui(path, base_path())
+        return urls.in_airflow_ui(path, base_path())
 
 
 class DataDocsLink(ModelsViewLink):
     name = "Data Docs"
-    page = staticmethod(paths.data_docs)
+    page = staticmethod(urls.data_docs)
 
 
 class EvaluationReportLink(ModelsViewLink):
     name = "Evaluation report"
-    page = staticmethod(paths.evaluation_report)
+    page = staticmethod(urls.evaluation_report)
 
 
 class ModelVersionLink(ModelsViewLink):
     name = "Model version"
-    page = staticmethod(paths.run_model)
+    page = staticmethod(urls.run_model)
 
 
 class DriftReportLink(ModelsViewLink):
     name = "Drift report"
-    page = staticmethod(paths.drift_report)
+    page = staticmethod(urls.drift_report)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
-from airflow.sdk.exceptions import AirflowFailException
 
+from mlpipe.errors import ParamsError
 from mlpipe.operators.base import (
     PipelineOperator,
     actor_of,
@@ -51,6 +51,17 @@ def rollback_param_specs() -> dict[str, Param]:
             description="Why the rollback is needed; kept in the champion log with who triggered the run.",
         ),
     }
+
+
+def rollback_params(params: Any) -> tuple[int, str]:
+    """The rollback run's ``version`` and ``reason``; a missing or bad one raises :class:`ParamsError`."""
+    params = params or {}
+    version, reason = params.get("version"), params.get("reason")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ParamsError(f"param version: a model version number is required, got {version!r}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ParamsError("param reason: a rollback needs a reason (kept in the champion log)")
+    return version, reason
 
 
 def verdict_summary(verdict: dict[str, Any], force_reason: str | None) -> str:
@@ -88,7 +99,7 @@ class RunParamsCheckOperator(PipelineOperator):
     """Check the training run's Params before anything runs; returns the candidates to train (mapped over)."""
 
     def execute(self, context: Context) -> list[str]:
-        params = train_params(context.get("params"), self.loaded.spec)
+        params = self.train_params(context)
         if params.force_reason is not None:
             self.log.info("This run forces the promotion: %s", params.force_reason)
         self.log.info("Candidates to train: %s", ", ".join(params.candidates))
@@ -145,8 +156,7 @@ class PromotionApproveOperator(ApprovalOperator):
         from mlpipe.stages.promote import approval_answer
 
         with fail_fast_on_user_errors():
-            spec = find_spec(self.pipeline).spec
-        force_reason = train_params(context.get("params"), spec).force_reason
+            force_reason = train_params(context.get("params"), find_spec(self.pipeline).spec).force_reason
         if not self.verdict["blessed"] and force_reason is None:
             self.log.info("Nothing to approve: the verdict did not bless a model and the run does not force one")
             return approval_answer(None)
@@ -174,26 +184,19 @@ class ChampionRollbackOperator(PipelineOperator):
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.errors import RegistryError
-
-        params = context.get("params") or {}
-        version, reason = params.get("version"), params.get("reason")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise AirflowFailException(f"param version: a model version number is required, got {version!r}")
-        if not isinstance(reason, str) or not reason.strip():
-            raise AirflowFailException("param reason: a rollback needs a reason (kept in the champion log)")
+        with fail_fast_on_user_errors():
+            version, reason = rollback_params(context.get("params"))
         pipeline = self.loaded.spec.name
         history = self.registry.champion_history(pipeline)
         if history and history[-1].run_id == context["run_id"] and history[-1].action == "rollback":
             event = history[-1]
             self.log.info("An earlier attempt of this run rolled back already (seq %d)", event.seq)
         else:
-            try:
+            # An unknown version, or the champion already: the registry's RegistryError, not retried.
+            with fail_fast_on_user_errors():
                 event = self.registry.rollback(
                     pipeline, version, reason=reason, actor=actor_of(context), run_id=context["run_id"]
                 )
-            except RegistryError as exc:
-                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         self.log.info(
             "Rolled back %s: v%s -> v%s by %s: %s", pipeline, event.previous_version, event.version, event.actor, reason
         )

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from mlpipe import config
+from mlpipe.errors import ArtifactIntegrityError
 from mlpipe.operators.base import (
     PipelineOperator,
     actor_of,
@@ -21,7 +20,6 @@ from mlpipe.operators.base import (
     materialize,
     only_candidates,
     run_info,
-    train_params,
 )
 from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVersionLink
 
@@ -182,7 +180,7 @@ class CandidateTrainOperator(PipelineOperator):
         from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
 
         key = self.run_key(context)
-        if train_params(context.get("params"), self.loaded.spec).fresh_training:
+        if self.train_params(context).fresh_training:
             self.log.info("Param fresh_training: training %s afresh", self.candidate)
             return None
         if self.store.exists(f"{self.pipeline}/runs/{key}/train/{self.candidate}/result.json"):
@@ -230,7 +228,7 @@ class CandidatesEvaluateOperator(PipelineOperator):
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
         trained = materialize(self.trained)
-        if not train_params(context.get("params"), self.loaded.spec).fresh_training:
+        if not self.train_params(context).fresh_training:
             with self.indexing_run(context):
                 reused = reuse_verdict(
                     self.store,
@@ -304,7 +302,7 @@ class ModelPromoteOperator(PipelineOperator):
         from mlpipe.stages.promote import champion_incident, lineage_of, promote_model
 
         info = run_info(context)
-        force_reason = train_params(context.get("params"), self.loaded.spec).force_reason
+        force_reason = self.train_params(context).force_reason
         trained = materialize(self.trained)
         with self.indexing_run(context), fail_fast_on_user_errors():
             result = promote_model(
@@ -325,10 +323,11 @@ class ModelPromoteOperator(PipelineOperator):
         incident = champion_incident(self.verdict)
         if incident is not None and not result.promoted:
             # The verdict and this task's result are kept; the run fails so that someone looks.
-            raise AirflowFailException(
-                f"ArtifactIntegrityError: champion artifact failed its integrity check: {incident}; restore it, "
-                f"roll back to another version ({self.loaded.spec.name}_rollback), or force the promotion"
-            )
+            with fail_fast_on_user_errors():
+                raise ArtifactIntegrityError(
+                    f"champion artifact failed its integrity check: {incident}; restore it, "
+                    f"roll back to another version ({self.loaded.spec.name}_rollback), or force the promotion"
+                )
         last = self.registry.champion_history(self.loaded.spec.name)[-1:] if result.version is not None else []
         if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
             raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")

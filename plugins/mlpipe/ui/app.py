@@ -30,8 +30,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlpipe import urls
 from mlpipe.errors import MlpipeError
-from mlpipe.ui import paths, render, views
+from mlpipe.ui import render, views
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def create_app() -> FastAPI:
         with answering(request):
             pipeline = pipeline_for(user, name)
             detail = views.run_detail(pipeline, services.store(), services.registry(), key)
-        target = detail["version_link"] or paths.run(name, key)
+        target = detail["version_link"] or urls.run(name, key)
         return RedirectResponse(_root(request) + target, status_code=302)
 
     def report_route(resolve: Callable[[Any, str, str], str]) -> Callable[..., RedirectResponse]:
@@ -278,7 +279,7 @@ def create_app() -> FastAPI:
             with answering(request):
                 pipeline_for(user, name)
                 found = resolve(services.store(), name, key)
-            return RedirectResponse(_root(request) + paths.artifact(found), status_code=302)
+            return RedirectResponse(_root(request) + urls.artifact(found), status_code=302)
 
         return route
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpipe import urls
 from mlpipe.errors import MlpipeError, SpecError
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
@@ -33,7 +34,6 @@ from mlpipe.stages.runs import (
     verdict_brief,
 )
 from mlpipe.storage import ArtifactStore, check_key, run_key
-from mlpipe.ui import paths
 
 # Run files the view reads or links to (relative to the run's prefix) are named in mlpipe.stages.runs.
 DRIFT_REPORT = "report/index.html"  # under <pipeline>/monitor/<run_key>/
@@ -105,11 +105,11 @@ def training_runs(
 
 
 def _run_links(pipeline: str, key: str, files: set[str]) -> dict[str, str]:
-    links = {"run": paths.run(pipeline, key)}
+    links = {"run": urls.run(pipeline, key)}
     if VALIDATION_SUMMARY in files:
-        links["data_docs"] = paths.data_docs(pipeline, key)
+        links["data_docs"] = urls.data_docs(pipeline, key)
     if EVALUATION_REPORT in files:
-        links["evaluation_report"] = paths.evaluation_report(pipeline, key)
+        links["evaluation_report"] = urls.evaluation_report(pipeline, key)
     return links
 
 
@@ -164,7 +164,7 @@ def _champion(
         "actor": event.actor,
         "run_id": event.run_id,
         "trigger": _trigger_of(event, champion, registry),
-        "links": {"version": paths.version(pipeline, champion.version)},
+        "links": {"version": urls.version(pipeline, champion.version)},
     }
 
 
@@ -184,7 +184,7 @@ def _drift_brief(pipeline: str, check: dict[str, Any]) -> dict[str, Any]:
         "reasons": list(drift.get("reasons") or []),
         "run_id": check["run_id"],
         "run_key": key,
-        "links": {"drift_report": paths.drift_report(pipeline, key)} if figures.get("report_uri") else {},
+        "links": {"drift_report": urls.drift_report(pipeline, key)} if figures.get("report_uri") else {},
     }
 
 
@@ -227,7 +227,7 @@ def pipeline_summary(pipeline: Pipeline, store: ArtifactStore, registry: Registr
         "versions": registry.next_version(name) - 1,
         "last_run": last_run,
         "last_drift": _drift_brief(name, checks[-1]) if checks else None,
-        "links": {"pipeline": paths.pipeline(name)},
+        "links": {"pipeline": urls.pipeline(name)},
     }
 
 
@@ -262,7 +262,7 @@ def _version_row(
         "is_champion": version.version == champion,
         "was_champion": version.version in ever,
         "links": {
-            "version": paths.version(pipeline, version.version),
+            "version": urls.version(pipeline, version.version),
             **_run_links(pipeline, key, set((runs.get(key) or {}).get("files") or [])),
         },
     }
@@ -271,7 +271,7 @@ def _version_row(
 def _event_row(pipeline: str, event: ChampionEvent) -> dict[str, Any]:
     return {
         **event.as_dict(),
-        "links": {"version": paths.version(pipeline, event.version)},
+        "links": {"version": urls.version(pipeline, event.version)},
     }
 
 
@@ -364,7 +364,7 @@ def version_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry,
     return {
         **row,
         "pipeline": name,
-        "pipeline_link": paths.pipeline(name),
+        "pipeline_link": urls.pipeline(name),
         "params": version.params,
         "lineage": version.lineage,
         "data_sha256": version.data_sha256,
@@ -395,8 +395,8 @@ def run_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, key
     return {
         **_run_summary(name, row),
         "pipeline": name,
-        "pipeline_link": paths.pipeline(name),
-        "version_link": paths.version(name, version.version) if version else None,
+        "pipeline_link": urls.pipeline(name),
+        "version_link": urls.version(name, version.version) if version else None,
         "asset_events": record.get("asset_events") or [],
         "conf": record.get("conf") or {},
         "verdict_full": verdict,

@@ -1,7 +1,9 @@
-"""Where the Models view's pages live, for the view itself and for the operators' extra links.
+"""Where the Models view's pages live: the URLs the view, the operators' extra links, the DAG docs and the
+notifications point at.
 
-Plain string functions, no imports of Airflow or of anything heavy: the plugin module, the
-operators (at the end of every task) and the FastAPI app all build their URLs here.
+Plain string functions, no imports of Airflow or of anything heavy, at the bottom of the layers: the
+plugin module, the factory, the operators (at the end of every task), the notifiers and the FastAPI app
+all build their URLs here, so none of them needs the UI package.
 
 The app is mounted at :data:`APP_PREFIX` under Airflow's base path. The Airflow UI shows it in
 its navigation as ``/plugin/<URL_ROUTE>``, inside a frame whose address follows the app's own

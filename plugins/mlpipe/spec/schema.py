@@ -1,20 +1,17 @@
-"""The pipeline spec: one YAML file per pipeline in include/pipelines/, validated by pydantic.
+"""The pipeline spec's schema: one pydantic model per section of include/pipelines/<name>.yaml.
 
-Cheap to import (pydantic + yaml only): the DAG factory loads every spec at parse time.
-Field-by-field documentation lives in docs/spec.md; keep the two in step.
+Field-by-field documentation lives in docs/spec.md; keep the two in step. The catalogues the
+fields choose from are in :mod:`mlpipe.spec.catalogue`, S3 key patterns in
+:mod:`mlpipe.spec.key_patterns`, the derive sandbox in :mod:`mlpipe.spec.derive`.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,74 +24,13 @@ from pydantic import (
 )
 
 from mlpipe import config
-from mlpipe.errors import SpecError
-
-TaskType = Literal["binary", "multiclass", "regression"]
-Direction = Literal["maximize", "minimize"]
-Encoding = Literal["onehot", "ordinal"]
+from mlpipe.spec.catalogue import ESTIMATORS, METRICS, SCORERS, Direction, Encoding, TaskType
+from mlpipe.spec.derive import check_derive
+from mlpipe.spec.key_patterns import compile_key_filter, format_of_key, partition_regex
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # A SQL identifier, optionally schema-qualified: checked here, quoted by SQLAlchemy when used.
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
-
-# Estimators a spec may name, with the task kinds they serve and the categorical encoding their
-# feature pipeline uses: linear and distance-based models get one-hot + scaling, tree ensembles get
-# ordinal codes (HistGradientBoosting also treats them as native categories).
-ESTIMATORS: dict[str, tuple[frozenset[str], Encoding]] = {
-    "sklearn.linear_model.LogisticRegression": (frozenset({"binary", "multiclass"}), "onehot"),
-    "sklearn.linear_model.SGDClassifier": (frozenset({"binary", "multiclass"}), "onehot"),
-    "sklearn.linear_model.RidgeClassifier": (frozenset({"binary", "multiclass"}), "onehot"),
-    "sklearn.neighbors.KNeighborsClassifier": (frozenset({"binary", "multiclass"}), "onehot"),
-    "sklearn.naive_bayes.GaussianNB": (frozenset({"binary", "multiclass"}), "onehot"),
-    "sklearn.tree.DecisionTreeClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.ensemble.RandomForestClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.ensemble.ExtraTreesClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.ensemble.GradientBoostingClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.ensemble.HistGradientBoostingClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.dummy.DummyClassifier": (frozenset({"binary", "multiclass"}), "ordinal"),
-    "sklearn.linear_model.LinearRegression": (frozenset({"regression"}), "onehot"),
-    "sklearn.linear_model.Ridge": (frozenset({"regression"}), "onehot"),
-    "sklearn.linear_model.Lasso": (frozenset({"regression"}), "onehot"),
-    "sklearn.linear_model.ElasticNet": (frozenset({"regression"}), "onehot"),
-    "sklearn.linear_model.HuberRegressor": (frozenset({"regression"}), "onehot"),
-    "sklearn.neighbors.KNeighborsRegressor": (frozenset({"regression"}), "onehot"),
-    "sklearn.tree.DecisionTreeRegressor": (frozenset({"regression"}), "ordinal"),
-    "sklearn.ensemble.RandomForestRegressor": (frozenset({"regression"}), "ordinal"),
-    "sklearn.ensemble.ExtraTreesRegressor": (frozenset({"regression"}), "ordinal"),
-    "sklearn.ensemble.GradientBoostingRegressor": (frozenset({"regression"}), "ordinal"),
-    "sklearn.ensemble.HistGradientBoostingRegressor": (frozenset({"regression"}), "ordinal"),
-    "sklearn.dummy.DummyRegressor": (frozenset({"regression"}), "ordinal"),
-}
-
-# Metrics by task, with the direction in which they improve.
-METRICS: dict[str, dict[str, Direction]] = {
-    "binary": {
-        "roc_auc": "maximize",
-        "average_precision": "maximize",
-        "log_loss": "minimize",
-        "brier": "minimize",
-        "accuracy": "maximize",
-        "balanced_accuracy": "maximize",
-        "f1": "maximize",
-        "precision": "maximize",
-        "recall": "maximize",
-    },
-    "multiclass": {
-        "accuracy": "maximize",
-        "balanced_accuracy": "maximize",
-        "f1_macro": "maximize",
-        "f1_weighted": "maximize",
-        "log_loss": "minimize",
-        "roc_auc_ovr": "maximize",
-    },
-    "regression": {
-        "rmse": "minimize",
-        "mae": "minimize",
-        "r2": "maximize",
-        "mape": "minimize",
-        "median_ae": "minimize",
-    },
-}
 
 DATE_PARTS = ("year", "month", "day", "day_of_week", "day_of_year", "hour", "minute", "is_weekend")
 
@@ -149,121 +85,6 @@ class SqlSourceSpec(_Model):
 ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
 # AWS bucket naming rules (3-63 characters: lowercase letters, digits, dots and hyphens).
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
-# strftime directives a partition template may use, with the digits each one matches in a key.
-PARTITION_DIRECTIVES = {"Y": r"\d{4}", "m": r"\d{2}", "d": r"\d{2}", "j": r"\d{3}", "H": r"\d{2}", "M": r"\d{2}"}
-# What a derive expression may contain: arithmetic, comparisons, boolean logic and method calls on
-# columns (pandas.eval syntax); no lambdas, comprehensions, subscripts or private attributes.
-_DERIVE_NODES = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Compare,
-    ast.Call,
-    ast.Attribute,
-    ast.Name,
-    ast.Constant,
-    ast.List,
-    ast.Tuple,
-    ast.keyword,
-    ast.Load,
-    ast.boolop,
-    ast.operator,
-    ast.unaryop,
-    ast.cmpop,
-)
-
-
-def glob_regex(pattern: str) -> str:
-    """A glob on S3 keys as a regex: ``*``, ``?`` and ``[...]`` stay within one path segment, ``**`` crosses them."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end].replace("\\", "\\\\")
-            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return "".join(out)
-
-
-def partition_regex(template: str) -> tuple[re.Pattern[str], str]:
-    """The regex that finds ``template``'s date in a key (a group per directive) and the partition's period."""
-    parts: list[str] = []
-    seen: list[str] = []
-    i = 0
-    while i < len(template):
-        if template[i] != "%":
-            parts.append(re.escape(template[i]))
-            i += 1
-            continue
-        directive = template[i + 1 : i + 2]
-        i += 2
-        if directive == "%":
-            parts.append("%")
-        elif directive in PARTITION_DIRECTIVES and directive not in seen:
-            seen.append(directive)
-            parts.append(f"(?P<{directive}>{PARTITION_DIRECTIVES[directive]})")
-        elif directive in seen:
-            raise ValueError(f"%{directive} appears more than once")
-        else:
-            allowed = ", ".join(f"%{d}" for d in PARTITION_DIRECTIVES)
-            raise ValueError(f"unsupported directive %{directive or '<end>'} (allowed: {allowed}, %%)")
-    problems = []
-    if "Y" not in seen:
-        problems.append("needs %Y")
-    if "d" in seen and "m" not in seen:
-        problems.append("%d needs %m")
-    if "j" in seen and ("m" in seen or "d" in seen):
-        problems.append("%j (day of the year) excludes %m and %d")
-    if "H" in seen and not {"d", "j"} & set(seen):
-        problems.append("%H needs a day (%d or %j)")
-    if "M" in seen and "H" not in seen:
-        problems.append("%M needs %H")
-    if problems:
-        raise ValueError("; ".join(problems))
-    period = next(
-        p
-        for d, p in (("M", "minute"), ("H", "hour"), ("d", "day"), ("j", "day"), ("m", "month"), ("Y", "year"))
-        if d in seen
-    )
-    # Anchored at the start of a path segment, so 'date=%Y-%m-%d' does not match inside 'update=...'.
-    return re.compile(r"(?:^|/)" + "".join(parts)), period
-
-
-def derive_inputs(expression: str) -> set[str]:
-    """The columns a derive expression reads (names that are not called as functions)."""
-    tree = ast.parse(expression.strip(), mode="eval")
-    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called}
-
-
-def _check_derive(expression: str) -> None:
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ValueError(f"not a valid expression ({exc.msg})") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, _DERIVE_NODES):
-            raise ValueError(f"{type(node).__name__} is not allowed (only arithmetic, comparisons and method calls)")
-        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
-        if name.startswith("_"):
-            raise ValueError(f"names starting with '_' are not allowed ({name!r})")
 
 
 class CsvSpec(_Model):
@@ -345,7 +166,7 @@ class S3SourceSpec(_Model):
         problems = []
         for column, expression in value.items():
             try:
-                _check_derive(expression)
+                check_derive(expression)
             except ValueError as exc:
                 problems.append(f"{column}: {exc}")
         if problems:
@@ -371,16 +192,13 @@ class S3SourceSpec(_Model):
 
     def key_matcher(self) -> re.Pattern[str] | None:
         """Full-match pattern on the key below the prefix (None: every key with a known suffix)."""
-        if self.key_regex is not None:
-            return re.compile(self.key_regex)
-        return re.compile(glob_regex(self.key_pattern)) if self.key_pattern is not None else None
+        return compile_key_filter(self.key_regex, self.key_pattern)
 
     def format_of(self, key: str) -> str | None:
         """The object's format: the spec's, else the one its key's suffix names (None if neither)."""
         if self.format is not None:
             return self.format
-        lowered = key.lower()
-        return next((fmt for fmt, suffixes in FORMAT_SUFFIXES.items() if lowered.endswith(suffixes)), None)
+        return format_of_key(key)
 
 
 def _source_kind(value: Any) -> str:
@@ -454,27 +272,6 @@ class SplitSpec(_Model):
         return self
 
 
-# The scikit-learn scorer a search ranks by, per metric (sklearn's scorers are "greater is better",
-# so metrics that improve downwards are negated: neg_*).
-SCORERS: dict[str, str] = {
-    "roc_auc": "roc_auc",
-    "average_precision": "average_precision",
-    "log_loss": "neg_log_loss",
-    "brier": "neg_brier_score",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced_accuracy",
-    "f1": "f1",
-    "precision": "precision",
-    "recall": "recall",
-    "f1_macro": "f1_macro",
-    "f1_weighted": "f1_weighted",
-    "roc_auc_ovr": "roc_auc_ovr",
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "r2": "r2",
-    "mape": "neg_mean_absolute_percentage_error",
-    "median_ae": "neg_median_absolute_error",
-}
 # Most candidate settings a search may try (grid size or n_iter): each costs ``cv`` fits.
 MAX_SEARCH_CANDIDATES = 500
 
@@ -1057,167 +854,3 @@ class PipelineSpec(_Model):
             if cand.name == name:
                 return cand
         raise KeyError(f"pipeline {self.name!r} has no candidate {name!r}; it has {[c.name for c in self.candidates]}")
-
-
-class LoadedSpec(BaseModel):
-    """A validated spec with where it came from and the files it refers to."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    spec: PipelineSpec
-    path: Path
-    query_path: Path | None  # the SQL file of a sql source; None for other kinds
-    suite_path: Path
-    score_query_path: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def query_text(self) -> str:
-        if self.query_path is None:
-            raise SpecError(str(self.path), [f"source: the {self.spec.source.kind} source has no SQL query"])
-        return self.query_path.read_text(encoding="utf-8")
-
-    def score_query_text(self) -> str:
-        """The SQL that selects the rows to score: ``score.query``, else the training query."""
-        return (self.score_query_path or self.query_path).read_text(encoding="utf-8")
-
-    def sha256(self) -> str:
-        """Hash of everything that defines the pipeline: the spec, its SQL (if any) and its suite."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode())
-        if self.query_path is not None:
-            digest.update(self.query_path.read_bytes())
-        digest.update(self.suite_path.read_bytes())
-        return digest.hexdigest()
-
-
-def _format_errors(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        # The source's kind tag is part of pydantic's location ('source.s3.bucket'): leave it out.
-        parts = err["loc"]
-        if len(parts) > 1 and parts[0] == "source" and parts[1] in ("sql", "s3"):
-            parts = (parts[0], *parts[2:])
-        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see docs/spec.md for the fields)"
-        elif err["type"] == "literal_error":
-            msg = f"{msg} (got {err.get('input')!r})"
-        elif err["type"] == "union_tag_invalid":
-            loc, msg = f"{loc}.kind", f"must be 'sql' or 's3' (got {err['ctx']['tag']!r})"
-        problems.append(f"{loc or '<top>'}: {msg}")
-    return problems
-
-
-def parse_spec(data: Any, path: Path) -> PipelineSpec:
-    if not isinstance(data, dict):
-        raise SpecError(str(path), ["<top>: the file must hold a YAML mapping of spec fields"])
-    try:
-        spec = PipelineSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(str(path), _format_errors(exc)) from None
-    if spec.name != path.stem:
-        raise SpecError(str(path), [f"name: {spec.name!r} must equal the file name {path.stem!r}"])
-    return spec
-
-
-def _load_yaml(raw: str) -> Any:
-    """libyaml's safe loader when PyYAML has it (the pure-Python one was half of parsing 103 specs);
-    a file it refuses is read again by the pure-Python loader, whose error messages the docs show."""
-    fast = getattr(yaml, "CSafeLoader", None)
-    if fast is not None:
-        try:
-            return yaml.load(raw, Loader=fast)
-        except yaml.YAMLError:
-            pass
-    return yaml.safe_load(raw)
-
-
-def load_spec(path: Path | str, include: Path | None = None) -> LoadedSpec:
-    """Read and validate one spec file; raise :class:`SpecError` naming the file and fields."""
-    path = Path(path)
-    include = include or path.resolve().parent.parent
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(str(path), [f"<file>: cannot read ({exc.strerror})"]) from None
-    try:
-        data = _load_yaml(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        raise SpecError(str(path), [f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    spec = parse_spec(data, path)
-    query_path = include / "sql" / spec.source.query if spec.source.kind == "sql" else None
-    suite_path = include / "expectations" / spec.validation.suite
-    score_query_path = include / "sql" / spec.score.query if spec.score and spec.score.query else None
-    missing = []
-    if query_path is not None and not query_path.is_file():
-        missing.append(f"source.query: file {query_path} not found")
-    if not suite_path.is_file():
-        missing.append(f"validation.suite: file {suite_path} not found")
-    if score_query_path is not None and not score_query_path.is_file():
-        missing.append(f"score.query: file {score_query_path} not found")
-    if missing:
-        raise SpecError(str(path), missing)
-    problems = _query_problems(spec, query_path, score_query_path)
-    if problems:
-        raise SpecError(str(path), problems)
-    return LoadedSpec(
-        spec=spec, path=path, query_path=query_path, suite_path=suite_path, score_query_path=score_query_path
-    )
-
-
-def _query_problems(spec: PipelineSpec, query_path: Path | None, score_query_path: Path | None) -> list[str]:
-    """What the SQL files' bind parameters (outside comments) say is wrong with the spec's source."""
-    from mlpipe.sqltext import bind_names, commented_binds
-
-    if query_path is None:
-        return []
-    source, problems = spec.source, []
-    provided = {*source.params, "as_of"}
-    for field, path in (("source.query", query_path), ("score.query", score_query_path)):
-        if path is None:
-            continue
-        sql = path.read_text(encoding="utf-8")
-        binds = bind_names(sql)
-        unknown = [name for name in binds if name not in provided]
-        if unknown:
-            problems.append(
-                f"{field}: {path.name} binds {', '.join(':' + n for n in unknown)}, which neither source.params "
-                "nor mlpipe (:as_of) provides"
-            )
-        if field == "source.query" and source.as_of == "required" and "as_of" not in binds:
-            only_comment = "as_of" in commented_binds(sql)
-            problems.append(
-                f"source.query: {path.name} has no :as_of bind parameter"
-                + (" outside comments (the database ignores the one in a comment)" if only_comment else "")
-                + "; bound to the run's logical date, it makes a re-run read the same rows: add "
-                "'WHERE <time column> < :as_of', or set source.as_of: none for a table without a time column"
-            )
-        if field == "source.query":
-            problems += [
-                f"source.params.{name}: {path.name} has no :{name} (outside comments)"
-                for name in source.params
-                if name not in binds
-            ]
-    return problems
-
-
-def spec_paths(pipelines_dir: Path | None = None) -> list[Path]:
-    folder = pipelines_dir or config.pipelines_dir()
-    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in {".yaml", ".yml"})
-
-
-def find_spec(name: str) -> LoadedSpec:
-    """Load the spec of pipeline ``name`` from the include tree."""
-    if not re.match(NAME_PATTERN, name):
-        raise SpecError(name, [f"name: {name!r} is not a pipeline name ({NAME_PATTERN})"])
-    for path in spec_paths():
-        if path.stem == name:
-            return load_spec(path)
-    known = [p.stem for p in spec_paths()]
-    raise SpecError(str(config.pipelines_dir() / f"{name}.yaml"), [f"<file>: no such pipeline; known: {known}"])
