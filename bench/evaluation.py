@@ -180,7 +180,7 @@ def _child(result_file: Path, rows: int) -> None:
                     "decision": verdict.decision,
                     "champion_status": verdict.champion_status,
                     "metrics": verdict.candidates["hgb"],
-                    "report": store.path(store.key_for_uri(verdict.report_uri)).read_text(),
+                    "report": store.path(store.key_of(verdict.report_uri)).read_text(),
                 }
             )
             t = trained[0]
@@ -201,7 +201,7 @@ def _child(result_file: Path, rows: int) -> None:
                 data_rows=rows,
                 spec_sha256="bench",
                 code_version="bench",
-                artifact_uri=artifact.uri,
+                artifact_key=artifact.key,
                 artifact_sha256=artifact.sha256,
             )
     result = {

@@ -316,7 +316,7 @@ def _make_champion(registry: Any, store: Any, candidate: str) -> Any:
             data_rows=champion.data_rows,
             spec_sha256=champion.spec_sha256,
             code_version="bench",
-            artifact_uri=trained["model_uri"],
+            artifact_key=trained["model_key"],
             artifact_sha256=trained["model_sha256"],
         ),
         expected_seq=registry.champion_seq(PIPELINE),

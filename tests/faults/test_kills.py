@@ -178,10 +178,10 @@ def test_promotion_killed_then_retried_changes_the_champion_once(prepared, tmp_p
     history = registry.champion_history("flights_delay")
     assert [(e.seq, e.version, e.run_id) for e in history] == [(1, 1, RUN_ID)]
     champion = registry.champion("flights_delay")
-    artifact = Path(champion.artifact_uri.removeprefix("file://"))
+    artifact = store.path(champion.artifact_key)
     assert sha256_file(artifact) == champion.artifact_sha256
     models = [p for p in store.list("flights_delay/models")]
-    assert models == [store.key_for_uri(champion.artifact_uri)], "exactly one visible model copy"
+    assert models == [champion.artifact_key], "exactly one visible model copy"
     on_disk = sorted(str(p.relative_to(store.root)) for p in store.path("flights_delay/models").rglob("*"))
     assert on_disk == ["flights_delay/models/v1", *[str(Path(m).parent) for m in models], *models], (
         "no temp file, no empty version folder"

@@ -606,7 +606,8 @@ class TestModelPromoteOperator:
         assert champion.metrics == verdict["candidates"][best]
         assert champion.spec_sha256 == find_spec(PIPELINE).sha256()
         assert champion.code_version == CODE_VERSION
-        assert (champion.artifact_uri, champion.artifact_sha256) == (promotion["artifact_uri"], chosen["model_sha256"])
+        assert champion.artifact_key == artifact.relative_to(flights.home / "artifacts").as_posix()
+        assert champion.artifact_sha256 == chosen["model_sha256"]
         assert champion.lineage["trigger"]["dag_id"] == f"{PIPELINE}_train"
         assert champion.lineage["snapshot"]["sha256"] == snapshot["sha256"]
         assert champion.lineage["features"]["train_rows"] == features["train_rows"]

@@ -178,7 +178,7 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
                 data_rows=1000 + 100 * number,
                 spec_sha256="s" * 64,
                 code_version="test",
-                artifact_uri=model.uri,
+                artifact_key=model.key,
                 artifact_sha256=model.sha256,
                 lineage={"trigger": {"trigger": run.trigger, "run_id": run.run_id}},
             )

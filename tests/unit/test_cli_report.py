@@ -36,7 +36,7 @@ def register(home: Path, version: int, *, report: bool = True) -> str:
         ModelVersion(
             pipeline=PIPELINE, version=version, run_id=run_id, candidate="hgb", estimator="x", params={},
             metrics={}, data_sha256="a" * 64, data_rows=1, spec_sha256="b" * 64, code_version="t",
-            artifact_uri=f"file:///m/v{version}", artifact_sha256="c" * 64,
+            artifact_key=f"file:///m/v{version}", artifact_sha256="c" * 64,
         ),
         expected_seq=version - 1, action="first" if version == 1 else "promote", reason="t", actor="t",
     )  # fmt: skip

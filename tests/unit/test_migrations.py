@@ -52,9 +52,25 @@ def version(n: int, run_id: str | None = None) -> ModelVersion:
         data_rows=1,
         spec_sha256="1" * 64,
         code_version="test",
-        artifact_uri="file:///x",
+        artifact_key="file:///x",
         artifact_sha256="2" * 64,
     )
+
+
+def insert_legacy_version(engine: sa.Engine, n: int, artifact_uri: str, *, champion: bool = False) -> None:
+    """A model version as a registry before 0004 kept it (an absolute ``artifact_uri``), in its own tables."""
+    with engine.begin() as conn:
+        versions = sa.Table("mlpipe_model_versions", sa.MetaData(), autoload_with=conn)
+        log = sa.Table("mlpipe_champion_log", sa.MetaData(), autoload_with=conn)
+        row = {k: v for k, v in version(n).as_dict().items() if k not in ("artifact_key", "created_at")}
+        conn.execute(versions.insert().values(**row, artifact_uri=artifact_uri, created_at=datetime.now(UTC)))
+        if champion:
+            seq = conn.execute(sa.select(sa.func.count()).select_from(log)).scalar() + 1
+            conn.execute(
+                log.insert().values(
+                    pipeline="p", seq=seq, version=n, action="first", reason="r", actor="t", created_at=datetime.now(UTC)
+                )
+            )
 
 
 def test_one_head_and_an_unbroken_chain() -> None:
@@ -96,8 +112,7 @@ def test_registry_made_before_migrations_is_stamped_and_keeps_its_rows(empty_url
     migrations.upgrade(engine, migrations.BASELINE)
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {migrations.VERSION_TABLE}"))
-    legacy_registry = Registry(engine)
-    legacy_registry.register_and_promote(version(1), expected_seq=0, action="first", reason="r", actor="t")
+    insert_legacy_version(engine, 1, "file:///x", champion=True)
     engine.dispose()
 
     registry = Registry.from_url(empty_url)

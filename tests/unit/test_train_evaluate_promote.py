@@ -172,7 +172,7 @@ def test_each_task_type_end_to_end(make_pipe, task: str) -> None:
     assert champion.data_sha256 == first.snapshot["sha256"]
     assert champion.lineage["features"]["train_rows"] == first.features.train_rows
     assert pipe.model_files() == [f"{pipe.name}/models/v1/{first.key}/model.joblib"]
-    model = load_model(pipe.store, pipe.store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(pipe.store, champion.artifact_key, champion.artifact_sha256)
     holdout = read_split(pipe.store, first.features.holdout_key, first.features.holdout_sha256)
     assert len(model.predict(holdout.drop(columns=["y"]))) == len(holdout)
 
@@ -277,7 +277,7 @@ def champion_version(version: int = 3) -> ModelVersion:
         data_rows=10,
         spec_sha256="s" * 64,
         code_version="old",
-        artifact_uri="file:///nowhere/model.joblib",
+        artifact_key="file:///nowhere/model.joblib",
         artifact_sha256="a" * 64,
     )
 
@@ -434,7 +434,7 @@ class TestJudge:
 def tamper_champion(pipe: Pipe) -> None:
     """Append a byte to the champion's artifact: its sha256 no longer matches the registry's."""
     champion = pipe.registry.champion(pipe.name)
-    with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
+    with open(pipe.store.path(champion.artifact_key), "ab") as fh:
         fh.write(b"!")
 
 
@@ -520,7 +520,7 @@ class TestPromote:
         again = pipe.promote(run)
 
         assert (again.promoted, again.action, again.version) == (False, "already_done", 1)
-        assert again.artifact_uri == first.artifact_uri
+        assert again.artifact_key == first.artifact_key
         assert [m.version for m in pipe.registry.list_versions(pipe.name)] == [1]
         assert len(pipe.registry.champion_history(pipe.name)) == 1
         assert pipe.model_files() == [f"tiny/models/v1/{run.key}/model.joblib"]

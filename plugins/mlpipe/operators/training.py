@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe import config
+from mlpipe import config, layout
 from mlpipe.operators.base import (
     PipelineOperator,
     actor_of,
@@ -185,7 +185,7 @@ class CandidateTrainOperator(PipelineOperator):
         if train_params(context.get("params"), self.loaded.spec).fresh_training:
             self.log.info("Param fresh_training: training %s afresh", self.candidate)
             return None
-        if self.store.exists(f"{self.pipeline}/runs/{key}/train/{self.candidate}/result.json"):
+        if self.store.exists(layout.candidate_result(self.pipeline, key, self.candidate)):
             return None  # this run's own result (a retry): train_candidate takes it
         inputs = run_inputs(self.registry, self.pipeline, key)
         if inputs is None or (inputs.spec_sha256, inputs.code_version) != (self.loaded.sha256(), config.code_version()):
