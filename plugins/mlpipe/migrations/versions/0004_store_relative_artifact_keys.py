@@ -61,9 +61,9 @@ def upgrade() -> None:
         )
     conn = op.get_bind()
     rows = conn.execute(
-        sa.select(_versions.c.id, _versions.c.pipeline, _versions.c.version, _versions.c.artifact_key).where(
-            _versions.c.artifact_key.contains("://")
-        )
+        sa.select(_versions.c.id, _versions.c.pipeline, _versions.c.version, _versions.c.artifact_key)
+        .where(_versions.c.artifact_key.contains("://"))
+        .order_by(_versions.c.id)
     ).all()
     if not rows:
         return
