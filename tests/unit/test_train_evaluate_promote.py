@@ -520,7 +520,7 @@ class TestPromote:
         again = pipe.promote(run)
 
         assert (again.promoted, again.action, again.version) == (False, "already_done", 1)
-        assert again.artifact_key == first.artifact_key
+        assert again.artifact_uri == first.artifact_uri
         assert [m.version for m in pipe.registry.list_versions(pipe.name)] == [1]
         assert len(pipe.registry.champion_history(pipe.name)) == 1
         assert pipe.model_files() == [f"tiny/models/v1/{run.key}/model.joblib"]
