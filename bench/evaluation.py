@@ -291,7 +291,7 @@ def _demo_again(home: Path, result_file: Path) -> None:
     """(Child) the demo run's evaluation again, with the model it promoted as champion."""
     os.environ["MLPIPE_HOME"] = str(home)
     from bench.score import PIPELINE, TRAIN_RUN_ID
-    from mlpipe import config
+    from mlpipe import config, layout
     from mlpipe.registry import Registry
     from mlpipe.spec import find_spec
     from mlpipe.stages.evaluate import evaluate_candidates
@@ -309,9 +309,9 @@ def _demo_again(home: Path, result_file: Path) -> None:
     loaded = find_spec(PIPELINE)
     store, key = LocalStore(config.default_store_root()), run_key(TRAIN_RUN_ID)
     registry = Registry.from_url(config.default_registry_url())
-    feats = json.loads(store.get_bytes(f"{PIPELINE}/runs/{key}/features/manifest.json"))
+    feats = json.loads(store.get_bytes(layout.features_manifest(PIPELINE, key)))
     trained = [
-        json.loads(store.get_bytes(f"{PIPELINE}/runs/{key}/train/{c.name}/result.json")) for c in loaded.spec.candidates
+        json.loads(store.get_bytes(layout.candidate_result(PIPELINE, key, c.name))) for c in loaded.spec.candidates
     ]
     started = time.perf_counter()
     verdict = evaluate_candidates(

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, FeatureError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, load_spec
@@ -73,7 +74,7 @@ class Scoring:
         model = build_model(self.spec, self.spec.candidates[0]).fit(frame[self.spec.features.columns], frame["y"])
         path = self.tmp / f"model-v{version}.joblib"
         joblib.dump(model, path)
-        art = self.store.put_file(f"{self.spec.name}/models/v{version}/model.joblib", path)
+        art = self.store.put_file(layout.model_key(self.spec.name, version, f"train-{version}"), path)
         self.registry.register_and_promote(
             ModelVersion(
                 pipeline=self.spec.name, version=version, run_id=f"train-{version}", candidate="logreg",

@@ -158,7 +158,7 @@ class TestLocalStore:
         # Written where the store used to be (copied, moved, restored): the key at its end, read here.
         assert store.key_of("file:///elsewhere/p/models/v3/model.joblib") == "p/models/v3/model.joblib"
         assert LocalStore(store.root.parent / "other").key_of(art.uri) == art.key
-        with pytest.raises(FileNotFoundError, match="not in this store .* names no artifact key"):
+        with pytest.raises(FileNotFoundError, match=r"not in this store .* names no artifact key"):
             store.key_of("file:///elsewhere/notes/model.joblib")
         with pytest.raises(MlpipeError, match="invalid artifact key"):
             store.key_of("p/../../etc/passwd")

@@ -12,6 +12,7 @@ import joblib
 import pytest
 from sklearn.pipeline import Pipeline
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, ChampionChangedError, RegistryError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec
@@ -77,7 +78,7 @@ class Pipe:
         key = run_key(run_id)
         path = self.tmp / f"{key}.parquet"
         self.frame.to_parquet(path, index=False)
-        art = self.store.put_file(f"{self.name}/runs/{key}/extract/snapshot.parquet", path)
+        art = self.store.put_file(layout.snapshot_key(self.name, key), path)
         snapshot = {"key": art.key, "uri": art.uri, "sha256": art.sha256, "rows": len(self.frame), "as_of": "x"}
         features = build_features(
             self.loaded, self.store, run_key=key, snapshot_key=art.key, snapshot_sha256=art.sha256
