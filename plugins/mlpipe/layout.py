@@ -130,10 +130,6 @@ def snapshot_record(pipeline: str, run_key: str) -> str:
     return run_file(pipeline, run_key, SNAPSHOT_RECORD)
 
 
-def features_manifest(pipeline: str, run_key: str) -> str:
-    return _join(features_prefix(pipeline, run_key), MANIFEST_FILE)
-
-
 def validation_prefix(pipeline: str, run_key: str) -> str:
     """Validation's folder: ``result.json``, ``summary.json``, ``data_docs/``, ``reference.{json,html}``."""
     return run_file(pipeline, run_key, "validate")
@@ -146,6 +142,10 @@ def validation_summary(pipeline: str, run_key: str) -> str:
 def features_prefix(pipeline: str, run_key: str) -> str:
     """The splits' folder: ``train.parquet``, ``holdout.parquet``, ``manifest.json``."""
     return run_file(pipeline, run_key, "features")
+
+
+def features_manifest(pipeline: str, run_key: str) -> str:
+    return _join(features_prefix(pipeline, run_key), MANIFEST_FILE)
 
 
 def candidate_prefix(pipeline: str, run_key: str, candidate: str) -> str:
