@@ -128,8 +128,9 @@ def run_and_kill(phase: str, state: dict[str, Any], tmp: Path) -> None:
 
 
 def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_path: Path) -> None:
+    from mlpipe.layout import candidate_model, candidate_prefix
     from mlpipe.spec import find_spec
-    from mlpipe.stages.train import candidate_prefix, load_model, train_candidate
+    from mlpipe.stages.train import load_model, train_candidate
 
     store = prepared["store"]
     # A run key of its own: the fixture already trained this run's candidates.
@@ -138,7 +139,7 @@ def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_p
     run_and_kill("train", state, tmp_path)
 
     assert store.list(prefix) == [], "nothing of the killed attempt may be visible"
-    assert not store.exists(f"{prefix}/model.joblib")
+    assert not store.exists(candidate_model("flights_delay", state["run_key"], "hgb"))
     stray = [p.name for p in store.path(prefix).iterdir()]
     assert stray and all(name.endswith(".tmp") for name in stray), stray
 
