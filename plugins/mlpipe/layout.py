@@ -73,10 +73,12 @@ INDEXED_FILES = (RUN_FILE, SNAPSHOT_RECORD, VERDICT, EVALUATION_REPORT, VALIDATI
 # A monitor run's report, relative to its folder.
 DRIFT_REPORT = f"{REPORT_DIR}/{INDEX_FILE}"
 
-# = mlpipe.spec.NAME_PATTERN (kept here too: the layout sits below the spec).
-_PIPELINE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-# = the parts mlpipe.storage.check_key accepts.
-_PART = re.compile(r"[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*")
+# A pipeline's name: mlpipe.spec.NAME_PATTERN is this, anchored (the layout sits below the spec; a test
+# holds them equal).
+PIPELINE_PATTERN = r"[a-z][a-z0-9_]{0,62}"
+_PIPELINE = re.compile(PIPELINE_PATTERN)
+# One part of a key (mlpipe.storage.check_key accepts keys of these; fullmatch: "$" would allow a newline).
+KEY_PART = re.compile(r"[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*")
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 
 
@@ -249,7 +251,7 @@ def parse_key(key: str) -> ArtifactKey:
     find where a key starts inside a longer path.
     """
     parts = key.split("/")
-    if any(not _PART.fullmatch(p) or p in {".", ".."} for p in parts):
+    if any(not KEY_PART.fullmatch(p) or p in {".", ".."} for p in parts):
         raise LayoutError(f"{key!r} is not an artifact key: parts of [A-Za-z0-9._=+@-], no '..'")
     if len(parts) < 2 or not _PIPELINE.fullmatch(parts[0]) or parts[1] not in SECTIONS:
         raise LayoutError(f"{key!r} is not an artifact key: expected <pipeline>/<{'|'.join(SECTIONS)}>/...")

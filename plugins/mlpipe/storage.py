@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from botocore.client import BaseClient
 
 _CHUNK = 1 << 20
-# fullmatch, not match: "$" would also accept a trailing newline.
-_KEY_PART = re.compile(r"[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*")
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class StoredArtifact:
 def check_key(key: str) -> str:
     """Keys are relative POSIX paths of safe parts; '..', absolute paths and odd characters are refused."""
     parts = PurePosixPath(key).parts
-    bad_part = any(p in {".", ".."} or not _KEY_PART.fullmatch(p) for p in parts)
+    bad_part = any(p in {".", ".."} or not layout.KEY_PART.fullmatch(p) for p in parts)
     if not key or key.startswith("/") or not parts or bad_part:
         raise MlpipeError(f"invalid artifact key {key!r}: use relative parts of [A-Za-z0-9._=+@-], no '..'")
     return "/".join(parts)

@@ -146,6 +146,12 @@ def test_model_key_in_uri_wants_that_version_of_that_pipeline() -> None:
     assert layout.model_key_in_uri(f"file:///old/{layout.verdict_key(P, RUN)}", P, 3) is None
 
 
+def test_pipeline_names_are_the_specs() -> None:
+    from mlpipe.spec import NAME_PATTERN
+
+    assert f"^{layout.PIPELINE_PATTERN}$" == NAME_PATTERN
+
+
 def test_run_key_makes_any_run_id_a_key_part() -> None:
     assert layout.run_key("manual__2026-01-01T00:00:00+00:00") == "manual__2026-01-01T00_00_00_00_00"
     assert layout.run_key("scheduled__2026/01/01") == "scheduled__2026_01_01"
