@@ -180,7 +180,7 @@ def _child(result_file: Path, rows: int) -> None:
                     "decision": verdict.decision,
                     "champion_status": verdict.champion_status,
                     "metrics": verdict.candidates["hgb"],
-                    "report": store.path(store.key_for_uri(verdict.report_uri)).read_text(),
+                    "report": store.path(store.key_of(verdict.report_uri)).read_text(),
                 }
             )
             t = trained[0]
@@ -201,7 +201,7 @@ def _child(result_file: Path, rows: int) -> None:
                 data_rows=rows,
                 spec_sha256="bench",
                 code_version="bench",
-                artifact_uri=artifact.uri,
+                artifact_key=artifact.key,
                 artifact_sha256=artifact.sha256,
             )
     result = {
@@ -291,7 +291,7 @@ def _demo_again(home: Path, result_file: Path) -> None:
     """(Child) the demo run's evaluation again, with the model it promoted as champion."""
     os.environ["MLPIPE_HOME"] = str(home)
     from bench.score import PIPELINE, TRAIN_RUN_ID
-    from mlpipe import config
+    from mlpipe import config, layout
     from mlpipe.registry import Registry
     from mlpipe.spec import find_spec
     from mlpipe.stages.evaluate import evaluate_candidates
@@ -309,9 +309,9 @@ def _demo_again(home: Path, result_file: Path) -> None:
     loaded = find_spec(PIPELINE)
     store, key = LocalStore(config.default_store_root()), run_key(TRAIN_RUN_ID)
     registry = Registry.from_url(config.default_registry_url())
-    feats = json.loads(store.get_bytes(f"{PIPELINE}/runs/{key}/features/manifest.json"))
+    feats = json.loads(store.get_bytes(layout.features_manifest(PIPELINE, key)))
     trained = [
-        json.loads(store.get_bytes(f"{PIPELINE}/runs/{key}/train/{c.name}/result.json")) for c in loaded.spec.candidates
+        json.loads(store.get_bytes(layout.candidate_result(PIPELINE, key, c.name))) for c in loaded.spec.candidates
     ]
     started = time.perf_counter()
     verdict = evaluate_candidates(

@@ -204,7 +204,7 @@ def _judge_round(inputs: Inputs, candidate: str, champion: str, rows: np.ndarray
 def _champion(model_version: Any) -> Any:
     return model_version(
         pipeline=PIPELINE, version=1, run_id="bench", candidate="hgb", estimator="hgb", params={}, metrics={},
-        data_sha256="-", data_rows=0, spec_sha256="-", code_version="bench", artifact_uri="-", artifact_sha256="-",
+        data_sha256="-", data_rows=0, spec_sha256="-", code_version="bench", artifact_key="-", artifact_sha256="-",
     )  # fmt: skip
 
 

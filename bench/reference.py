@@ -131,7 +131,7 @@ def _child(result_file: Path) -> None:
             data_rows=len(current),
             spec_sha256="0" * 64,
             code_version="bench",
-            artifact_uri="file:///nowhere",
+            artifact_key="file:///nowhere",
             artifact_sha256="0" * 64,
             lineage={"snapshot": {"uri": stored.uri, "sha256": stored.sha256, "rows": len(current)}},
         )

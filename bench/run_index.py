@@ -60,9 +60,9 @@ def run_id_of(index: int) -> str:
 
 def build_history(store: Any, registry: Any, runs: int = RUNS, versions: int = VERSIONS) -> None:
     """``runs`` nightly runs of PIPELINE: run.json in the store, index rows in bulk, ``versions`` champions."""
+    from mlpipe import layout
+    from mlpipe.layout import RUN_FILE, VALIDATION_SUMMARY, VERDICT, run_key
     from mlpipe.registry import ModelVersion
-    from mlpipe.stages.runs import RUN_FILE, VALIDATION_SUMMARY, VERDICT, run_prefix
-    from mlpipe.storage import run_key
 
     rows = []
     records = {}
@@ -72,7 +72,7 @@ def build_history(store: Any, registry: Any, runs: int = RUNS, versions: int = V
         key = run_key(run_id)
         as_of = (START + timedelta(days=i)).isoformat()
         record = {"trigger": "schedule", "run_id": run_id, "dag_id": f"{PIPELINE}_train", "as_of": as_of}
-        records[f"{run_prefix(PIPELINE, key)}/{RUN_FILE}"] = json.dumps(record).encode()
+        records[layout.run_record(PIPELINE, key)] = json.dumps(record).encode()
         promoted = i % promote_every == 0 and i // promote_every < versions
         rows.append(
             {
@@ -111,7 +111,7 @@ def build_history(store: Any, registry: Any, runs: int = RUNS, versions: int = V
             data_rows=1000,
             spec_sha256="5" * 64,
             code_version="bench",
-            artifact_uri=store.uri(f"{PIPELINE}/models/v{number}/model.joblib"),
+            artifact_key=layout.model_key(PIPELINE, number, row["run_key"]),
             artifact_sha256="0" * 64,
             lineage={"trigger": {"trigger": "schedule"}},
         )

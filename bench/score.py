@@ -295,13 +295,14 @@ def _child(args: argparse.Namespace) -> None:
 
 def _make_champion(registry: Any, store: Any, candidate: str) -> Any:
     """The champion, after making the training run's ``candidate`` champion if it is not (set-up)."""
+    from mlpipe import layout
     from mlpipe.registry import ModelVersion
     from mlpipe.storage import run_key
 
     champion = registry.champion(PIPELINE)
     if champion.candidate == candidate:
         return champion
-    trained = json.loads(store.get_bytes(f"{PIPELINE}/runs/{run_key(TRAIN_RUN_ID)}/train/{candidate}/result.json"))
+    trained = json.loads(store.get_bytes(layout.candidate_result(PIPELINE, run_key(TRAIN_RUN_ID), candidate)))
     version = registry.next_version(PIPELINE)
     registry.register_and_promote(
         ModelVersion(
@@ -316,7 +317,7 @@ def _make_champion(registry: Any, store: Any, candidate: str) -> Any:
             data_rows=champion.data_rows,
             spec_sha256=champion.spec_sha256,
             code_version="bench",
-            artifact_uri=trained["model_uri"],
+            artifact_key=trained["model_key"],
             artifact_sha256=trained["model_sha256"],
         ),
         expected_seq=registry.champion_seq(PIPELINE),

@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlpipe.errors import ExtractError, FeatureError, MlpipeError, SpecError
+from mlpipe.layout import run_key
 from mlpipe.sources.chunks import frame_to_arrow
 from mlpipe.sources.columns import column_problems, shown_path
 from mlpipe.sources.sql import query_error
@@ -25,7 +26,7 @@ from mlpipe.stages.extract import read_snapshot, snapshot_key
 from mlpipe.stages.features import check_frame
 from mlpipe.stages.profile import Sample, draft_suite, sample_query
 from mlpipe.stages.validate import validate_frame
-from mlpipe.storage import ArtifactStore, run_key
+from mlpipe.storage import ArtifactStore
 
 DEFAULT_SAMPLE_ROWS = 100_000
 

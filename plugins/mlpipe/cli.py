@@ -121,7 +121,7 @@ def cmd_registry_champion(args: argparse.Namespace) -> int:
         print(f"  metrics: {json.dumps(champ.metrics)}")
         print(f"  data sha256: {champ.data_sha256} ({champ.data_rows} rows); run {champ.run_id}")
         print(f"  promoted {history[-1].created_at:%Y-%m-%d %H:%M:%S} UTC by {history[-1].actor}: {history[-1].action}")
-        print(f"  artifact: {champ.artifact_uri}")
+        print(f"  artifact: {champ.artifact_key} in the artifact store (sha256 {champ.artifact_sha256})")
     return 0
 
 
@@ -222,14 +222,14 @@ def _emit_into_metadata_db(pipeline: str, extra: dict[str, Any]) -> str:
 
 def cmd_registry_upgrade(args: argparse.Namespace) -> int:
     from mlpipe import migrations
-    from mlpipe.hooks.sql import database_url
+    from mlpipe.hooks.sql import database_url, store_root
     from mlpipe.registry import Registry
 
     registry = Registry.from_url(database_url(config.REGISTRY_CONN_ID, config.default_registry_url()), create=False)
     try:
         with registry.engine.connect() as conn:
             before = migrations.current_revision(conn)
-        reached = migrations.upgrade(registry.engine, args.revision)
+        reached = migrations.upgrade(registry.engine, args.revision, store_root=store_root)
     finally:
         registry.dispose()
     where = registry.engine.url.render_as_string(hide_password=True)

@@ -133,7 +133,7 @@ def _short(text: str, limit: int = ERROR_CHARS) -> str:
 
 def _failure(pipeline: str, context: Context) -> Event:
     from mlpipe import urls
-    from mlpipe.storage import run_key
+    from mlpipe.layout import run_key
 
     run = _run(context)
     exc = context.get("exception")
@@ -174,8 +174,8 @@ def _verdict_facts(verdict: dict[str, Any]) -> dict[str, Any]:
 def _promotion(pipeline: str, context: Context) -> Event | None:
     """``promote_model`` ended: promoted, rejected (gate or person), or a re-run with nothing to do."""
     from mlpipe import urls
+    from mlpipe.layout import run_key
     from mlpipe.stages.promote import result_key
-    from mlpipe.storage import run_key
 
     run = _run(context)
     task = context["task"]
@@ -201,7 +201,7 @@ def _promotion(pipeline: str, context: Context) -> Event | None:
 
 def _drift(pipeline: str, context: Context, skipped: bool) -> Event | None:
     from mlpipe import urls
-    from mlpipe.storage import run_key
+    from mlpipe.layout import run_key
 
     run = _run(context)
     check = context["task"].check if isinstance(getattr(context["task"], "check", None), dict) else {}
@@ -227,8 +227,8 @@ def _rollback(pipeline: str, context: Context) -> Event:
 
 def _approval_waiting(pipeline: str, context: Context) -> Event:
     from mlpipe import urls
+    from mlpipe.layout import run_key
     from mlpipe.spec import format_duration
-    from mlpipe.storage import run_key
 
     run = _run(context)
     task = context["task"]

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from mlpipe import migrations
+from mlpipe import layout, migrations
 from mlpipe.errors import ChampionChangedError, RegistryError
 
 metadata = sa.MetaData()
@@ -39,7 +39,8 @@ model_versions = sa.Table(
     sa.Column("data_rows", sa.BigInteger, nullable=False),
     sa.Column("spec_sha256", sa.String(64), nullable=False),
     sa.Column("code_version", sa.String(100), nullable=False),
-    sa.Column("artifact_uri", sa.Text, nullable=False),
+    # Store-relative (mlpipe.layout): the champion stays found when the store moves (migration 0004).
+    sa.Column("artifact_key", sa.Text, nullable=False),
     sa.Column("artifact_sha256", sa.String(64), nullable=False),
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -165,7 +166,7 @@ class ModelVersion:
     data_rows: int
     spec_sha256: str
     code_version: str
-    artifact_uri: str
+    artifact_key: str  # relative to the artifact store's root (an absolute URI in a registry from before 0004)
     artifact_sha256: str
     lineage: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
@@ -203,10 +204,22 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _version(row: Any) -> ModelVersion:
     m = row._mapping
-    return ModelVersion(
-        **{k: m[k] for k in ModelVersion.__dataclass_fields__ if k != "created_at"},
-        created_at=_utc(m["created_at"]),
-    )
+    values = {k: m[k] for k in ModelVersion.__dataclass_fields__ if k != "created_at"}
+    values["artifact_key"] = stored_key(values["artifact_key"], values["pipeline"], values["version"])
+    return ModelVersion(**values, created_at=_utc(m["created_at"]))
+
+
+def stored_key(entry: str, pipeline: str, version: int) -> str:
+    """A version's artifact entry as a store-relative key when the layout can tell it.
+
+    Entries are keys since migration 0004, which leaves an absolute URI it could not place (and warns);
+    one that ends in this version's key (``.../<pipeline>/models/v<version>/...``) is read as that key,
+    wherever the store was. Anything else is returned as it is, for the store to resolve
+    (:meth:`mlpipe.storage.ArtifactStore.key_of`) or refuse.
+    """
+    if "://" not in entry:
+        return entry
+    return layout.model_key_in_uri(entry, pipeline, version) or entry
 
 
 def _event(row: Any) -> ChampionEvent:
@@ -232,14 +245,19 @@ class Registry:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str, *, create: bool = True) -> Registry:
+    def from_url(cls, url: str, *, create: bool = True, store_root: migrations.StoreRoot = None) -> Registry:
+        """The registry at ``url``, brought to the newest schema unless ``create`` is False.
+
+        ``store_root``: the artifact store's root URI (or a function giving it), for a migration that
+        makes recorded URIs store-relative; default the embedded store under MLPIPE_HOME.
+        """
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             # Concurrent task processes share the file: wait for locks instead of failing at once.
             kwargs["connect_args"] = {"timeout": 30}
         registry = cls(sa.create_engine(url, **kwargs))
         if create:
-            migrations.ensure_current(registry.engine)
+            migrations.ensure_current(registry.engine, store_root=store_root)
         return registry
 
     def create_schema(self) -> str:

@@ -4,7 +4,8 @@ One interface, :class:`ArtifactStore`; :class:`LocalStore` keeps artifacts in a 
 embedded default), :class:`S3Store` in a bucket under a prefix. Writes are atomic: a reader sees
 either nothing or the whole artifact, never a half-written file.
 
-Layout: ``<pipeline>/runs/<run_key>/<stage>/...`` and ``<pipeline>/models/<version>/...``.
+Keys are relative to the store's root and laid out by :mod:`mlpipe.layout`, so a store copied or
+moved to another root keeps them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactConflictError, ArtifactIntegrityError, InfrastructureError, MlpipeError
+from mlpipe.layout import run_key as run_key  # where callers of the store have long found it
 
 if TYPE_CHECKING:
     # Only for hints: boto3/botocore are heavy, and this module is imported where DAGs are parsed.
     from botocore.client import BaseClient
 
 _CHUNK = 1 << 20
-# fullmatch, not match: "$" would also accept a trailing newline.
-_KEY_PART = re.compile(r"[A-Za-z0-9._=+-][A-Za-z0-9._=+@-]*")
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,10 @@ class StoredArtifact:
 def check_key(key: str) -> str:
     """Keys are relative POSIX paths of safe parts; '..', absolute paths and odd characters are refused."""
     parts = PurePosixPath(key).parts
-    bad_part = any(p in {".", ".."} or not _KEY_PART.fullmatch(p) for p in parts)
+    bad_part = any(p in {".", ".."} or not layout.KEY_PART.fullmatch(p) for p in parts)
     if not key or key.startswith("/") or not parts or bad_part:
         raise MlpipeError(f"invalid artifact key {key!r}: use relative parts of [A-Za-z0-9._=+@-], no '..'")
     return "/".join(parts)
-
-
-def run_key(run_id: str) -> str:
-    """A store-safe key for an Airflow run id (``manual__2026-01-01T00:00:00+00:00`` and the like)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._=-]+", "_", run_id).strip("._")
-    if not cleaned:
-        raise MlpipeError(f"run id {run_id!r} has no usable characters for an artifact key")
-    return cleaned
 
 
 def sha256_file(path: Path) -> str:
@@ -108,12 +100,34 @@ class ArtifactStore(ABC):
 
     # -- built on the primitives ------------------------------------------------------------------
 
-    def key_for_uri(self, uri: str) -> str:
-        """The key behind a URI this store handed out (registry rows keep URIs)."""
-        root = self.uri("x")[:-1]
-        if not uri.startswith(root):
-            raise FileNotFoundError(f"artifact {uri} is not in this store ({root})")
-        return check_key(uri[len(root) :])
+    @property
+    def root_uri(self) -> str:
+        """What every URI of this store starts with (``file:///.../artifacts/``, ``s3://bucket/prefix/``)."""
+        return self.uri("x")[:-1]
+
+    def key_of(self, entry: str) -> str:
+        """The key behind a recorded location: a key (what the registry keeps), or a URI.
+
+        A URI of this store gives its key; a URI written where the store used to be (before it was
+        copied, moved or restored to this root, or the bucket's prefix changed) gives the artifact key
+        at its end (:func:`mlpipe.layout.key_in_uri`), to be read here, sha256 checks and all.
+        """
+        if "://" not in entry:
+            return check_key(entry)
+        root = self.root_uri
+        if entry.startswith(root):
+            return check_key(entry[len(root) :])
+        key = layout.key_in_uri(entry)
+        if key is None:
+            raise FileNotFoundError(f"artifact {entry} is not in this store ({root}) and names no artifact key")
+        return key
+
+    def uri_of(self, entry: str) -> str:
+        """Where a recorded location is in this store, to show (the entry itself if :meth:`key_of` cannot tell)."""
+        try:
+            return self.uri(self.key_of(entry))
+        except (FileNotFoundError, MlpipeError):
+            return entry
 
     def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
         with tempfile.TemporaryDirectory(prefix="mlpipe-") as tmp:

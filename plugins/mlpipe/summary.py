@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlpipe import layout
 from mlpipe.errors import MlpipeError
+from mlpipe.layout import run_key
 from mlpipe.registry import Registry
 from mlpipe.stages.html_page import report_template
-from mlpipe.stages.runs import RUN_FILE, describe_trigger, indexed_runs, read_json, reused_from, run_prefix
-from mlpipe.storage import ArtifactStore, run_key
+from mlpipe.stages.runs import describe_trigger, indexed_runs, read_json, reused_from
+from mlpipe.storage import ArtifactStore
 
 
 def _fmt(value: Any) -> str:
@@ -24,17 +26,18 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         runs = [row] if row is not None else []
     if not runs:
         raise MlpipeError(f"no recorded run of {pipeline!r} in {store!r}; run {pipeline}_train first")
-    prefix = run_prefix(pipeline, runs[-1]["run_key"])
-    run = {**runs[-1], **(read_json(store, f"{prefix}/{RUN_FILE}") or {})}
-    snap = read_json(store, f"{prefix}/extract/snapshot.json")
-    validation = read_json(store, f"{prefix}/validate/summary.json")
-    features = read_json(store, f"{prefix}/features/manifest.json")
-    verdict = read_json(store, f"{prefix}/evaluate/verdict.json")
-    promotion = read_json(store, f"{prefix}/promote/result.json")
+    key = runs[-1]["run_key"]
+    run = {**runs[-1], **(read_json(store, layout.run_record(pipeline, key)) or {})}
+    snap = read_json(store, layout.snapshot_record(pipeline, key))
+    validation = read_json(store, layout.validation_summary(pipeline, key))
+    features = read_json(store, layout.features_manifest(pipeline, key))
+    verdict = read_json(store, layout.verdict_key(pipeline, key))
+    promotion = read_json(store, layout.promotion_key(pipeline, key))
 
     reused = {
         name: reused_from(store, pipeline, runs[-1]["run_key"], name) for name in (verdict or {}).get("candidates", {})
     }
+    champ = registry.champion(pipeline)
     text = report_template("summary.txt").render(
         pipeline=pipeline,
         run=run,
@@ -48,8 +51,9 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         origins=sorted({o["run_id"] for o in reused.values() if o}),
         saved=sum(float(o.get("fit_seconds") or 0) for o in reused.values() if o),
         promotion=promotion,
-        champion=registry.champion(pipeline),
-        artifacts=store.uri(prefix),
+        champion=champ,
+        champion_uri=store.uri_of(champ.artifact_key) if champ else None,
+        artifacts=store.uri(layout.run_prefix(pipeline, key)),
     )
     return text.rstrip("\n")  # each line of the template ends in one, the last line's included
 
@@ -77,8 +81,6 @@ def report_locations(
 
     Raises MlpipeError naming what is missing: no champion, no such version, no evaluation report.
     """
-    from mlpipe.stages.evaluation_report import report_prefix  # (pulls in scikit-learn: only when asked)
-
     if version is None:
         model = registry.champion(pipeline)
         if model is None:
@@ -86,10 +88,10 @@ def report_locations(
     else:
         model = registry.get_version(pipeline, version)
     key = run_key(model.run_id)
-    report = f"{report_prefix(pipeline, key)}/index.html"
-    verdict = read_json(store, f"{run_prefix(pipeline, key)}/evaluate/verdict.json") or {}
+    report = layout.evaluation_report(pipeline, key)
+    verdict = read_json(store, layout.verdict_key(pipeline, key)) or {}
     if verdict.get("reused_from") and verdict.get("report_uri") and not store.exists(report):
-        report = store.key_for_uri(verdict["report_uri"])  # a reused evaluation: the report of its run
+        report = store.key_of(verdict["report_uri"])  # a reused evaluation: the report of its run
     if not store.exists(report):
         raise MlpipeError(
             f"{pipeline} v{model.version} has no evaluation report: its run {model.run_id} wrote none at "
@@ -103,7 +105,7 @@ def report_locations(
         "data_docs": None,
         "drift_report": None,
     }
-    validation = read_json(store, f"{run_prefix(pipeline, key)}/validate/summary.json") or {}
+    validation = read_json(store, layout.validation_summary(pipeline, key)) or {}
     out["data_docs"] = validation.get("data_docs_uri")
     checks = [c for c in registry.drift_checks(pipeline) if c["champion_version"] == model.version]
     drift = next((c for c in reversed(checks) if (c.get("figures") or {}).get("report_uri")), None)

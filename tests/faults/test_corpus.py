@@ -489,7 +489,7 @@ def _champion_file(world: SimpleNamespace) -> Path:
 
     registry = Registry.from_url(config.default_registry_url())
     try:
-        return world.store.path(world.store.key_for_uri(registry.champion(PIPELINE).artifact_uri))
+        return world.store.path(registry.champion(PIPELINE).artifact_key)
     finally:
         registry.dispose()
 

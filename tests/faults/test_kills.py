@@ -128,8 +128,9 @@ def run_and_kill(phase: str, state: dict[str, Any], tmp: Path) -> None:
 
 
 def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_path: Path) -> None:
+    from mlpipe.layout import candidate_model, candidate_prefix
     from mlpipe.spec import find_spec
-    from mlpipe.stages.train import candidate_prefix, load_model, train_candidate
+    from mlpipe.stages.train import load_model, train_candidate
 
     store = prepared["store"]
     # A run key of its own: the fixture already trained this run's candidates.
@@ -138,7 +139,7 @@ def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_p
     run_and_kill("train", state, tmp_path)
 
     assert store.list(prefix) == [], "nothing of the killed attempt may be visible"
-    assert not store.exists(f"{prefix}/model.joblib")
+    assert not store.exists(candidate_model("flights_delay", state["run_key"], "hgb"))
     stray = [p.name for p in store.path(prefix).iterdir()]
     assert stray and all(name.endswith(".tmp") for name in stray), stray
 
@@ -178,10 +179,10 @@ def test_promotion_killed_then_retried_changes_the_champion_once(prepared, tmp_p
     history = registry.champion_history("flights_delay")
     assert [(e.seq, e.version, e.run_id) for e in history] == [(1, 1, RUN_ID)]
     champion = registry.champion("flights_delay")
-    artifact = Path(champion.artifact_uri.removeprefix("file://"))
+    artifact = store.path(champion.artifact_key)
     assert sha256_file(artifact) == champion.artifact_sha256
     models = [p for p in store.list("flights_delay/models")]
-    assert models == [store.key_for_uri(champion.artifact_uri)], "exactly one visible model copy"
+    assert models == [champion.artifact_key], "exactly one visible model copy"
     on_disk = sorted(str(p.relative_to(store.root)) for p in store.path("flights_delay/models").rglob("*"))
     assert on_disk == ["flights_delay/models/v1", *[str(Path(m).parent) for m in models], *models], (
         "no temp file, no empty version folder"

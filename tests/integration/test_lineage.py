@@ -96,12 +96,12 @@ def test_the_events_chain_source_table_to_predictions(events) -> None:
 
     promote = complete(lines, "train.promote_model")
     (model,) = promote["outputs"]
-    assert (model["namespace"], model["name"]) == ("file", champion.artifact_uri.removeprefix("file://"))
+    assert (model["namespace"], model["name"]) == ("file", str((home / "artifacts" / champion.artifact_key).resolve()))
     facet = model["facets"]["mlpipe_model"]
     assert (facet["version"], facet["champion"], facet["metrics"]) == (1, True, champion.metrics)
 
     score = complete(lines, "score.score_batch")
-    assert names(score["inputs"]) == [source, ("file", champion.artifact_uri.removeprefix("file://"))]
+    assert names(score["inputs"]) == [source, ("file", str((home / "artifacts" / champion.artifact_key).resolve()))]
     assert names(score["outputs"]) == [predictions]
     assert score["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 442
 

@@ -132,7 +132,7 @@ def test_train_gate_promote_and_score(home: Path, pipeline: str) -> None:
     assert set(got["model_version"]) == {1} and set(got["run_key"]) == {run_key(scored.run_id)}
     stamp = pd.Timestamp(scored.logical_date or scored.run_after)
     assert pd.to_datetime(got["scored_at"], utc=True).eq(stamp).all(), "stamped with the run's time"
-    model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(store, champion.artifact_key, champion.artifact_sha256)
     frame = _table(home, pipeline)
     expected = predict(spec, model, frame[spec.features.columns])
     if spec.target.task == "regression":

@@ -103,7 +103,9 @@ def test_a_run_on_the_distributed_stack(celery_stack: CeleryStack) -> None:
     assert champion.data_rows > 10_000 and champion.code_version == "stack-test"
 
     # Its model and its training snapshot are in the bucket, with the sha256 the registry recorded.
-    model_key = _assert_in_bucket(stack, champion.artifact_uri, champion.artifact_sha256)
+    model_key = _assert_in_bucket(
+        stack, f"s3://{stack.bucket}/artifacts/{champion.artifact_key}", champion.artifact_sha256
+    )
     assert model_key.startswith(f"artifacts/{PIPELINE}/models/v1/")
     snapshot = champion.lineage["snapshot"]
     _assert_in_bucket(stack, snapshot["uri"], champion.data_sha256)
@@ -183,10 +185,10 @@ def test_a_worker_killed_while_training_is_replaced_and_the_run_promotes_once(ce
     versions = registry.list_versions(PIPELINE)
     registry.dispose()
     assert [(v.version, v.run_id) for v in versions] == [(1, run_id)]
-    _assert_in_bucket(stack, versions[0].artifact_uri, versions[0].artifact_sha256)
+    _assert_in_bucket(stack, f"s3://{stack.bucket}/artifacts/{versions[0].artifact_key}", versions[0].artifact_sha256)
     run_key = stack.run_key(run_id)
     models = [k for k in stack.objects(f"artifacts/{PIPELINE}/models/") if run_key in k]
-    assert models == [versions[0].artifact_uri.removeprefix(f"s3://{stack.bucket}/")]
+    assert models == [f"artifacts/{versions[0].artifact_key}"]
     train_prefix = f"artifacts/{PIPELINE}/runs/{run_key}/train/"
     trained = sorted(key.removeprefix(train_prefix) for key in stack.objects(train_prefix))
     assert trained == ["hgb/model.joblib", "hgb/result.json", "logreg/model.joblib", "logreg/result.json"]

@@ -74,15 +74,15 @@ def test_first_champion_registered_with_lineage(trained_home) -> None:
     assert champion.metrics["roc_auc"] >= 0.6
     snapshot = next(Path(trained_home["home"]).glob("artifacts/flights_delay/runs/*/extract/snapshot.parquet"))
     assert champion.data_sha256 == sha256_file(snapshot)
-    artifact = Path(champion.artifact_uri.removeprefix("file://"))
+    assert champion.artifact_key == f"flights_delay/models/v1/{run_key(run.run_id)}/model.joblib"
+    artifact = store.path(champion.artifact_key)
     assert artifact.is_file() and sha256_file(artifact) == champion.artifact_sha256
-    assert "/flights_delay/models/v1/" in champion.artifact_uri
     assert champion.lineage["trigger"]["run_id"] == run.run_id
     assert champion.lineage["snapshot"]["rows"] == 336_776
     history = registry.champion_history("flights_delay")
     assert [(e.seq, e.action, e.previous_version) for e in history] == [(1, "first", None)]
     assert len(champion.spec_sha256) == 64 and champion.code_version
-    assert store.exists(store.key_for_uri(champion.artifact_uri))
+    assert store.exists(champion.artifact_key)
 
 
 def test_the_run_note_says_what_started_it(trained_home) -> None:
@@ -104,7 +104,7 @@ def test_champion_artifact_is_a_whole_pipeline_that_scores_raw_rows(trained_home
 
     registry, store = open_registry(), open_store()
     champion = registry.champion("flights_delay")
-    model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(store, champion.artifact_key, champion.artifact_sha256)
     rows = flights_frame.head(50)[["time_hour", "carrier", "origin", "dest", "distance"]]
     proba = model.predict_proba(rows)
     assert proba.shape == (50, 2)
@@ -206,7 +206,7 @@ def _seed_champion(home: Path) -> None:
             data_rows=1,
             spec_sha256="0" * 64,
             code_version="test",
-            artifact_uri=f"file://{home}/artifacts/flights_delay/models/v7/model.joblib",
+            artifact_key="flights_delay/models/v7/earlier/model.joblib",
             artifact_sha256="0" * 64,
         ),
         expected_seq=0,

@@ -150,5 +150,5 @@ def test_each_service_down_at_a_task_start_fails_that_attempt_only(services: Ser
     assert [(v.version, v.run_id) for v in versions] == [(1, RUN_ID)]
     assert [(e.seq, e.version, e.action) for e in history] == [(1, 1, "first")]
     store = services.store
-    assert store.list(f"{PIPELINE}/models") == [store.key_for_uri(versions[0].artifact_uri)]
-    assert store.sha256(store.key_for_uri(versions[0].artifact_uri)) == versions[0].artifact_sha256
+    assert store.list(f"{PIPELINE}/models") == [versions[0].artifact_key]
+    assert store.sha256(versions[0].artifact_key) == versions[0].artifact_sha256

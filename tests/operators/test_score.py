@@ -54,7 +54,7 @@ def promote(flights: Any) -> int:
         ModelVersion(
             pipeline=PIPELINE, version=1, run_id="train-1", candidate="logreg", estimator="x", params={},
             metrics={}, data_sha256="a" * 64, data_rows=ROWS, spec_sha256="b" * 64, code_version="test",
-            artifact_uri=art.uri, artifact_sha256=art.sha256,
+            artifact_key=art.key, artifact_sha256=art.sha256,
         ),
         expected_seq=0, action="first", reason="test", actor="tests",
     )  # fmt: skip

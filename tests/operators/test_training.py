@@ -23,6 +23,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
+from mlpipe import layout
 from mlpipe.demo import write_flights_sqlite
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError
 from mlpipe.operators.base import materialize, run_info
@@ -233,7 +234,7 @@ class TestSnapshotExtractOperator:
     ) -> None:
         assert_json_xcom(snapshot)
         assert set(snapshot) == {"key", "uri", "sha256", "rows", "columns", "as_of", "reused", "seconds"}
-        key = f"{PIPELINE}/runs/{run_key(RUN_ID)}/extract/snapshot.parquet"
+        key = layout.snapshot_key(PIPELINE, run_key(RUN_ID))
         path = flights.home / "artifacts" / key
         assert snapshot["key"] == key
         assert snapshot["uri"] == f"file://{path}"
@@ -401,7 +402,7 @@ class TestFeaturesBuildOperator:
         assert set(features["label_counts"]) == {"0", "1"}
         assert sum(features["label_counts"].values()) == snapshot["rows"]
         root = flights.home / "artifacts"
-        prefix = f"{PIPELINE}/runs/{run_key(RUN_ID)}/features"
+        prefix = layout.features_prefix(PIPELINE, run_key(RUN_ID))
         assert (features["train_key"], features["holdout_key"]) == (
             f"{prefix}/train.parquet",
             f"{prefix}/holdout.parquet",
@@ -606,7 +607,8 @@ class TestModelPromoteOperator:
         assert champion.metrics == verdict["candidates"][best]
         assert champion.spec_sha256 == find_spec(PIPELINE).sha256()
         assert champion.code_version == CODE_VERSION
-        assert (champion.artifact_uri, champion.artifact_sha256) == (promotion["artifact_uri"], chosen["model_sha256"])
+        assert champion.artifact_key == artifact.relative_to(flights.home / "artifacts").as_posix()
+        assert champion.artifact_sha256 == chosen["model_sha256"]
         assert champion.lineage["trigger"]["dag_id"] == f"{PIPELINE}_train"
         assert champion.lineage["snapshot"]["sha256"] == snapshot["sha256"]
         assert champion.lineage["features"]["train_rows"] == features["train_rows"]

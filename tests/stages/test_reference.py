@@ -263,7 +263,7 @@ def champion_with(snapshot: dict[str, Any] | None) -> ModelVersion:
         data_rows=ROWS,
         spec_sha256="0" * 64,
         code_version="test",
-        artifact_uri="file:///nowhere",
+        artifact_key="file:///nowhere",
         artifact_sha256="0" * 64,
         lineage={"snapshot": snapshot} if snapshot else {},
     )

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlpipe import layout
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry, champion_log
 from mlpipe.spec import LoadedSpec
 from mlpipe.stages.evaluate import better, judge, verdict_key
@@ -165,7 +166,7 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
             result = PromotionResult(False, None, champion.version if champion else None, "skipped", "not blessed")
         else:
             number = len(versions) + 1
-            model = store.put_bytes(f"{PIPELINE}/models/v{number}/{run.key}/model.joblib", b"not a real model")
+            model = store.put_bytes(layout.model_key(PIPELINE, number, run.key), b"not a real model")
             new = ModelVersion(
                 pipeline=PIPELINE,
                 version=number,
@@ -178,7 +179,7 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
                 data_rows=1000 + 100 * number,
                 spec_sha256="s" * 64,
                 code_version="test",
-                artifact_uri=model.uri,
+                artifact_key=model.key,
                 artifact_sha256=model.sha256,
                 lineage={"trigger": {"trigger": run.trigger, "run_id": run.run_id}},
             )
@@ -242,7 +243,7 @@ def _drift_checks(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
             score_current=rng.beta(2 + index, 5, n),
         )
         run_id = f"scheduled__2026-03-0{5 + index}T06:00:00+00:00"
-        prefix = f"{PIPELINE}/monitor/{run_key(run_id)}"
+        prefix = layout.monitor_prefix(PIPELINE, run_key(run_id))
         store.put_bytes(f"{prefix}/drift.json", json.dumps(report.as_dict()).encode())
         with tempfile.TemporaryDirectory() as tmp:
             render_drift_report(report, reference, current, Path(tmp), title=f"drift check {index + 1}")

@@ -354,7 +354,7 @@ def test_symlinks_out_of_the_store_are_refused(api_client, models_home, tmp_path
 
 
 def test_only_report_files_of_known_pipelines_are_served(api_client, models_home) -> None:
-    model = models_home["versions"][1].artifact_uri.split("/artifacts/", 1)[1]
+    model = models_home["versions"][1].artifact_key
     response = get(api_client, f"/mlpipe/artifacts/{model}")
     assert response.status_code == 404 and "is not a report file" in response.text
     store = models_home["store"]

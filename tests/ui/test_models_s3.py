@@ -95,6 +95,6 @@ def test_escapes_and_missing_keys_are_404(s3_view, path: str) -> None:
 
 
 def test_models_are_not_served(s3_view) -> None:
-    key = s3_view["store"].key_for_uri(s3_view["versions"][1].artifact_uri)
+    key = s3_view["versions"][1].artifact_key
     response = s3_view["client"].get(f"/artifacts/{key}")
     assert response.status_code == 404 and "not a report file" in response.text

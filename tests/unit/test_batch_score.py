@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, FeatureError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, load_spec
@@ -73,12 +74,12 @@ class Scoring:
         model = build_model(self.spec, self.spec.candidates[0]).fit(frame[self.spec.features.columns], frame["y"])
         path = self.tmp / f"model-v{version}.joblib"
         joblib.dump(model, path)
-        art = self.store.put_file(f"{self.spec.name}/models/v{version}/model.joblib", path)
+        art = self.store.put_file(layout.model_key(self.spec.name, version, f"train-{version}"), path)
         self.registry.register_and_promote(
             ModelVersion(
                 pipeline=self.spec.name, version=version, run_id=f"train-{version}", candidate="logreg",
                 estimator="x", params={}, metrics={}, data_sha256="a" * 64, data_rows=len(frame),
-                spec_sha256="b" * 64, code_version="test", artifact_uri=art.uri, artifact_sha256=art.sha256,
+                spec_sha256="b" * 64, code_version="test", artifact_key=art.key, artifact_sha256=art.sha256,
             ),
             expected_seq=self.registry.champion_seq(self.spec.name),
             action="first" if version == 1 else "promote",
@@ -381,7 +382,7 @@ def test_tampered_champion_is_refused_before_loading(make_scoring) -> None:
     s = make_scoring("table")
     s.promote(1)
     champion = s.registry.champion("tiny")
-    Path(champion.artifact_uri.removeprefix("file://")).write_bytes(b"not the model that was registered")
+    s.store.path(champion.artifact_key).write_bytes(b"not the model that was registered")
     with pytest.raises(ArtifactIntegrityError, match="does not match its recorded sha256"):
         s.score()
     assert s.predictions().empty

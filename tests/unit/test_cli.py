@@ -33,7 +33,7 @@ def _register(home: Path, version: int, seq: int) -> None:
             data_rows=100,
             spec_sha256="b" * 64,
             code_version="test",
-            artifact_uri=f"file:///m/v{version}",
+            artifact_key=f"file:///m/v{version}",
             artifact_sha256="c" * 64,
         ),
         expected_seq=seq,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mlpipe import layout
 from mlpipe.cli import main
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.storage import LocalStore, run_key
@@ -26,9 +27,9 @@ def register(home: Path, version: int, *, report: bool = True) -> str:
     """Register ``version`` (champion from then on); give its run an evaluation report if asked."""
     run_id = f"manual__2026-0{version}-01T00:00:00+00:00"
     store = LocalStore(home / "artifacts")
-    prefix = f"{PIPELINE}/runs/{run_key(run_id)}"
+    prefix = layout.run_prefix(PIPELINE, run_key(run_id))
     if report:
-        store.put_bytes(f"{prefix}/evaluate/report/index.html", b"<!doctype html>")
+        store.put_bytes(layout.evaluation_report(PIPELINE, run_key(run_id)), b"<!doctype html>")
         docs = store.put_bytes(f"{prefix}/validate/data_docs/validations/x.html", b"<html></html>")
         store.put_bytes(f"{prefix}/validate/summary.json", json.dumps({"data_docs_uri": docs.uri}).encode())
     registry = Registry.from_url(f"sqlite:///{home / 'registry.db'}")
@@ -36,7 +37,7 @@ def register(home: Path, version: int, *, report: bool = True) -> str:
         ModelVersion(
             pipeline=PIPELINE, version=version, run_id=run_id, candidate="hgb", estimator="x", params={},
             metrics={}, data_sha256="a" * 64, data_rows=1, spec_sha256="b" * 64, code_version="t",
-            artifact_uri=f"file:///m/v{version}", artifact_sha256="c" * 64,
+            artifact_key=f"file:///m/v{version}", artifact_sha256="c" * 64,
         ),
         expected_seq=version - 1, action="first" if version == 1 else "promote", reason="t", actor="t",
     )  # fmt: skip
@@ -86,7 +87,7 @@ def test_missing_reports_exit_1_with_a_clear_message(home: Path, capsys: pytest.
 
 def test_a_version_without_data_docs_or_drift_lists_only_the_report(home: Path, capsys) -> None:
     run_id = register(home, 1)
-    LocalStore(home / "artifacts").delete_prefix(f"{PIPELINE}/runs/{run_key(run_id)}/validate")
+    LocalStore(home / "artifacts").delete_prefix(layout.validation_prefix(PIPELINE, run_key(run_id)))
     capsys.readouterr()
     assert main(["report", "open", PIPELINE]) == 0
     out = capsys.readouterr().out

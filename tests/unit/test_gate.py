@@ -418,7 +418,7 @@ class TestEvaluateSlices:
         assert judged_slices and all(s["worsening"] == pytest.approx(0) for s in judged_slices)
         assert rule(v, "slice:cat").passed is True
         assert rule(v, "improvement").detail.startswith("tie with champion")
-        page = Path(pipe.store.path(pipe.store.key_for_uri(v.report_uri))).read_text()
+        page = Path(pipe.store.path(pipe.store.key_of(v.report_uri))).read_text()
         assert "<h2>Slices</h2>" in page and "<code>slice:cat</code>" in page
         top = judged_slices[0]
         assert f"worst [value {top['value']} rows {top['rows']} candidate " in page  # figures, not JSON
@@ -443,7 +443,7 @@ class TestEvaluateSlices:
         assert all("worsening_low" in s for s in v.slices)
         saved = load_verdict(pipe.store, pipe.name, run_key("manual__b"))
         assert saved["uncertainty"]["metrics"]["roc_auc"]["low"] == pytest.approx(i["low"])
-        report = Path(pipe.store.path(pipe.store.key_for_uri(v.report_uri)))
+        report = Path(pipe.store.path(pipe.store.key_of(v.report_uri)))
         page = report.read_text()
         assert (report.parent / "gain.png").stat().st_size > 1000 and 'src="gain.png"' in page
         assert (
@@ -510,7 +510,7 @@ class TestUnloadableChampion:
         pipe = pipe_of(gate=GATE)
         pipe.promote(pipe.run("manual__a"))
         champion = pipe.registry.champion(pipe.name)
-        path = Path(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)))
+        path = Path(pipe.store.path(champion.artifact_key))
         if damage == "missing":
             path.unlink()
         else:

@@ -52,9 +52,31 @@ def version(n: int, run_id: str | None = None) -> ModelVersion:
         data_rows=1,
         spec_sha256="1" * 64,
         code_version="test",
-        artifact_uri="file:///x",
+        artifact_key="file:///x",
         artifact_sha256="2" * 64,
     )
+
+
+def insert_legacy_version(engine: sa.Engine, n: int, artifact_uri: str, *, champion: bool = False) -> None:
+    """A model version as a registry before 0004 kept it (an absolute ``artifact_uri``), in its own tables."""
+    with engine.begin() as conn:
+        versions = sa.Table("mlpipe_model_versions", sa.MetaData(), autoload_with=conn)
+        log = sa.Table("mlpipe_champion_log", sa.MetaData(), autoload_with=conn)
+        row = {k: v for k, v in version(n).as_dict().items() if k not in ("artifact_key", "created_at")}
+        conn.execute(versions.insert().values(**row, artifact_uri=artifact_uri, created_at=datetime.now(UTC)))
+        if champion:
+            seq = conn.execute(sa.select(sa.func.count()).select_from(log)).scalar() + 1
+            conn.execute(
+                log.insert().values(
+                    pipeline="p",
+                    seq=seq,
+                    version=n,
+                    action="first",
+                    reason="r",
+                    actor="t",
+                    created_at=datetime.now(UTC),
+                )
+            )
 
 
 def test_one_head_and_an_unbroken_chain() -> None:
@@ -96,8 +118,7 @@ def test_registry_made_before_migrations_is_stamped_and_keeps_its_rows(empty_url
     migrations.upgrade(engine, migrations.BASELINE)
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE {migrations.VERSION_TABLE}"))
-    legacy_registry = Registry(engine)
-    legacy_registry.register_and_promote(version(1), expected_seq=0, action="first", reason="r", actor="t")
+    insert_legacy_version(engine, 1, "file:///x", champion=True)
     engine.dispose()
 
     registry = Registry.from_url(empty_url)
@@ -186,3 +207,74 @@ def test_cli_upgrade_is_safe_to_repeat(
     assert f"empty -> {migrations.head_revision()}" in first and str(mlpipe_home / "registry.db") in first
     assert cli_main(["registry", "upgrade"]) == 0
     assert f"already at {migrations.head_revision()}" in capsys.readouterr().out
+
+
+def test_0004_makes_artifact_entries_store_relative(
+    empty_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = f"file://{tmp_path / 'store'}/"
+    engine = sa.create_engine(empty_url)
+    migrations.upgrade(engine, "0003")
+    entries = {
+        1: f"{root}p/models/v1/run1/model.joblib",  # under the store's root
+        2: "file:///where/it/was/artifacts/p/models/v2/run2/model.joblib",  # the store was moved since
+        3: "s3://old-bucket/old-prefix/p/models/v3/run3/model.joblib",  # ... or was a bucket and prefix
+        4: "file:///x",  # names no key
+        5: "file:///where/it/was/artifacts/p/models/v9/run5/model.joblib",  # another version's key
+        6: "p/models/v6/run6/model.joblib",  # already a key
+    }
+    for n, uri in entries.items():
+        insert_legacy_version(engine, n, uri, champion=n == 1)
+    asked: list[str] = []
+
+    def store_root() -> str:
+        asked.append(root)
+        return root
+
+    with caplog.at_level("WARNING", logger="mlpipe.migrations"):
+        assert migrations.upgrade(engine, store_root=store_root) == migrations.head_revision()
+    registry = Registry(engine)
+    try:
+        keys = {v.version: v.artifact_key for v in registry.list_versions("p")}
+        assert keys == {
+            1: "p/models/v1/run1/model.joblib",
+            2: "p/models/v2/run2/model.joblib",
+            3: "p/models/v3/run3/model.joblib",
+            4: "file:///x",
+            5: "file:///where/it/was/artifacts/p/models/v9/run5/model.joblib",
+            6: "p/models/v6/run6/model.joblib",
+        }
+        assert asked == [root]  # the store was opened once, because entries needed it
+        warned = [r.getMessage() for r in caplog.records if "0004" in r.getMessage()]
+        assert len(warned) == 2 and "p v4's artifact file:///x" in warned[0] and "p v5's" in warned[1]
+        assert schema_diff(engine) == []
+
+        # Downgrading writes keys back as URIs under the root; what was left stays as it was.
+        assert migrations.downgrade(engine, "0003", store_root=root) == "0003"
+        with engine.connect() as conn:
+            rows = dict(conn.execute(sa.text("SELECT version, artifact_uri FROM mlpipe_model_versions")).all())
+        assert rows[1] == entries[1] and rows[2] == f"{root}p/models/v2/run2/model.joblib"
+        assert (rows[4], rows[5]) == (entries[4], entries[5])
+    finally:
+        engine.dispose()
+
+
+def test_0004_without_a_store_root_takes_the_embedded_store(mlpipe_home: Path) -> None:
+    url = f"sqlite:///{mlpipe_home / 'registry.db'}"
+    engine = sa.create_engine(url)
+    migrations.upgrade(engine, "0003")
+    insert_legacy_version(engine, 1, f"file://{mlpipe_home / 'artifacts'}/p/models/v1/run1/model.joblib", champion=True)
+    insert_legacy_version(engine, 2, f"file://{mlpipe_home / 'artifacts'}/p/notes/model.joblib")
+    engine.dispose()
+
+    registry = Registry.from_url(url)  # migrates to head on first use
+    try:
+        assert registry.champion("p").artifact_key == "p/models/v1/run1/model.joblib"
+        # Not a key the layout knows, though under the store: left, and the store resolves it.
+        left = registry.get_version("p", 2).artifact_key
+        assert left.startswith("file://")
+        from mlpipe.storage import LocalStore
+
+        assert LocalStore(mlpipe_home / "artifacts").key_of(left) == "p/notes/model.joblib"
+    finally:
+        registry.dispose()

@@ -35,7 +35,7 @@ def version(pipeline: str, number: int, run_id: str | None = None, **changes: An
         "data_rows": 1234,
         "spec_sha256": "s" * 64,
         "code_version": "0.1.0+gabc",
-        "artifact_uri": f"file:///store/{pipeline}/models/v{number}/model.joblib",
+        "artifact_key": f"{pipeline}/models/v{number}/model.joblib",
         "artifact_sha256": "a" * 64,
         "lineage": {"trigger": {"kind": "manual"}, "snapshot": {"rows": 1234}},
     }

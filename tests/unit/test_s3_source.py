@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_s3_client
 
+from mlpipe import layout
 from mlpipe.errors import ExtractError, SourceUnavailableError
 from mlpipe.registry import decode_watermark
 from mlpipe.sources import s3 as s3_source
@@ -68,7 +69,7 @@ def extract(loaded: LoadedSpec, client: Any, store: LocalStore, as_of: datetime 
 
 
 def manifest(store: LocalStore, run_key: str = "r1") -> dict[str, Any]:
-    return json.loads(store.get_bytes(f"tiny/runs/{run_key}/extract/snapshot.json"))
+    return json.loads(store.get_bytes(layout.snapshot_record("tiny", run_key)))
 
 
 class TestExtract:

@@ -211,15 +211,17 @@ class TestEitherStore:
         else:
             assert not store.root.exists()
 
-    def test_key_for_uri_round_trip(self, store: ArtifactStore) -> None:
+    def test_key_of_keys_and_uris(self, store: ArtifactStore) -> None:
         art = store.put_bytes("p/models/v3/manual__2026-01-01T00_00_00_00_00/model.joblib", b"m")
 
-        assert store.key_for_uri(art.uri) == art.key
-        assert store.key_for_uri(store.uri(art.key)) == art.key
+        assert store.key_of(art.key) == art.key
+        assert store.key_of(art.uri) == art.key
+        assert store.key_of(store.uri(art.key)) == art.key
+        # Another root (bucket, prefix, directory) that held the same layout: its key, read in this store.
+        assert store.key_of("s3://elsewhere/old/p/models/v3/model.joblib") == "p/models/v3/model.joblib"
+        assert store.key_of("file:///elsewhere/p/models/v3/model.joblib") == "p/models/v3/model.joblib"
         with pytest.raises(FileNotFoundError, match="not in this store"):
-            store.key_for_uri("s3://elsewhere/p/models/v3/model.joblib")
-        with pytest.raises(FileNotFoundError, match="not in this store"):
-            store.key_for_uri("file:///elsewhere/p/models/v3/model.joblib")
+            store.key_of("s3://elsewhere/p/a.bin")
 
     def test_local_copy_verifies_sha256(self, store: ArtifactStore) -> None:
         art = store.put_bytes("p/runs/r1/extract/snapshot.parquet", b"original bytes")
@@ -252,11 +254,11 @@ class TestS3Store:
         bare = S3Store(bucket, "", s3_client)
         assert bare.uri("p/a.bin") == f"s3://{bucket}/p/a.bin"
         assert bare.list(PREFIX) == [f"{PREFIX}/p/a.bin"]
-        assert bare.key_for_uri(art.uri) == f"{PREFIX}/p/a.bin"  # the same object, seen from the bucket root
+        assert bare.key_of(art.uri) == f"{PREFIX}/p/a.bin"  # the same object, seen from the bucket root
         with pytest.raises(FileNotFoundError, match="not in this store"):
-            S3Store(bucket, "other", s3_client).key_for_uri(art.uri)
+            S3Store(bucket, "other", s3_client).key_of(art.uri)
         with pytest.raises(FileNotFoundError, match="not in this store"):
-            S3Store("another-bucket", PREFIX, s3_client).key_for_uri(art.uri)
+            S3Store("another-bucket", PREFIX, s3_client).key_of(art.uri)
 
     @pytest.mark.parametrize(("bucket_name", "prefix"), [("", "p"), ("s3://b", "p"), ("b", "../up"), ("b", "a b")])
     def test_bad_bucket_or_prefix_is_refused(self, s3_client: Any, bucket_name: str, prefix: str) -> None:

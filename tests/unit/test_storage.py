@@ -149,15 +149,21 @@ class TestLocalStore:
         with pytest.raises(FileNotFoundError), store.local_copy("p/absent"):
             pass
 
-    def test_key_for_uri_round_trip(self, store: LocalStore) -> None:
+    def test_key_of_keys_and_uris(self, store: LocalStore) -> None:
         art = store.put_bytes("p/models/v3/manual__2026-01-01T00_00_00_00_00/model.joblib", b"m")
 
-        assert store.key_for_uri(art.uri) == art.key
-        assert store.key_for_uri(store.uri(art.key)) == art.key
-        with pytest.raises(FileNotFoundError, match="not in this store"):
-            store.key_for_uri("file:///elsewhere/p/models/v3/model.joblib")
-        with pytest.raises(FileNotFoundError):
-            LocalStore(store.root.parent / "other").key_for_uri(art.uri)
+        assert store.key_of(art.key) == art.key
+        assert store.key_of(art.uri) == art.key
+        assert store.key_of(store.uri(art.key)) == art.key
+        # Written where the store used to be (copied, moved, restored): the key at its end, read here.
+        assert store.key_of("file:///elsewhere/p/models/v3/model.joblib") == "p/models/v3/model.joblib"
+        assert LocalStore(store.root.parent / "other").key_of(art.uri) == art.key
+        with pytest.raises(FileNotFoundError, match=r"not in this store .* names no artifact key"):
+            store.key_of("file:///elsewhere/notes/model.joblib")
+        with pytest.raises(MlpipeError, match="invalid artifact key"):
+            store.key_of("p/../../etc/passwd")
+        assert store.uri_of(art.key) == art.uri
+        assert store.uri_of("file:///elsewhere/notes/model.joblib") == "file:///elsewhere/notes/model.joblib"
 
 
 class TestKeys:

@@ -12,6 +12,7 @@ import joblib
 import pytest
 from sklearn.pipeline import Pipeline
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, ChampionChangedError, RegistryError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec
@@ -77,7 +78,7 @@ class Pipe:
         key = run_key(run_id)
         path = self.tmp / f"{key}.parquet"
         self.frame.to_parquet(path, index=False)
-        art = self.store.put_file(f"{self.name}/runs/{key}/extract/snapshot.parquet", path)
+        art = self.store.put_file(layout.snapshot_key(self.name, key), path)
         snapshot = {"key": art.key, "uri": art.uri, "sha256": art.sha256, "rows": len(self.frame), "as_of": "x"}
         features = build_features(
             self.loaded, self.store, run_key=key, snapshot_key=art.key, snapshot_sha256=art.sha256
@@ -172,7 +173,7 @@ def test_each_task_type_end_to_end(make_pipe, task: str) -> None:
     assert champion.data_sha256 == first.snapshot["sha256"]
     assert champion.lineage["features"]["train_rows"] == first.features.train_rows
     assert pipe.model_files() == [f"{pipe.name}/models/v1/{first.key}/model.joblib"]
-    model = load_model(pipe.store, pipe.store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(pipe.store, champion.artifact_key, champion.artifact_sha256)
     holdout = read_split(pipe.store, first.features.holdout_key, first.features.holdout_sha256)
     assert len(model.predict(holdout.drop(columns=["y"]))) == len(holdout)
 
@@ -277,7 +278,7 @@ def champion_version(version: int = 3) -> ModelVersion:
         data_rows=10,
         spec_sha256="s" * 64,
         code_version="old",
-        artifact_uri="file:///nowhere/model.joblib",
+        artifact_key="file:///nowhere/model.joblib",
         artifact_sha256="a" * 64,
     )
 
@@ -434,7 +435,7 @@ class TestJudge:
 def tamper_champion(pipe: Pipe) -> None:
     """Append a byte to the champion's artifact: its sha256 no longer matches the registry's."""
     champion = pipe.registry.champion(pipe.name)
-    with open(pipe.store.path(pipe.store.key_for_uri(champion.artifact_uri)), "ab") as fh:
+    with open(pipe.store.path(champion.artifact_key), "ab") as fh:
         fh.write(b"!")
 
 

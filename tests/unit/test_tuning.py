@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlpipe import layout
 from mlpipe.errors import ConfigError, SpecError
 from mlpipe.spec import LoadedSpec, load_spec
 from mlpipe.stages.features import FeatureSet, build_features, read_split
@@ -57,7 +58,7 @@ class Tuned:
         frame.to_parquet(path, index=False)
         # Its own features run: a test may build several in one store.
         features_run = f"features{next(FEATURE_RUNS)}"
-        art = store.put_file(f"tiny/runs/{features_run}/extract/snapshot.parquet", path)
+        art = store.put_file(layout.snapshot_key("tiny", features_run), path)
         self.features: FeatureSet = build_features(
             loaded, store, run_key=features_run, snapshot_key=art.key, snapshot_sha256=art.sha256
         )
@@ -194,7 +195,7 @@ def test_grid_picks_the_best_setting_and_refits_it_on_the_whole_train_split(tune
     # The model keeps how it was chosen, without this run's timings (they would change its bytes).
     assert model.mlpipe_search_ == {k: v for k, v in s.items() if k not in RUN_SPECIFIC_SEARCH_KEYS}
     assert {"search_seconds", "refit_seconds", "n_jobs"} <= set(s), "result.json keeps them"
-    stored = json.loads(t.store.get_bytes(f"tiny/runs/{run_key('manual__a')}/train/logreg/result.json"))
+    stored = json.loads(t.store.get_bytes(layout.candidate_result("tiny", run_key("manual__a"), "logreg")))
     assert stored["search"] == s
     assert t.train() == trained, "a finished result of the run is reused, search summary included"
 

@@ -169,4 +169,11 @@ def open_registry(conn_id: str = config.REGISTRY_CONN_ID) -> Registry:
     """The model registry in the database of ``conn_id`` (the SQLite file under MLPIPE_HOME without it)."""
     from mlpipe.registry import Registry
 
-    return Registry.from_url(database_url(conn_id, config.default_registry_url()))
+    return Registry.from_url(database_url(conn_id, config.default_registry_url()), store_root=store_root)
+
+
+def store_root() -> str:
+    """The root URI of the artifact store the store Connection names (for the registry's migrations)."""
+    from mlpipe.hooks.store import open_store
+
+    return open_store().root_uri

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -35,12 +35,18 @@ _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"mlpipe.registry.migrate").digest(
 _current: set[str] = set()
 
 
-def _config(connection: sa.Connection) -> object:
+# The artifact store's root URI, or a function that gives it (opening the store only if a migration
+# asks): revision 0004 turns absolute artifact URIs under it into store-relative keys.
+StoreRoot = str | Callable[[], str] | None
+
+
+def _config(connection: sa.Connection, store_root: StoreRoot = None) -> object:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.attributes["connection"] = connection
+    cfg.attributes["store_root"] = store_root
     return cfg
 
 
@@ -88,12 +94,15 @@ def _migration_lock(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str:
-    """Bring the registry database to ``revision`` (default: the newest); returns the revision reached."""
+def upgrade(engine: sa.Engine, revision: str = "head", *, store_root: StoreRoot = None) -> str:
+    """Bring the registry database to ``revision`` (default: the newest); returns the revision reached.
+
+    ``store_root``: the artifact store's root URI (default: the embedded store under MLPIPE_HOME).
+    """
     from alembic import command
 
     with _migration_lock(engine) as conn:
-        cfg = _config(conn)
+        cfg = _config(conn, store_root)
         if current_revision(conn) is None and sa.inspect(conn).has_table(BASELINE_MARKER):
             command.stamp(cfg, BASELINE)
         command.upgrade(cfg, revision)
@@ -101,18 +110,18 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str:
     return reached or ""
 
 
-def downgrade(engine: sa.Engine, revision: str) -> str:
+def downgrade(engine: sa.Engine, revision: str, *, store_root: StoreRoot = None) -> str:
     """Take the registry database back to ``revision`` ("base": no mlpipe tables); returns where it is."""
     from alembic import command
 
     with _migration_lock(engine) as conn:
-        command.downgrade(_config(conn), revision)
+        command.downgrade(_config(conn, store_root), revision)
         reached = current_revision(conn)
     _current.discard(engine.url.render_as_string(hide_password=False))
     return reached or ""
 
 
-def ensure_current(engine: sa.Engine) -> None:
+def ensure_current(engine: sa.Engine, *, store_root: StoreRoot = None) -> None:
     """Upgrade to head unless this process already saw the database there (one cheap check per URL)."""
     key = engine.url.render_as_string(hide_password=False)
     if key in _current:
@@ -120,5 +129,5 @@ def ensure_current(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         at_head = current_revision(conn) == head_revision()
     if not at_head:
-        upgrade(engine)
+        upgrade(engine, store_root=store_root)
     _current.add(key)

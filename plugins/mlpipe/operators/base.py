@@ -135,7 +135,7 @@ class PipelineOperator(BaseOperator):
 
     @staticmethod
     def run_key(context: Context) -> str:
-        from mlpipe.storage import run_key
+        from mlpipe.layout import run_key
 
         return run_key(context["run_id"])
 

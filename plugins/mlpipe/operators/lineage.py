@@ -138,14 +138,14 @@ def training(store_uri: Any, features: dict[str, Any], trained: dict[str, Any]) 
     return _lineage([_input(store_uri(features["train_key"]))], [output])
 
 
-def promotion(trained: list[dict[str, Any]], version: Any) -> Any:
+def promotion(store_uri: Any, trained: list[dict[str, Any]], version: Any) -> Any:
     """The blessed candidate's artifact -> the registered model version, which is now the champion."""
     from mlpipe.operators.lineage_facets import model_facet
 
     chosen = next((t for t in trained if t["candidate"] == version.candidate), None)
     inputs = [_input(chosen["model_uri"])] if chosen else []
     facets = {**_version(str(version.version)), "mlpipe_model": model_facet(version, champion=True)}
-    return _lineage(inputs, [_output(uri_dataset_name(version.artifact_uri), facets)])
+    return _lineage(inputs, [_output(uri_dataset_name(store_uri(version.artifact_key)), facets)])
 
 
 def scoring(spec: PipelineSpec, source_url: str, query: str, model_uri: str, output: tuple[str, str], rows: int) -> Any:
@@ -173,7 +173,7 @@ def operator_lineage(op: Any) -> Any:
     if kind == "CandidateTrainOperator":
         return training(op.store.uri, op.features, result)
     if kind == "ModelPromoteOperator":
-        return promotion(result["trained"], result["model"])
+        return promotion(op.store.uri_of, result["trained"], result["model"])
     if kind == "BatchScoreOperator":
         score = spec.score
         if result["target_url"] is not None:

@@ -33,7 +33,7 @@ class ModelsViewLink(BaseOperatorLink):
     page: ClassVar[Any]  # (pipeline, run_key) -> path of the view
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        from mlpipe.storage import run_key
+        from mlpipe.layout import run_key
 
         path = type(self).page(operator.pipeline, run_key(ti_key.run_id))
         return urls.in_airflow_ui(path, base_path())

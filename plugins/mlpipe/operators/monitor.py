@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlpipe import layout
 from mlpipe.operators.base import PipelineOperator, fail_fast_on_user_errors
 from mlpipe.operators.links import DriftReportLink
 
@@ -30,7 +31,7 @@ class DriftCheckOperator(PipelineOperator):
                 self.registry,
                 source,
                 run_id=context["run_id"],
-                report_prefix=f"{self.loaded.spec.name}/monitor/{self.run_key(context)}",
+                report_prefix=layout.monitor_prefix(self.loaded.spec.name, self.run_key(context)),
             )
         self.log.info(
             "Drift of %s..%s (%d rows) vs champion v%s: %s%s; report %s",

@@ -78,6 +78,6 @@ class BatchScoreOperator(PipelineOperator):
             **result.as_dict(),
             "source_url": str(source.url),
             "target_url": str(target.url) if target is not None else None,
-            "model_uri": self.registry.get_version(spec.name, result.model_version).artifact_uri,
+            "model_uri": self.store.uri_of(self.registry.get_version(spec.name, result.model_version).artifact_key),
         }
         return result.as_dict()

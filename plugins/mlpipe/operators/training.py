@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlpipe import config
+from mlpipe import config, layout
 from mlpipe.errors import ArtifactIntegrityError
 from mlpipe.operators.base import (
     PipelineOperator,
@@ -183,7 +183,7 @@ class CandidateTrainOperator(PipelineOperator):
         if self.train_params(context).fresh_training:
             self.log.info("Param fresh_training: training %s afresh", self.candidate)
             return None
-        if self.store.exists(f"{self.pipeline}/runs/{key}/train/{self.candidate}/result.json"):
+        if self.store.exists(layout.candidate_result(self.pipeline, key, self.candidate)):
             return None  # this run's own result (a retry): train_candidate takes it
         inputs = run_inputs(self.registry, self.pipeline, key)
         if inputs is None or (inputs.spec_sha256, inputs.code_version) != (self.loaded.sha256(), config.code_version()):

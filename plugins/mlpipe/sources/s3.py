@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlpipe import layout
 from mlpipe.errors import ExtractError, SourceUnavailableError
 from mlpipe.registry import encode_watermark
 from mlpipe.sources import Plan, SourceInfo, describe
@@ -34,7 +35,6 @@ from mlpipe.sources.chunks import frame_to_arrow
 from mlpipe.spec import LoadedSpec, PipelineSpec, S3SourceSpec, derive_inputs, partition_regex
 from mlpipe.storage import ArtifactStore
 
-OBJECTS_FILE = "objects.json"
 ARROW_TYPES = {
     "int": pa.int64(),
     "float": pa.float64(),
@@ -390,7 +390,7 @@ def read_object(client: Any, spec: PipelineSpec, obj: SourceObject, tmp: Path) -
 
 def objects_key(snapshot: str) -> str:
     """Where a run keeps the objects it listed: beside its snapshot."""
-    return str(Path(snapshot).with_name(OBJECTS_FILE))
+    return layout.beside(snapshot, layout.OBJECTS_FILE)
 
 
 class S3Reader:

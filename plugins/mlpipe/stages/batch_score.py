@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from mlpipe import layout
 from mlpipe.errors import FeatureError, MlpipeError
 from mlpipe.registry import Registry
 from mlpipe.sources.chunks import frame_to_arrow
@@ -45,11 +46,9 @@ from mlpipe.sources.sql import bind_time, query_error, utc_session
 from mlpipe.spec import LoadedSpec, PipelineSpec, ScoreSpec
 from mlpipe.sqltext import executable
 from mlpipe.stages.predict import predict
-from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window, window_prefix
+from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window
 from mlpipe.stages.train import load_model
 from mlpipe.storage import ArtifactStore
-
-RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,6 @@ class Stopwatch:
 
     def rounded(self) -> dict[str, float]:
         return {name: round(value, 3) for name, value in self.seconds.items()}
-
-
-def result_key(pipeline: str, run_key: str) -> str:
-    return f"{pipeline}/score/{run_key}/{RESULT_FILE}"
 
 
 def score_spec(loaded: LoadedSpec) -> ScoreSpec:
@@ -135,7 +130,7 @@ def score_window(
     if champion is None:
         return ScoreResult(spec.name, run_key, "no_champion", None, as_of.isoformat(), 0, 0, 0, 0, {}, None, 0.0)
     # load_model checks the artifact's sha256 against the registry before unpickling anything.
-    model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(store, store.key_of(champion.artifact_key), champion.artifact_sha256)
     sink = predictions_sink(loaded, store, target)
     window = Window(run_key=run_key, run_id=run_id, model_version=champion.version, as_of=as_of)
     counts: Counter[str] = Counter()
@@ -175,11 +170,13 @@ def score_window(
         already_scored=counts["already"],
         rejected=counts["rejected"],
         reject_reasons=dict(reasons.most_common()),
-        output=sink.describe() if isinstance(sink, TableSink) else store.uri(window_prefix(spec.name, run_key)),
+        output=sink.describe()
+        if isinstance(sink, TableSink)
+        else store.uri(layout.predictions_prefix(spec.name, run_key)),
         seconds=round(time.perf_counter() - started, 3),
         timings=watch.rounded(),
     )
-    store.put_bytes(result_key(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(layout.score_result(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
     return result
 
 
@@ -376,5 +373,5 @@ def score_chunk(
 
 
 def read_result(store: ArtifactStore, pipeline: str, run_key: str) -> dict[str, Any] | None:
-    key = result_key(pipeline, run_key)
+    key = layout.score_result(pipeline, run_key)
     return json.loads(store.get_bytes(key)) if store.exists(key) else None

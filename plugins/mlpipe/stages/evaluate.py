@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.errors import ArtifactIntegrityError, FeatureError
+from mlpipe.layout import report_prefix, verdict_key
 from mlpipe.registry import ModelVersion
 from mlpipe.spec import LoadedSpec, PipelineSpec, SliceSpec
 from mlpipe.stages.features import read_split
@@ -43,7 +44,6 @@ from mlpipe.stages.train import load_model
 from mlpipe.stages.uncertainty import Interval, PairedUncertainty, SliceRows, paired_bootstrap
 from mlpipe.storage import ArtifactStore
 
-VERDICT_FILE = "verdict.json"
 FLOAT_SLACK = 1e-12
 WORST_SLICES_SHOWN = 3
 # The evaluation's budget (docs/benchmarks.md, section 10): the larger of this share of the run's
@@ -646,10 +646,6 @@ def _verdict(
     )
 
 
-def verdict_key(pipeline: str, run_key: str) -> str:
-    return f"{pipeline}/runs/{run_key}/evaluate/{VERDICT_FILE}"
-
-
 def evaluate_candidates(
     loaded: LoadedSpec,
     store: ArtifactStore,
@@ -711,7 +707,7 @@ def evaluate_candidates(
         same = None
         try:
             try:
-                key = store.key_for_uri(champion.artifact_uri)
+                key = store.key_of(champion.artifact_key)
                 if twins and store.exists(key) and store.sha256(key) == champion.artifact_sha256:
                     same = twins[0]
                     champ_model = models[same]
@@ -766,7 +762,7 @@ def evaluate_candidates(
         uncertainty=uncertainty,
     )
     log.info("Evaluate: verdict %s (best %s)", verdict.decision, verdict.best_candidate)
-    from mlpipe.stages.evaluation_report import report_prefix, save_evaluation_report
+    from mlpipe.stages.evaluation_report import save_evaluation_report
 
     step = time.perf_counter()
     verdict.report_uri = save_evaluation_report(

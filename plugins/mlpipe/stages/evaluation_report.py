@@ -228,11 +228,6 @@ def render_evaluation_report(
     return write_index(out_dir, text)
 
 
-def report_prefix(pipeline: str, run_key: str) -> str:
-    """Where a run's evaluation report lives (``index.html`` and its plots)."""
-    return f"{pipeline}/runs/{run_key}/evaluate/report"
-
-
 def save_evaluation_report(
     store: ArtifactStore,
     spec: PipelineSpec,

@@ -18,14 +18,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlpipe import layout
 from mlpipe.errors import ExtractError
+from mlpipe.layout import snapshot_key
 from mlpipe.sources import reader_for
 from mlpipe.sources.chunks import spec_column_types
 from mlpipe.spec import LoadedSpec
 from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
-
-SNAPSHOT_FILE = "snapshot.parquet"
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,8 @@ class Snapshot:
         return asdict(self)
 
 
-def snapshot_key(pipeline: str, run_key: str) -> str:
-    return f"{pipeline}/runs/{run_key}/extract/{SNAPSHOT_FILE}"
-
-
 def _manifest_key(snapshot_key: str) -> str:
-    return snapshot_key.replace(SNAPSHOT_FILE, "snapshot.json")
+    return layout.beside(snapshot_key, layout.SNAPSHOT_RECORD_FILE)
 
 
 def _late_types(table: pa.Table, untyped: set[str]) -> dict[str, pa.DataType]:
@@ -244,7 +240,7 @@ def extract_snapshot(
     try:
         with tempfile.TemporaryDirectory(prefix="mlpipe-extract-") as tmp:
             written = SnapshotWriter(
-                Path(tmp) / SNAPSHOT_FILE,
+                Path(tmp) / layout.SNAPSHOT_FILE,
                 {**spec_column_types(loaded), **reader.null_types()},
                 hint=reader.hint,
                 row_group_rows=spec.source.chunk_rows,

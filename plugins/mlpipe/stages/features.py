@@ -22,14 +22,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from mlpipe import layout
 from mlpipe.errors import FeatureError
+from mlpipe.layout import HOLDOUT_FILE, TRAIN_FILE
 from mlpipe.spec import Encoding, LoadedSpec, PipelineSpec
 from mlpipe.stages.extract import read_snapshot
 from mlpipe.storage import ArtifactStore
 
 MISSING_CATEGORY = "__missing__"
-TRAIN_FILE = "train.parquet"
-HOLDOUT_FILE = "holdout.parquet"
 
 
 class DatePartsEncoder(TransformerMixin, BaseEstimator):
@@ -274,17 +274,13 @@ def _class_counts(target: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in target.value_counts().sort_index().items()}
 
 
-def features_prefix(pipeline: str, run_key: str) -> str:
-    return f"{pipeline}/runs/{run_key}/features"
-
-
 def build_features(
     loaded: LoadedSpec, store: ArtifactStore, *, run_key: str, snapshot_key: str, snapshot_sha256: str
 ) -> FeatureSet:
     """Split the validated snapshot and persist train and holdout as Parquet (only needed columns)."""
     spec = loaded.spec
     started = time.perf_counter()
-    prefix = features_prefix(spec.name, run_key)
+    prefix = layout.features_prefix(spec.name, run_key)
     frame = read_snapshot(store, snapshot_key, snapshot_sha256)
     check_frame(frame, spec, f"snapshot {store.uri(snapshot_key)}")
     frame = frame[required_columns(spec)]
@@ -313,7 +309,7 @@ def build_features(
         label_counts=labels,
         seconds=round(time.perf_counter() - started, 3),
     )
-    store.put_bytes(f"{prefix}/manifest.json", json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(layout.features_manifest(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
     return result
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlpipe import layout
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.sources import reader_for
@@ -137,11 +138,11 @@ def check_drift(
             0.0,
         )
     snapshot = champion.lineage.get("snapshot") or {}
-    reference = read_snapshot(store, store.key_for_uri(snapshot["uri"]), snapshot.get("sha256"))
+    reference = read_snapshot(store, store.key_of(snapshot.get("key") or snapshot["uri"]), snapshot.get("sha256"))
     if len(reference) > monitor.max_reference_rows:
         reference = reference.sample(n=monitor.max_reference_rows, random_state=spec.split.seed)
     window, start, end = read_window(loaded, source, days=monitor.window_days)
-    model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
+    model = load_model(store, store.key_of(champion.artifact_key), champion.artifact_sha256)
     numeric = list(spec.features.numeric)
     categorical = list(spec.features.categorical)
     scored = len(window) > 0
@@ -208,7 +209,7 @@ def _save_report(
     """The drift report (HTML + PNG plots) and its figures as JSON, kept under ``prefix``."""
     from mlpipe.stages.drift_report import render_drift_report
 
-    store.put_bytes(f"{prefix}/drift.json", json.dumps(report.as_dict(), indent=2).encode())
+    store.put_bytes(f"{prefix}/{layout.DRIFT_FILE}", json.dumps(report.as_dict(), indent=2).encode())
     with tempfile.TemporaryDirectory(prefix="mlpipe-drift-") as tmp:
         index = render_drift_report(
             report,
@@ -218,5 +219,5 @@ def _save_report(
             title=f"{spec.name}: drift of {start} .. {end}",
             subtitle=f"against the training data of champion v{champion.version}",
         )
-        store.put_tree(f"{prefix}/report", index.parent)
-    return store.uri(f"{prefix}/report/{index.name}")
+        store.put_tree(f"{prefix}/{layout.REPORT_DIR}", index.parent)
+    return store.uri(f"{prefix}/{layout.REPORT_DIR}/{index.name}")

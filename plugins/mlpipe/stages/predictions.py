@@ -36,13 +36,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from mlpipe import layout
 from mlpipe.errors import MlpipeError
+from mlpipe.layout import MANIFEST_FILE, PREDICTIONS_FILE, REJECTS_FILE
 from mlpipe.storage import ArtifactStore
 
 KEY_READ_ROWS = 100_000
-MANIFEST_FILE = "manifest.json"
-PREDICTIONS_FILE = "predictions.parquet"
-REJECTS_FILE = "rejects.parquet"
 REJECT_COLUMNS = ("key", "reason", "record", "model_version", "scored_at", "run_key")
 
 
@@ -267,11 +266,6 @@ def _insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
 # --- Parquet in the artifact store -----------------------------------------------------------------
 
 
-def window_prefix(pipeline: str, run_key: str | None = None) -> str:
-    base = f"{pipeline}/predictions"
-    return base if run_key is None else f"{base}/{run_key}"
-
-
 class ParquetSink:
     """Predictions and rejects as Parquet under ``<pipeline>/predictions/`` in the artifact store."""
 
@@ -279,14 +273,14 @@ class ParquetSink:
         self.store, self.pipeline, self.key = store, pipeline, key
 
     def describe(self) -> str:
-        return f"Parquet under {self.store.uri(window_prefix(self.pipeline))}/"
+        return f"Parquet under {self.store.uri(layout.predictions_prefix(self.pipeline))}/"
 
     def manifests(self) -> list[dict[str, Any]]:
         """The committed windows, each manifest with its ``run_key``; oldest as-of first."""
         out = []
-        for key in self.store.list(window_prefix(self.pipeline)):
-            parts = key.split("/")
-            if len(parts) == 4 and parts[3] == MANIFEST_FILE:
+        for key in self.store.list(layout.predictions_prefix(self.pipeline)):
+            parsed = layout.try_parse_key(key)
+            if parsed is not None and parsed.path == MANIFEST_FILE:
                 out.append(json.loads(self.store.get_bytes(key)))
         return sorted(out, key=lambda m: (m["as_of"], m["run_key"]))
 
@@ -369,7 +363,7 @@ class _ParquetWindow(WindowWriter):
 
     def commit(self) -> None:
         sink, window = self.sink, self.window
-        prefix = window_prefix(sink.pipeline, window.run_key)
+        prefix = layout.predictions_prefix(sink.pipeline, window.run_key)
         attempt = uuid.uuid4().hex[:12]
         schemas = self._schemas()
         manifest: dict[str, Any] = {
@@ -385,11 +379,13 @@ class _ParquetWindow(WindowWriter):
             path = self.tmp / f"{which}.parquet"
             if which not in self.writers:
                 pq.write_table(schemas[which].empty_table(), path, compression="zstd")
-            artifact = sink.store.put_file(f"{prefix}/{attempt}/{file}", path)
+            artifact = sink.store.put_file(layout.predictions_file(sink.pipeline, window.run_key, attempt, file), path)
             manifest[which] = {"key": artifact.key, "sha256": artifact.sha256, "rows": self.rows[which]}
         # The manifest is the commit: until it is replaced, readers keep reading the earlier attempt.
-        sink.store.put_bytes(f"{prefix}/{MANIFEST_FILE}", json.dumps(manifest, indent=2).encode())
+        sink.store.put_bytes(
+            layout.predictions_manifest(sink.pipeline, window.run_key), json.dumps(manifest, indent=2).encode()
+        )
         for key in sink.store.list(prefix):
-            part = key.split("/")[3]
+            part = layout.parse_key(key).path.split("/")[0]
             if part not in (MANIFEST_FILE, attempt):
                 sink.store.delete_prefix(f"{prefix}/{part}")

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from mlpipe import layout
 from mlpipe.errors import MlpipeError, PromotionError
+from mlpipe.layout import run_key
 from mlpipe.registry import ModelVersion, Registry
-from mlpipe.storage import ArtifactStore, run_key
+from mlpipe.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +39,8 @@ class PromotionResult:
         return asdict(self)
 
 
-def model_prefix(pipeline: str, version: int, run_id: str) -> str:
-    # The run is part of the key so that two runs racing for the same version number never write
-    # the same object: the loser's copy is its own, and removing it cannot touch the winner's.
-    return f"{pipeline}/models/v{version}/{run_key(run_id)}"
-
-
 def result_key(pipeline: str, run_id: str) -> str:
-    return f"{pipeline}/runs/{run_key(run_id)}/promote/result.json"
+    return layout.promotion_key(pipeline, run_key(run_id))
 
 
 def promote_model(
@@ -71,7 +67,8 @@ def promote_model(
     existing = registry.version_for_run(pipeline, run_id)
     if existing is not None:
         msg = f"run {run_id} already registered {pipeline} v{existing.version}; nothing to do"
-        result = PromotionResult(False, existing.version, None, "already_done", msg, existing.artifact_uri)
+        uri = store.uri_of(existing.artifact_key)
+        result = PromotionResult(False, existing.version, None, "already_done", msg, uri)
         return _record(store, pipeline, run_id, result)
     previous = verdict.get("champion_version")
     if approval is not None and approval.get("asked") and not approval.get("approved"):
@@ -94,11 +91,12 @@ def promote_model(
     if chosen is None:
         raise MlpipeError(f"verdict blesses {best!r} but this run trained no such candidate")
     version = registry.next_version(pipeline)
-    prefix = model_prefix(pipeline, version, run_id)
+    prefix = layout.model_prefix(pipeline, version, run_key(run_id))
     with store.local_copy(chosen["model_key"], expected_sha256=chosen["model_sha256"]) as path:
         # A copy left by a crashed earlier attempt of this run is replaced; it was never
         # registered, so no reader can have seen it.
-        artifact = store.put_file(f"{prefix}/{PurePosixPath(chosen['model_key']).name}", path)
+        key = layout.model_key(pipeline, version, run_key(run_id), PurePosixPath(chosen["model_key"]).name)
+        artifact = store.put_file(key, path)
     new = ModelVersion(
         pipeline=pipeline,
         version=version,
@@ -111,7 +109,7 @@ def promote_model(
         data_rows=int(snapshot["rows"]),
         spec_sha256=spec_sha256,
         code_version=code_version,
-        artifact_uri=artifact.uri,
+        artifact_key=artifact.key,
         artifact_sha256=artifact.sha256,
         lineage=lineage,
     )
@@ -129,7 +127,7 @@ def promote_model(
         # Keep the copy only if the registry points at it (the commit went through after all);
         # another attempt of this run may have registered a different version and copy.
         done = registry.version_for_run(pipeline, run_id)
-        if done is None or done.artifact_uri != artifact.uri:
+        if done is None or done.artifact_key != artifact.key:
             store.delete_prefix(prefix)
         raise
     if action == "force":
@@ -177,7 +175,7 @@ def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict
     """What a model version records about how it came to be."""
     return {
         "trigger": trigger,
-        "snapshot": {k: snapshot.get(k) for k in ("uri", "sha256", "rows", "as_of")},
+        "snapshot": {k: snapshot.get(k) for k in ("key", "uri", "sha256", "rows", "as_of")},
         "features": {k: features.get(k) for k in ("train_rows", "holdout_rows", "split", "label_counts")},
     }
 

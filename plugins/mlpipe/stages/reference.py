@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, ReferenceValidationError
 from mlpipe.stages.drift import _json_safe, js_distance, psi
 from mlpipe.stages.html_page import render_page
@@ -164,7 +165,7 @@ def load_reference(store: ArtifactStore, reference: dict[str, Any]) -> tuple[pd.
     from mlpipe.stages.extract import read_snapshot
 
     try:
-        key = store.key_for_uri(reference["uri"])
+        key = store.key_of(reference["uri"])
         if not store.exists(key):
             return None, f"{reference['label']} {reference['uri']} no longer exists"
         return read_snapshot(store, key, reference.get("sha256")), ""
@@ -664,8 +665,10 @@ def raise_for_report(report: ReferenceReport, report_uri: str | None = None) -> 
 def write_report(store: ArtifactStore, prefix: str, report: ReferenceReport) -> dict[str, str]:
     """``<prefix>/reference.json`` and the readable ``<prefix>/reference.html``; returns their URIs."""
     data = report.as_dict()
-    stored = store.put_bytes(f"{prefix}/reference.json", json.dumps(data, indent=2, allow_nan=False).encode())
-    html = store.put_bytes(f"{prefix}/reference.html", render_html(report).encode())
+    stored = store.put_bytes(
+        f"{prefix}/{layout.REFERENCE_JSON_FILE}", json.dumps(data, indent=2, allow_nan=False).encode()
+    )
+    html = store.put_bytes(f"{prefix}/{layout.REFERENCE_HTML_FILE}", render_html(report).encode())
     return {"json_uri": stored.uri, "html_uri": html.uri}
 
 

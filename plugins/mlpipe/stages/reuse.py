@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from mlpipe import layout
 from mlpipe.registry import ModelVersion, Registry
-from mlpipe.stages.runs import REUSED_FILE, VERDICT, read_json, reused_from, run_prefix
+from mlpipe.stages.runs import read_json, reused_from
 
 # No scikit-learn here (nor through mlpipe.stages.train): a task that reuses work does not import
 # what training and evaluation need.
@@ -56,10 +57,6 @@ def earlier_runs(registry: Registry, pipeline: str, run_key: str, inputs: Inputs
     return [r for r in rows if r["run_key"] != run_key]
 
 
-def _candidate_prefix(pipeline: str, run_key: str, candidate: str) -> str:
-    return f"{run_prefix(pipeline, run_key)}/train/{candidate}"  # = mlpipe.stages.train.candidate_prefix
-
-
 def reuse_candidate(
     registry: Registry, store: ArtifactStore, *, pipeline: str, run_key: str, candidate: str, inputs: Inputs
 ) -> dict[str, Any] | None:
@@ -67,21 +64,20 @@ def reuse_candidate(
     (model bytes checked against its sha256); None when no earlier run did. Returns this run's
     result (what ``TrainedCandidate.as_dict()`` gives), with ``fit_seconds`` 0."""
     for row in earlier_runs(registry, pipeline, run_key, inputs):
-        source = _candidate_prefix(pipeline, row["run_key"], candidate)
-        earlier = read_json(store, f"{source}/result.json")
+        earlier = read_json(store, layout.candidate_result(pipeline, row["run_key"], candidate))
         if earlier is None:
             continue
         key, sha256 = earlier["model_key"], earlier["model_sha256"]
         if not store.exists(key) or store.sha256(key) != sha256:
             continue  # removed or damaged since: look further back
-        target = _candidate_prefix(pipeline, run_key, candidate)
+        target = layout.candidate_model(pipeline, run_key, candidate, PurePosixPath(key).name)
         with store.local_copy(key, expected_sha256=sha256) as path:
-            artifact = store.put_file(f"{target}/{PurePosixPath(key).name}", path)
+            artifact = store.put_file(target, path)
         reused = {**earlier, "model_key": artifact.key, "model_uri": artifact.uri, "fit_seconds": 0.0}
         origin = {"run_id": row["run_id"], "run_key": row["run_key"], "fit_seconds": earlier.get("fit_seconds")}
-        store.put_bytes(f"{target}/{REUSED_FILE}", json.dumps(origin, indent=2).encode())
+        store.put_bytes(layout.candidate_reused(pipeline, run_key, candidate), json.dumps(origin, indent=2).encode())
         # result.json last: a retry that finds it takes this run's copy (train_candidate's own rule).
-        store.put_bytes(f"{target}/result.json", json.dumps(reused, indent=2).encode())
+        store.put_bytes(layout.candidate_result(pipeline, run_key, candidate), json.dumps(reused, indent=2).encode())
         return reused
     return None
 
@@ -106,7 +102,7 @@ def reuse_verdict(
     if not origins or any(o is None for o in origins) or len({o["run_key"] for o in origins}) != 1:
         return None
     origin = origins[0]
-    earlier = read_json(store, f"{run_prefix(pipeline, origin['run_key'])}/{VERDICT}")
+    earlier = read_json(store, layout.verdict_key(pipeline, origin["run_key"]))
     if earlier is None or int(earlier.get("champion_seq", -1)) != champion_seq:
         return None
     if set(earlier.get("candidates") or {}) != {t["candidate"] for t in trained}:
@@ -114,14 +110,14 @@ def reuse_verdict(
     if champion is not None and not _intact(store, champion):
         return None
     verdict = {**earlier, "run_id": run_id, "reused_from": earlier.get("reused_from") or origin["run_id"]}
-    store.put_bytes(f"{run_prefix(pipeline, run_key)}/{VERDICT}", json.dumps(verdict, indent=2).encode())
+    store.put_bytes(layout.verdict_key(pipeline, run_key), json.dumps(verdict, indent=2).encode())
     return verdict
 
 
 def _intact(store: ArtifactStore, champion: ModelVersion) -> bool:
     """The champion's artifact is in the store with the sha256 the registry recorded."""
     try:
-        key = store.key_for_uri(champion.artifact_uri)
+        key = store.key_of(champion.artifact_key)
         return store.exists(key) and store.sha256(key) == champion.artifact_sha256
     except Exception:
         return False

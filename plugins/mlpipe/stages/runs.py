@@ -15,29 +15,26 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from mlpipe import layout
+from mlpipe.layout import (
+    EVALUATION_REPORT,
+    INDEXED_FILES,
+    PROMOTION,
+    RUN_FILE,
+    SNAPSHOT_RECORD,
+    VERDICT,
+    run_prefix,
+)
 from mlpipe.stages.promote import champion_incident
 from mlpipe.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from mlpipe.registry import Registry
 
-RUN_FILE = "run.json"
-# Run files the index keeps track of (relative to the run's prefix): the views link to them.
-SNAPSHOT_RECORD = "extract/snapshot.json"
-VERDICT = "evaluate/verdict.json"
-EVALUATION_REPORT = "evaluate/report/index.html"
-VALIDATION_SUMMARY = "validate/summary.json"
-PROMOTION = "promote/result.json"
-INDEXED_FILES = (RUN_FILE, SNAPSHOT_RECORD, VERDICT, EVALUATION_REPORT, VALIDATION_SUMMARY, PROMOTION)
-
-
-def run_prefix(pipeline: str, run_key: str) -> str:
-    return f"{pipeline}/runs/{run_key}"
-
 
 def record_run(store: ArtifactStore, pipeline: str, run_key: str, info: dict[str, Any]) -> None:
     """Write the run's record once; a retried task keeps the first one."""
-    key = f"{run_prefix(pipeline, run_key)}/{RUN_FILE}"
+    key = layout.run_record(pipeline, run_key)
     if not store.exists(key):
         store.put_bytes(key, json.dumps(info, indent=2, sort_keys=True).encode())
 
@@ -49,22 +46,20 @@ def read_json(store: ArtifactStore, key: str) -> dict[str, Any] | None:
 def list_runs(store: ArtifactStore, pipeline: str) -> list[dict[str, Any]]:
     """Every recorded run of ``pipeline``, oldest first by as-of time, each with its ``run_key``."""
     runs = []
-    for key in store.list(f"{pipeline}/runs"):
-        parts = key.split("/")
-        if len(parts) == 4 and parts[3] == RUN_FILE:
+    for key in store.list(layout.runs_prefix(pipeline)):
+        parsed = layout.try_parse_key(key)
+        if parsed is not None and parsed.path == RUN_FILE:
             info = read_json(store, key) or {}
-            runs.append({**info, "run_key": parts[2]})
+            runs.append({**info, "run_key": parsed.run_key})
     return sorted(runs, key=lambda r: (r.get("as_of") or "", r.get("run_id") or ""))
 
 
 # -- reused work (mlpipe.stages.reuse) -----------------------------------------------------------
 
-REUSED_FILE = "reused.json"  # beside a reused candidate's train/<candidate>/result.json: where it came from
-
 
 def reused_from(store: ArtifactStore, pipeline: str, run_key: str, candidate: str) -> dict[str, Any] | None:
     """Where this run's ``candidate`` came from, if it was reused (``run_id``, ``run_key``, its fit time)."""
-    return read_json(store, f"{run_prefix(pipeline, run_key)}/train/{candidate}/{REUSED_FILE}")
+    return read_json(store, layout.candidate_reused(pipeline, run_key, candidate))
 
 
 # -- the run index ------------------------------------------------------------------------------
@@ -120,7 +115,7 @@ def index_entry(store: ArtifactStore, pipeline: str, run_key: str, files: set[st
     kept = sorted(f for f in INDEXED_FILES if f in files)
 
     def read(name: str) -> dict[str, Any] | None:
-        return read_json(store, f"{prefix}/{name}") if name in files else None
+        return read_json(store, layout.run_file(pipeline, run_key, name)) if name in files else None
 
     record = read(RUN_FILE) or {}
     snapshot = read(SNAPSHOT_RECORD) or {}
@@ -152,10 +147,10 @@ def index_run(registry: Registry, store: ArtifactStore, pipeline: str, run_key: 
 def reindex(registry: Registry, store: ArtifactStore, pipeline: str) -> int:
     """Rebuild ``pipeline``'s run index from the store (one listing, then each run's few records)."""
     files: dict[str, set[str]] = {}
-    for key in store.list(f"{pipeline}/runs"):
-        parts = key.split("/", 3)
-        if len(parts) == 4:
-            files.setdefault(parts[2], set()).add(parts[3])
+    for key in store.list(layout.runs_prefix(pipeline)):
+        parsed = layout.try_parse_key(key)
+        if parsed is not None and parsed.run_key is not None and parsed.path:
+            files.setdefault(parsed.run_key, set()).add(parsed.path)
     entries = [index_entry(store, pipeline, key, names) for key, names in files.items() if RUN_FILE in names]
     return registry.replace_run_index(pipeline, entries)
 
@@ -174,7 +169,7 @@ def indexed_runs(
     seen = (repr(store), pipeline)
     if time.monotonic() - _STORE_WITHOUT_RUNS.get(seen, -math.inf) < EMPTY_STORE_RECHECK_SECONDS:
         return rows  # the store had no runs a moment ago: no listing on every page view
-    if store.list(f"{pipeline}/runs"):
+    if store.list(layout.runs_prefix(pipeline)):
         reindex(registry, store, pipeline)
         return registry.indexed_runs(pipeline, dag_id=dag_id, newest=newest)
     _STORE_WITHOUT_RUNS[seen] = time.monotonic()

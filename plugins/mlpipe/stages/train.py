@@ -25,12 +25,13 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
+from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, ConfigError, SpecError
+from mlpipe.layout import MODEL_FILE
 from mlpipe.spec import ESTIMATORS, CandidateSpec, DistributionSpec, LoadedSpec, PipelineSpec
 from mlpipe.stages.features import build_preprocessor, read_split
 from mlpipe.storage import ArtifactStore
 
-MODEL_FILE = "model.joblib"
 # Worker processes of one candidate's search (scikit-learn's n_jobs). 1 by default: candidates are
 # mapped tasks, so a distributed executor already trains them side by side, one slot each.
 THREADS_ENV = "MLPIPE_TRAIN_THREADS"
@@ -126,10 +127,6 @@ def build_model(spec: PipelineSpec, cand: CandidateSpec, source: str = "<spec>")
     return Pipeline([("features", features), ("model", estimator)])
 
 
-def candidate_prefix(pipeline: str, run_key: str, candidate: str) -> str:
-    return f"{pipeline}/runs/{run_key}/train/{candidate}"
-
-
 def train_candidate(
     loaded: LoadedSpec,
     store: ArtifactStore,
@@ -142,8 +139,7 @@ def train_candidate(
     """Fit ``candidate`` on the train split; a finished result of this run is reused, not refitted."""
     spec = loaded.spec
     cand = spec.candidate(candidate)
-    prefix = candidate_prefix(spec.name, run_key, candidate)
-    result_key = f"{prefix}/result.json"
+    result_key = layout.candidate_result(spec.name, run_key, candidate)
     if store.exists(result_key):
         done = TrainedCandidate(**json.loads(store.get_bytes(result_key)))
         if store.exists(done.model_key) and store.sha256(done.model_key) == done.model_sha256:
@@ -162,7 +158,7 @@ def train_candidate(
     with tempfile.TemporaryDirectory(prefix="mlpipe-train-") as tmp:
         path = Path(tmp) / MODEL_FILE
         joblib.dump(model, path, compress=3)
-        artifact = store.put_file(f"{prefix}/{MODEL_FILE}", path)
+        artifact = store.put_file(layout.candidate_model(spec.name, run_key, candidate), path)
     result = TrainedCandidate(
         candidate=cand.name,
         estimator=cand.estimator,

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from mlpipe import layout
 from mlpipe.errors import DataValidationError, SpecError
 
 if TYPE_CHECKING:
@@ -218,16 +219,16 @@ def validate_snapshot(
     from mlpipe.stages.reference import ReferenceReport, check_against_champion, raise_for_report, write_report
 
     started = time.perf_counter()
-    prefix = f"{loaded.name}/runs/{run_key}/validate"
+    prefix = layout.validation_prefix(loaded.name, run_key)
     frame = read_snapshot(store, snapshot_key, snapshot_sha256)
     with tempfile.TemporaryDirectory(prefix="mlpipe-gx-") as tmp:
         docs = Path(tmp) / "data_docs"
         outcome = validate_frame(frame, loaded.suite_path, docs_dir=docs, run_name=run_key)
         pages = sorted(docs.glob("validations/**/*.html"))
-        store.put_tree(f"{prefix}/data_docs", docs)
+        store.put_tree(f"{prefix}/{layout.DATA_DOCS_DIR}", docs)
     # The validation page is self-contained; GX's index fills its list with CDN scripts.
     page = pages[0].relative_to(docs).as_posix() if pages else "index.html"
-    result = store.put_bytes(f"{prefix}/result.json", json.dumps(outcome.result, indent=2).encode())
+    result = store.put_bytes(f"{prefix}/{layout.RESULT_FILE}", json.dumps(outcome.result, indent=2).encode())
     if outcome.success:
         reference = check_against_champion(loaded.spec, store, champion, frame)
     else:
@@ -241,11 +242,11 @@ def validate_snapshot(
         "failures": outcome.failures,
         "rows": len(frame),
         "result_uri": result.uri,
-        "data_docs_uri": store.uri(f"{prefix}/data_docs/{page}"),
+        "data_docs_uri": store.uri(f"{prefix}/{layout.DATA_DOCS_DIR}/{page}"),
         "reference": reference.summary(**reference_uris),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    store.put_bytes(f"{prefix}/summary.json", json.dumps(summary, indent=2).encode())
+    store.put_bytes(layout.validation_summary(loaded.name, run_key), json.dumps(summary, indent=2).encode())
     raise_for_outcome(outcome, summary["data_docs_uri"])
     raise_for_report(reference, reference_uris["html_uri"])
     return summary

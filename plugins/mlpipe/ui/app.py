@@ -30,7 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlpipe import urls
+from mlpipe import layout, urls
 from mlpipe.errors import MlpipeError
 from mlpipe.ui import render, views
 
@@ -100,14 +100,14 @@ class Services:
     def registry(self) -> Any:
         """One engine per registry URL, kept while the URL stays the same (engines pool connections)."""
         from mlpipe import config
-        from mlpipe.hooks.sql import database_url
+        from mlpipe.hooks.sql import database_url, store_root
         from mlpipe.registry import Registry
 
         url = self._get("registry_url", lambda: database_url(config.REGISTRY_CONN_ID, config.default_registry_url()))
         with self._lock:
             registry = self._cache.get(f"registry:{url}")
             if registry is None:
-                registry = self._cache[f"registry:{url}"] = (0.0, Registry.from_url(url))
+                registry = self._cache[f"registry:{url}"] = (0.0, Registry.from_url(url, store_root=store_root))
         return registry[1]
 
 
@@ -290,8 +290,11 @@ def create_app() -> FastAPI:
     @app.get("/artifacts/{key:path}")
     def artifact(request: Request, key: str, user: User) -> Response:
         with answering(request):
-            # The key's first part is the pipeline: only the artifacts of pipelines the user may read.
-            pipeline_for(user, key.split("/", 1)[0])
+            # Only the artifacts of pipelines the user may read (the layout says whose a key is).
+            parsed = layout.try_parse_key(key)
+            if parsed is None:
+                raise views.NotFound(f"{key} is not an artifact of a pipeline")
+            pipeline_for(user, parsed.pipeline)
             return artifact_response(services.store(), key)
 
     return app

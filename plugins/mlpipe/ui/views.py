@@ -18,25 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpipe import urls
+from mlpipe import layout, urls
 from mlpipe.errors import MlpipeError, SpecError
+from mlpipe.layout import EVALUATION_REPORT, PROMOTION, RUN_FILE, VALIDATION_SUMMARY, VERDICT, run_key, run_prefix
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec, spec_paths
-from mlpipe.stages.runs import (
-    EVALUATION_REPORT,
-    PROMOTION,
-    RUN_FILE,
-    VALIDATION_SUMMARY,
-    VERDICT,
-    indexed_runs,
-    read_json,
-    run_prefix,
-    verdict_brief,
-)
-from mlpipe.storage import ArtifactStore, check_key, run_key
-
-# Run files the view reads or links to (relative to the run's prefix) are named in mlpipe.stages.runs.
-DRIFT_REPORT = "report/index.html"  # under <pipeline>/monitor/<run_key>/
+from mlpipe.stages.runs import indexed_runs, read_json, verdict_brief
+from mlpipe.storage import ArtifactStore, check_key
 
 RUNS_SHOWN = 25
 DRIFT_CHECKS_SHOWN = 25
@@ -370,7 +358,8 @@ def version_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry,
         "data_sha256": version.data_sha256,
         "spec_sha256": version.spec_sha256,
         "code_version": version.code_version,
-        "artifact_uri": version.artifact_uri,
+        "artifact_key": version.artifact_key,
+        "artifact_uri": store.uri_of(version.artifact_key),
         "artifact_sha256": version.artifact_sha256,
         "events": [_event_row(name, e) for e in history if number in (e.version, e.previous_version)],
     }
@@ -382,11 +371,10 @@ def run_detail(pipeline: Pipeline, store: ArtifactStore, registry: Registry, key
     files = run_files(store, name, check_run_key(key))
     if RUN_FILE not in files:
         raise NotFound(f"pipeline {name!r} has no recorded run {key!r}")
-    prefix = run_prefix(name, key)
-    record = {**(read_json(store, f"{prefix}/{RUN_FILE}") or {}), "run_key": key}
-    verdict = read_json(store, f"{prefix}/{VERDICT}") if VERDICT in files else None
-    validation = read_json(store, f"{prefix}/{VALIDATION_SUMMARY}") if VALIDATION_SUMMARY in files else None
-    promotion = read_json(store, f"{prefix}/{PROMOTION}") if PROMOTION in files else None
+    record = {**(read_json(store, layout.run_record(name, key)) or {}), "run_key": key}
+    verdict = read_json(store, layout.verdict_key(name, key)) if VERDICT in files else None
+    validation = read_json(store, layout.validation_summary(name, key)) if VALIDATION_SUMMARY in files else None
+    promotion = read_json(store, layout.promotion_key(name, key)) if PROMOTION in files else None
     version = registry.version_for_run(name, record["run_id"]) if record.get("run_id") else None
     brief = verdict_brief(verdict)
     if brief and brief.get("report_uri"):
@@ -431,7 +419,7 @@ def check_run_key(key: str) -> str:
 
 def data_docs_key(store: ArtifactStore, pipeline: str, key: str) -> str:
     """The GX Data Docs page of a run's validation (the one its summary names)."""
-    summary = read_json(store, f"{run_prefix(pipeline, check_run_key(key))}/{VALIDATION_SUMMARY}")
+    summary = read_json(store, layout.validation_summary(pipeline, check_run_key(key)))
     uri = (summary or {}).get("data_docs_uri")
     if not uri:
         raise NotFound(f"run {key!r} of {pipeline!r} has no Data Docs (validation did not run)")
@@ -440,10 +428,10 @@ def data_docs_key(store: ArtifactStore, pipeline: str, key: str) -> str:
 
 def evaluation_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
     """The evaluation report of a training run (the verdict's ``report_uri`` when it names one)."""
-    prefix = run_prefix(pipeline, check_run_key(key))
-    verdict = read_json(store, f"{prefix}/{VERDICT}") or {}
+    key = check_run_key(key)
+    verdict = read_json(store, layout.verdict_key(pipeline, key)) or {}
     report = _own_key(store, pipeline, verdict["report_uri"]) if verdict.get("report_uri") else None
-    report = report or f"{prefix}/{EVALUATION_REPORT}"
+    report = report or layout.evaluation_report(pipeline, key)
     if not store.exists(report):
         raise NotFound(f"run {key!r} of {pipeline!r} has no evaluation report")
     return report
@@ -451,7 +439,7 @@ def evaluation_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
 
 def drift_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
     """The HTML report of a drift check (monitor run ``key``)."""
-    report = f"{pipeline}/monitor/{check_run_key(key)}/{DRIFT_REPORT}"
+    report = layout.drift_report(pipeline, check_run_key(key))
     if not store.exists(report):
         raise NotFound(f"monitor run {key!r} of {pipeline!r} has no drift report")
     return report
@@ -460,9 +448,10 @@ def drift_report_key(store: ArtifactStore, pipeline: str, key: str) -> str:
 def _own_key(store: ArtifactStore, pipeline: str, uri: str) -> str:
     """The store key behind ``uri``, which must be in this store and this pipeline's part of it."""
     try:
-        key = store.key_for_uri(uri)
+        key = store.key_of(uri)
     except (FileNotFoundError, MlpipeError):
         raise NotFound(f"{uri} is not in this artifact store") from None
-    if not key.startswith(f"{pipeline}/"):
+    parsed = layout.try_parse_key(key)
+    if parsed is None or parsed.pipeline != pipeline:
         raise NotFound(f"{uri} is not an artifact of pipeline {pipeline!r}")
     return key
