@@ -113,7 +113,7 @@ def _inputs(home: Path) -> dict[str, Any]:
         "run_id": runs[-1]["run_id"],
         "verdict": verdict,
         "models": models,
-        "champion": load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256),
+        "champion": load_model(store, champion.artifact_key, champion.artifact_sha256),
         "X": holdout.drop(columns=[spec.target.column]),
         "y": holdout[spec.target.column],
         "reference": snapshot(first),

@@ -64,7 +64,7 @@ def test_the_evaluation_report_of_a_stage_run(hostile_pipe: Pipe) -> None:
     second = hostile_pipe.run("manual__2026-01-02T00:00:00+00:00")  # with a champion: slices are judged
 
     store, verdict = hostile_pipe.store, second.verdict
-    page = store.get_bytes(store.key_for_uri(verdict.report_uri)).decode()
+    page = store.get_bytes(store.key_of(verdict.report_uri)).decode()
     assert_escaped(page)
     assert sections(page) == [
         "Verdict",
@@ -84,7 +84,7 @@ def test_the_evaluation_report_of_a_stage_run(hostile_pipe: Pipe) -> None:
     assert f"<tr><td>cat<td>{ESCAPED}<td" in page, "the hostile category is a slice of the table"
     report_dir = verdict.report_uri.rsplit("/", 1)[0]
     for src in re.findall(r'<img src="([^"]+)"', page):
-        assert store.exists(store.key_for_uri(f"{report_dir}/{src}")), src
+        assert store.exists(store.key_of(f"{report_dir}/{src}")), src
 
 
 def test_the_drift_report_of_a_stage_run(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_the_reference_page_of_a_stage_run(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     uris = write_report(store, "p/runs/r/validate", report)
 
-    page = store.get_bytes(store.key_for_uri(uris["html_uri"])).decode()
+    page = store.get_bytes(store.key_of(uris["html_uri"])).decode()
     assert_escaped(page)
     assert report.status == "failed"
     rows = re.findall(r"<tr><td><span class=\"badge (\w+)\">(\w+)</span></td><td>(\w+)</td><td>([^<]*)</td>", page)
