@@ -252,10 +252,11 @@ def _train_doc(spec: PipelineSpec) -> str:
         if spec.approval.required
         else ""
     )
-    return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
+    return f"""`check_params` (the run's Params, below) → `extract_snapshot` → side by side
 `validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`, then the champion's training
-snapshot as the reference: `validation.reference`)
-→ `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
+snapshot as the reference: `validation.reference`) and `build_features` (holdout: {how})
+→ `train_candidates` (one mapped task per candidate; waits for both, so a snapshot that fails validation
+trains, evaluates and promotes nothing) →
 `evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
 {approve}`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
 compare-and-swap; nothing when the gate says no, unless the run forces it with a reason). A champion
@@ -268,7 +269,7 @@ to an earlier version.
 
 
 def build_train_dag(loaded: LoadedSpec) -> DAG:
-    """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
+    """``<name>_train``: extract → (validate ∥ build_features) → train[candidates] → evaluate → promote."""
     spec = loaded.spec
     with _pipeline_dag(
         spec,
@@ -282,12 +283,16 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
         check = RunParamsCheckOperator(task_id="check_params", **common)
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
         check >> extract
+        # Validation and the split side by side: the split needs the snapshot, not its verdict; training
+        # (and all after it) waits for both, so nothing trains on data that failed validation.
         validate = SnapshotValidateOperator(task_id="validate_snapshot", snapshot=extract.output, **common)
-        features = FeaturesBuildOperator(
-            task_id="build_features", snapshot=extract.output, validation=validate.output, **common
-        )
+        features = FeaturesBuildOperator(task_id="build_features", snapshot=extract.output, **common)
         train = CandidateTrainOperator.partial(
-            task_id="train_candidates", features=features.output, map_index_template="{{ task.candidate }}", **common
+            task_id="train_candidates",
+            features=features.output,
+            validation=validate.output,
+            map_index_template="{{ task.candidate }}",
+            **common,
         ).expand(candidate=check.output)  # the run's Param candidates (default: all)
         evaluate = CandidatesEvaluateOperator(
             task_id="evaluate_candidates", features=features.output, trained=train.output, **common

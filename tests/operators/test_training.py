@@ -159,16 +159,18 @@ def validation(snapshot: dict[str, Any], context: dict[str, Any]) -> dict[str, A
 
 
 @pytest.fixture(scope="module")
-def features(snapshot: dict[str, Any], validation: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot, validation=validation)
+def features(snapshot: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot)
     return execute(op, context)
 
 
 @pytest.fixture(scope="module")
-def trained(features: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+def trained(features: dict[str, Any], validation: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         execute(
-            CandidateTrainOperator(task_id="train_candidates", pipeline=PIPELINE, candidate=name, features=features),
+            CandidateTrainOperator(
+                task_id="train_candidates", pipeline=PIPELINE, candidate=name, features=features, validation=validation
+            ),
             context,
         )
         for name in CANDIDATES
@@ -370,11 +372,10 @@ class TestSnapshotValidateOperator:
 
 class TestFeaturesBuildOperator:
     def test_template_fields(self) -> None:
-        assert FeaturesBuildOperator.template_fields == ("pipeline", "snapshot", "validation")
+        assert FeaturesBuildOperator.template_fields == ("pipeline", "snapshot")
 
     def test_init_does_no_io_and_spec_loads_in_execute(self, mlpipe_home: Path) -> None:
         op = FeaturesBuildOperator(task_id="build_features", pipeline=MISSING, snapshot={"key": "k", "sha256": "0"})
-        assert op.validation is None
         assert_lazy(op, mlpipe_home)
         assert_missing_spec_fails_fast(op)
 
@@ -431,7 +432,21 @@ class TestFeaturesBuildOperator:
 
 class TestCandidateTrainOperator:
     def test_template_fields(self) -> None:
-        assert CandidateTrainOperator.template_fields == ("pipeline", "candidate", "features")
+        assert CandidateTrainOperator.template_fields == ("pipeline", "candidate", "features", "validation")
+
+    def test_refuses_a_validation_that_did_not_pass(self, features: dict[str, Any]) -> None:
+        from mlpipe.storage import run_key
+
+        op = CandidateTrainOperator(
+            task_id="train_candidates",
+            pipeline=PIPELINE,
+            candidate="logreg",
+            features=features,
+            validation={"success": False, "suite": "flights_delay"},
+        )
+        with pytest.raises(AirflowFailException, match=r"^DataValidationError: .* did not pass validation"):
+            execute(op, make_context(run_id="manual__unvalidated"))
+        assert op.store.list(f"{PIPELINE}/runs/{run_key('manual__unvalidated')}") == [], "nothing trained"
 
     def test_init_does_no_io_and_spec_loads_in_execute(self, mlpipe_home: Path) -> None:
         op = CandidateTrainOperator(

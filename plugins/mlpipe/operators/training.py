@@ -101,14 +101,17 @@ class SnapshotValidateOperator(PipelineOperator):
 
 
 class FeaturesBuildOperator(PipelineOperator):
-    """Split the validated snapshot into train and holdout and persist both."""
+    """Split the snapshot into train and holdout and persist both.
 
-    template_fields: Sequence[str] = ("pipeline", "snapshot", "validation")
+    Runs beside validation, not after it: its split is only used by training, which waits for the
+    validation too (a run whose data fails validation leaves a split nothing reads).
+    """
 
-    def __init__(self, *, snapshot: Any, validation: Any = None, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("pipeline", "snapshot")
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot = snapshot
-        self.validation = validation
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.stages.features import build_features
@@ -129,16 +132,26 @@ class FeaturesBuildOperator(PipelineOperator):
 
 
 class CandidateTrainOperator(PipelineOperator):
-    """Fit one candidate of the spec (mapped: one task instance per candidate)."""
+    """Fit one candidate of the spec (mapped: one task instance per candidate).
 
-    template_fields: Sequence[str] = ("pipeline", "candidate", "features")
+    ``validation`` is the run's validation summary (``validate_snapshot``'s XCom): training needs data
+    that passed, so it refuses a summary that does not say so.
+    """
 
-    def __init__(self, *, candidate: str, features: Any, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("pipeline", "candidate", "features", "validation")
+
+    def __init__(self, *, candidate: str, features: Any, validation: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.candidate = candidate
         self.features = features
+        self.validation = validation
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.validation is not None and self.validation.get("success") is not True:
+            raise AirflowFailException(
+                f"DataValidationError: the snapshot of run {context['run_id']} did not pass validation "
+                f"(suite {self.validation.get('suite')!r}); nothing is trained on it"
+            )
         reused = self._reuse(context)
         if reused is not None:
             return reused
