@@ -429,6 +429,40 @@ class TestFeaturesBuildOperator:
         assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)
         assert isinstance(err.value.__context__, FeatureError)
 
+    @pytest.mark.parametrize("validation", ["failed", "passed", "not run"])
+    def test_data_that_also_failed_validation_is_told_once(
+        self, mlpipe_home: Path, tmp_path: Path, validation: str
+    ) -> None:
+        """Beside validation, a split that fails on data the validation also failed stays silent: the
+        validation's message tells the stop (event_of gives no second one); otherwise its failure is told."""
+        from types import SimpleNamespace as NS
+
+        from mlpipe.notify import event_of
+
+        run_id = f"manual__thin_{validation.replace(' ', '_')}"
+        store = LocalStore(mlpipe_home / "artifacts")
+        path = tmp_path / "snapshot.parquet"
+        pd.DataFrame({"id": [1, 2], "time_hour": ["2013-01-01 05:00:00"] * 2}).to_parquet(path, index=False)
+        prefix = f"{PIPELINE}/runs/{run_key(run_id)}"
+        art = store.put_file(f"{prefix}/extract/snapshot.parquet", path)
+        if validation != "not run":
+            summary = {"success": validation == "passed", "reference": {"status": "skipped"}}
+            store.put_bytes(f"{prefix}/validate/summary.json", json.dumps(summary).encode())
+        op = FeaturesBuildOperator(
+            task_id="build_features", pipeline=PIPELINE, snapshot={"key": art.key, "sha256": art.sha256}
+        )
+        with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
+            execute(op, make_context(run_id=run_id))
+        told = validation == "failed"
+        assert getattr(err.value, "told_by", None) == ("validate_snapshot" if told else None)
+        assert ("failed validation too" in str(err.value)) is told
+        context = {
+            **make_context(run_id=run_id),
+            "ti": NS(task_id="build_features", map_index=-1),
+            "exception": err.value,
+        }
+        assert (event_of(PIPELINE, "failure", context) is None) is told
+
 
 class TestCandidateTrainOperator:
     def test_template_fields(self) -> None:
