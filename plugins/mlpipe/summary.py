@@ -54,9 +54,13 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
     else:
         lines.append("validation  not reached")
     if features:
+        # The split runs beside validation: after a failed one it exists, and nothing used it.
+        failed = validation and (
+            not validation.get("success") or (validation.get("reference") or {}).get("status") == "failed"
+        )
         lines.append(
             f"split       {features['split']}: {features['train_rows']:,} train / "
-            f"{features['holdout_rows']:,} holdout rows"
+            f"{features['holdout_rows']:,} holdout rows" + (" (unused: the data failed validation)" if failed else "")
         )
     if verdict:
         metrics = [

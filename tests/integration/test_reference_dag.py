@@ -21,7 +21,8 @@ import pytest
 import yaml
 from dagruns import REPO, load_dag, open_registry, state, task_states
 
-from mlpipe.storage import run_key
+from mlpipe.storage import LocalStore, run_key
+from mlpipe.summary import render_summary
 
 DAG_ID = "flights_delay_train"
 pytestmark = pytest.mark.slow
@@ -143,6 +144,8 @@ def test_a_corruption_that_keeps_the_schema_stops_at_validation(champion_home, c
 
     registry = open_registry()
     assert registry.champion("flights_delay").version == 1
+    told = render_summary("flights_delay", LocalStore(home / "artifacts"), registry, run_id=run.run_id)
+    assert "holdout rows (unused: the data failed validation)" in told and "\nverdict" not in told, told
     assert [v.version for v in registry.list_versions("flights_delay")] == [1]
 
 
