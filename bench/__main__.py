@@ -48,6 +48,7 @@ ORDER = [
     "evaluation",
     "runindex",
     "reuse",
+    "gx",
 ]
 
 
@@ -65,6 +66,7 @@ TITLES = {
     "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
     "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
     "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
+    "gx": "What GX costs validate_snapshot on the whole-year demo, before and after, and the same checks in pandas",
 }
 
 
