@@ -7,7 +7,15 @@ from typing import Any
 
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import Registry
-from mlpipe.stages.runs import RUN_FILE, describe_trigger, indexed_runs, read_json, reused_from, run_prefix
+from mlpipe.stages.runs import (
+    RUN_FILE,
+    describe_trigger,
+    indexed_runs,
+    read_json,
+    reused_from,
+    run_prefix,
+    validation_failed,
+)
 from mlpipe.storage import ArtifactStore, run_key
 
 
@@ -55,9 +63,7 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         lines.append("validation  not reached")
     if features:
         # The split runs beside validation: after a failed one it exists, and nothing used it.
-        failed = validation and (
-            not validation.get("success") or (validation.get("reference") or {}).get("status") == "failed"
-        )
+        failed = validation is not None and validation_failed(validation)
         lines.append(
             f"split       {features['split']}: {features['train_rows']:,} train / "
             f"{features['holdout_rows']:,} holdout rows" + (" (unused: the data failed validation)" if failed else "")

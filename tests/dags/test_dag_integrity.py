@@ -130,6 +130,9 @@ def test_approval_required_puts_an_approval_task_before_promotion(tmp_path: Path
     assert isinstance(approve, ApprovalOperator)
     assert approve.upstream_task_ids == {"evaluate_candidates"}
     assert "approve_promotion" in dag.get_task("promote_model").upstream_task_ids
+    # Nobody is asked to approve a model of data that failed validation: the approval waits for it too.
+    assert "approve_promotion" in dag.get_task("validate_snapshot").get_flat_relative_ids(upstream=False)
+    assert "approve_promotion" not in dag.get_task("build_features").upstream_task_ids
     assert list(approve.params) == ["reason"], "the form asks for a reason, not the run's Params"
     assert "**approval required**" in dag.doc_md
 

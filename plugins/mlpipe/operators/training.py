@@ -146,15 +146,16 @@ class FeaturesBuildOperator(PipelineOperator):
 
     def _validation_failed(self, context: Context) -> bool:
         """Whether this run's validation failed, waiting (bounded) while it is still running beside this task."""
-        import json
         import time
 
-        key = f"{self.pipeline}/runs/{self.run_key(context)}/validate/summary.json"
+        from mlpipe.stages.runs import VALIDATION_SUMMARY, read_json, run_prefix, validation_failed
+
+        key = f"{run_prefix(self.pipeline, self.run_key(context))}/{VALIDATION_SUMMARY}"
         deadline = time.monotonic() + self.VALIDATION_WAIT_SECONDS
         while True:
-            if self.store.exists(key):
-                summary = json.loads(self.store.get_bytes(key))
-                return not summary.get("success") or (summary.get("reference") or {}).get("status") == "failed"
+            summary = read_json(self.store, key)
+            if summary is not None:
+                return validation_failed(summary)
             if _task_state(context, "validate_snapshot") != "running" or time.monotonic() > deadline:
                 return False
             time.sleep(self.POLL_SECONDS)

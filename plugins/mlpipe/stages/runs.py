@@ -31,6 +31,11 @@ PROMOTION = "promote/result.json"
 INDEXED_FILES = (RUN_FILE, SNAPSHOT_RECORD, VERDICT, EVALUATION_REPORT, VALIDATION_SUMMARY, PROMOTION)
 
 
+def validation_failed(summary: dict[str, Any]) -> bool:
+    """Whether a run's validation summary (``validate/summary.json``) stopped its data: the suite or the reference."""
+    return not summary.get("success") or (summary.get("reference") or {}).get("status") == "failed"
+
+
 def run_prefix(pipeline: str, run_key: str) -> str:
     return f"{pipeline}/runs/{run_key}"
 
