@@ -117,6 +117,19 @@ def check_child(run: ChildRun, what: str, log: Path) -> ChildRun:
     return run
 
 
+def measure_in_child(module: str, what: str, log: Path, *, timeout: float) -> dict[str, Any]:
+    """``python -m <module> --child RESULT_JSON`` with temporary homes; its figures plus the process's wall time."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"mlpipe-{module.replace('.', '-')}-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", module, "--child", str(result_file)]
+        env = child_env(airflow_home=Path(tmp) / "airflow", mlpipe_home=Path(tmp) / "mlpipe")
+        run = check_child(run_child(cmd, env=env, log=log, timeout=timeout), what, log)
+        child = json.loads(result_file.read_text())
+    return {**child, "process_seconds": run.seconds}
+
+
 def migrate_airflow_db(airflow_home: Path, log: Path) -> float:
     """``airflow db migrate`` into a (temporary) AIRFLOW_HOME; returns the seconds it took."""
     airflow_home.mkdir(parents=True, exist_ok=True)

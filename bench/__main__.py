@@ -48,6 +48,7 @@ ORDER = [
     "evaluation",
     "runindex",
     "reuse",
+    "gx",
 ]
 
 
@@ -66,6 +67,7 @@ TITLES = {
     "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
     "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
     "reports": "Report rendering: the evaluation, drift and reference pages and the run summary of a small demo",
+    "gx": "What GX costs validate_snapshot on the whole-year demo, before and after, and the same checks in pandas",
 }
 
 

@@ -26,14 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
-    check_child,
-    child_env,
     markdown_table,
+    measure_in_child,
     mib,
     out_dir,
     requirement,
     requirements_table,
-    run_child,
     self_peak_rss_kib,
     self_rss_kib,
 )
@@ -52,14 +50,7 @@ def log_path() -> Path:
 
 def measure() -> dict[str, Any]:
     """Run the child; its figures plus the process's wall time."""
-    log = log_path()
-    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-reference-") as tmp:
-        result_file = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "bench.reference", "--child", str(result_file)]
-        env = child_env(airflow_home=Path(tmp) / "airflow", mlpipe_home=Path(tmp) / "mlpipe")
-        run = check_child(run_child(cmd, env=env, log=log, timeout=600), "reference checks benchmark", log)
-        child = json.loads(result_file.read_text())
-    return {**child, "process_seconds": run.seconds}
+    return measure_in_child("bench.reference", "reference checks benchmark", log_path(), timeout=600)
 
 
 def run() -> dict[str, Any]:

@@ -168,10 +168,11 @@ def train_doc(spec: PipelineSpec) -> str:
         if spec.approval.required
         else ""
     )
-    return f"""`check_params` (the run's Params, below) → `extract_snapshot` →
+    return f"""`check_params` (the run's Params, below) → `extract_snapshot` → side by side
 `validate_snapshot` (GX suite `include/expectations/{spec.validation.suite}`, then the champion's training
-snapshot as the reference: `validation.reference`)
-→ `build_features` (holdout: {how}) → `train_candidates` (one mapped task per candidate) →
+snapshot as the reference: `validation.reference`) and `build_features` (holdout: {how})
+→ `train_candidates` (one mapped task per candidate; waits for both, so a snapshot that fails validation
+trains, evaluates and promotes nothing) →
 `evaluate_candidates` (candidates and the champion on the same holdout; metrics {metrics}) →
 {approve}`promote_model` (registers the blessed candidate as a new version and makes it champion, in one
 compare-and-swap; nothing when the gate says no, unless the run forces it with a reason). A champion

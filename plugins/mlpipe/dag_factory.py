@@ -100,7 +100,7 @@ def _train_schedule(loaded: LoadedSpec) -> object:
 
 
 def build_train_dag(loaded: LoadedSpec) -> DAG:
-    """``<name>_train``: extract → validate → build_features → train[candidates] → evaluate → promote."""
+    """``<name>_train``: extract → (validate ∥ build_features) → train[candidates] → evaluate → promote."""
     spec = loaded.spec
     with _pipeline_dag(
         spec,
@@ -114,12 +114,16 @@ def build_train_dag(loaded: LoadedSpec) -> DAG:
         check = RunParamsCheckOperator(task_id="check_params", **common)
         extract = SnapshotExtractOperator(task_id="extract_snapshot", **common)
         check >> extract
+        # Validation and the split side by side: the split needs the snapshot, not its verdict; training
+        # (and all after it) waits for both, so nothing trains on data that failed validation.
         validate = SnapshotValidateOperator(task_id="validate_snapshot", snapshot=extract.output, **common)
-        features = FeaturesBuildOperator(
-            task_id="build_features", snapshot=extract.output, validation=validate.output, **common
-        )
+        features = FeaturesBuildOperator(task_id="build_features", snapshot=extract.output, **common)
         train = CandidateTrainOperator.partial(
-            task_id="train_candidates", features=features.output, map_index_template="{{ task.candidate }}", **common
+            task_id="train_candidates",
+            features=features.output,
+            validation=validate.output,
+            map_index_template="{{ task.candidate }}",
+            **common,
         ).expand(candidate=check.output)  # the run's Param candidates (default: all)
         evaluate = CandidatesEvaluateOperator(
             task_id="evaluate_candidates", features=features.output, trained=train.output, **common

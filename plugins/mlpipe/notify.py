@@ -253,6 +253,9 @@ def event_of(pipeline: str, when: str, context: Context) -> Event | None:
     """The event a task's outcome ``when`` (failure, success, skipped, waiting) is, if any."""
     task_id = context["ti"].task_id
     if when == "failure":
+        # A failure another task's message already tells (build_features on data that failed validation).
+        if getattr(context.get("exception"), "told_by", None):
+            return None
         return _failure(pipeline, context)
     if when == "waiting":
         return _approval_waiting(pipeline, context)

@@ -10,7 +10,7 @@ from mlpipe.errors import MlpipeError
 from mlpipe.layout import run_key
 from mlpipe.registry import Registry
 from mlpipe.stages.html_page import report_template
-from mlpipe.stages.runs import describe_trigger, indexed_runs, read_json, reused_from
+from mlpipe.stages.runs import describe_trigger, indexed_runs, read_json, reused_from, validation_failed
 from mlpipe.storage import ArtifactStore
 
 
@@ -45,6 +45,8 @@ def render_summary(pipeline: str, store: ArtifactStore, registry: Registry, run_
         snap=snap,
         validation=validation,
         features=features,
+        # The split runs beside validation: after a failed one it exists, and nothing used it.
+        split_unused=validation is not None and validation_failed(validation),
         verdict=verdict,
         metrics=_metrics_table(verdict) if verdict else None,
         reused=[name for name, origin in reused.items() if origin],

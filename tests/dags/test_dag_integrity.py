@@ -93,8 +93,18 @@ def test_training_dag_shape(dagbag) -> None:
         "promote_model",
     ]
     assert sorted(dag.task_ids) == sorted(order)
-    for upstream, downstream in itertools.pairwise(order):
+    # Validation and the split run side by side on the snapshot; training waits for both.
+    assert dag.get_task("validate_snapshot").upstream_task_ids == {"extract_snapshot"}
+    assert dag.get_task("build_features").upstream_task_ids == {"extract_snapshot"}
+    assert {"validate_snapshot", "build_features"} <= dag.get_task("train_candidates").upstream_task_ids
+    for upstream, downstream in itertools.pairwise(["check_params", "extract_snapshot"]):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    for upstream, downstream in itertools.pairwise(order[4:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    # Nothing after validation runs unless it passed: every task waits for all its upstreams to succeed.
+    after = dag.get_task("validate_snapshot").get_flat_relative_ids(upstream=False)
+    assert after == {"train_candidates", "evaluate_candidates", "promote_model"}
+    assert {dag.get_task(t).trigger_rule for t in after} == {"all_success"}
     assert isinstance(dag.get_task("train_candidates"), MappedOperator), "one mapped task per candidate"
     assert {"flights_delay", "train"} <= set(dag.tags)
     assert "roc_auc" in dag.doc_md and "flights_delay.sql" in dag.doc_md
@@ -120,6 +130,9 @@ def test_approval_required_puts_an_approval_task_before_promotion(tmp_path: Path
     assert isinstance(approve, ApprovalOperator)
     assert approve.upstream_task_ids == {"evaluate_candidates"}
     assert "approve_promotion" in dag.get_task("promote_model").upstream_task_ids
+    # Nobody is asked to approve a model of data that failed validation: the approval waits for it too.
+    assert "approve_promotion" in dag.get_task("validate_snapshot").get_flat_relative_ids(upstream=False)
+    assert "approve_promotion" not in dag.get_task("build_features").upstream_task_ids
     assert list(approve.params) == ["reason"], "the form asks for a reason, not the run's Params"
     assert "**approval required**" in dag.doc_md
 

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from dagruns import REPO, load_dag, open_registry, state, task_states
 
-from mlpipe.storage import run_key
+from mlpipe.storage import LocalStore, run_key
+from mlpipe.summary import render_summary
 
 DAG_ID = "flights_delay_train"
 pytestmark = pytest.mark.slow
@@ -122,7 +123,12 @@ def test_a_corruption_that_keeps_the_schema_stops_at_validation(champion_home, c
     assert state(run) == "failed"
     assert states["validate_snapshot"] == "failed", states
     assert tries(run, "validate_snapshot") == 1, "a data error is not retried"
-    assert all(states.get(t) in (None, "upstream_failed") for t in ("build_features", "promote_model")), states
+    # The split ran beside validation; nothing after it did, and nothing of the run was trained.
+    stopped = ("train_candidates", "evaluate_candidates", "promote_model")
+    assert all(states.get(t) in (None, "upstream_failed") for t in stopped), states
+    assert states["build_features"] == "success", states
+    run_dir = home / "artifacts/flights_delay/runs" / run_key(run.run_id)
+    assert not (run_dir / "train").exists() and not (run_dir / "evaluate").exists()
 
     summary = validation_summary(home, run)
     assert summary["success"] is True, "the schema suite passes: only the reference sees it"
@@ -138,6 +144,8 @@ def test_a_corruption_that_keeps_the_schema_stops_at_validation(champion_home, c
 
     registry = open_registry()
     assert registry.champion("flights_delay").version == 1
+    told = render_summary("flights_delay", LocalStore(home / "artifacts"), registry, run_id=run.run_id)
+    assert "holdout rows (unused: the data failed validation)" in told and "\nverdict" not in told, told
     assert [v.version for v in registry.list_versions("flights_delay")] == [1]
 
 

@@ -119,6 +119,16 @@ def test_a_run_on_the_distributed_stack(celery_stack: CeleryStack) -> None:
     assert {ti["task_id"] for ti in tis} == set(TASK_ORDER) and len(tis) == len(TASK_ORDER) + 1  # two candidates
     assert all(ti["state"] == "success" and ti["try_number"] == 1 for ti in tis), tis
     assert {ti["queue"] for ti in tis} == {stack.queue}
+    # Validation and the split ran side by side on the worker's two slots; training waited for both.
+    by_id = {ti["task_id"]: ti for ti in tis}
+    validate, features = by_id["validate_snapshot"], by_id["build_features"]
+    assert validate["start_date"] < features["end_date"] and features["start_date"] < validate["end_date"], (
+        "validate_snapshot and build_features did not overlap",
+        validate,
+        features,
+    )
+    first_training = min(ti["start_date"] for ti in tis if ti["task_id"] == "train_candidates")
+    assert first_training >= max(validate["end_date"], features["end_date"])
     for ti in tis:
         assert ti["pid"] in pids[worker], f"{ti['task_id']} (pid {ti['pid']}) did not run under the worker"
         assert ti["pid"] not in pids["scheduler"]

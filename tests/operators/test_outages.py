@@ -117,12 +117,14 @@ def test_each_service_down_at_a_task_start_fails_that_attempt_only(services: Ser
     message = failed_attempt(services.s3, validate, context)
     assert s3_at in message and "unreachable" in message
     validation = execute(validate(), context)
-    features = execute(
-        FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot, validation=validation),
-        context,
-    )
+    features = execute(FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot), context)
     trained = [
-        execute(CandidateTrainOperator(task_id="train", pipeline=PIPELINE, candidate=c, features=features), context)
+        execute(
+            CandidateTrainOperator(
+                task_id="train", pipeline=PIPELINE, candidate=c, features=features, validation=validation
+            ),
+            context,
+        )
         for c in ("logreg", "hgb")
     ]
 

@@ -160,16 +160,18 @@ def validation(snapshot: dict[str, Any], context: dict[str, Any]) -> dict[str, A
 
 
 @pytest.fixture(scope="module")
-def features(snapshot: dict[str, Any], validation: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot, validation=validation)
+def features(snapshot: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot)
     return execute(op, context)
 
 
 @pytest.fixture(scope="module")
-def trained(features: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
+def trained(features: dict[str, Any], validation: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         execute(
-            CandidateTrainOperator(task_id="train_candidates", pipeline=PIPELINE, candidate=name, features=features),
+            CandidateTrainOperator(
+                task_id="train_candidates", pipeline=PIPELINE, candidate=name, features=features, validation=validation
+            ),
             context,
         )
         for name in CANDIDATES
@@ -371,11 +373,10 @@ class TestSnapshotValidateOperator:
 
 class TestFeaturesBuildOperator:
     def test_template_fields(self) -> None:
-        assert FeaturesBuildOperator.template_fields == ("pipeline", "snapshot", "validation")
+        assert FeaturesBuildOperator.template_fields == ("pipeline", "snapshot")
 
     def test_init_does_no_io_and_spec_loads_in_execute(self, mlpipe_home: Path) -> None:
         op = FeaturesBuildOperator(task_id="build_features", pipeline=MISSING, snapshot={"key": "k", "sha256": "0"})
-        assert op.validation is None
         assert_lazy(op, mlpipe_home)
         assert_missing_spec_fails_fast(op)
 
@@ -429,10 +430,58 @@ class TestFeaturesBuildOperator:
         assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)
         assert isinstance(err.value.__context__, FeatureError)
 
+    @pytest.mark.parametrize("validation", ["failed", "passed", "not run"])
+    def test_data_that_also_failed_validation_is_told_once(
+        self, mlpipe_home: Path, tmp_path: Path, validation: str
+    ) -> None:
+        """Beside validation, a split that fails on data the validation also failed stays silent: the
+        validation's message tells the stop (event_of gives no second one); otherwise its failure is told."""
+        from types import SimpleNamespace as NS
+
+        from mlpipe.notify import event_of
+
+        run_id = f"manual__thin_{validation.replace(' ', '_')}"
+        store = LocalStore(mlpipe_home / "artifacts")
+        path = tmp_path / "snapshot.parquet"
+        pd.DataFrame({"id": [1, 2], "time_hour": ["2013-01-01 05:00:00"] * 2}).to_parquet(path, index=False)
+        prefix = f"{PIPELINE}/runs/{run_key(run_id)}"
+        art = store.put_file(f"{prefix}/extract/snapshot.parquet", path)
+        if validation != "not run":
+            summary = {"success": validation == "passed", "reference": {"status": "skipped"}}
+            store.put_bytes(f"{prefix}/validate/summary.json", json.dumps(summary).encode())
+        op = FeaturesBuildOperator(
+            task_id="build_features", pipeline=PIPELINE, snapshot={"key": art.key, "sha256": art.sha256}
+        )
+        with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
+            execute(op, make_context(run_id=run_id))
+        told = validation == "failed"
+        assert getattr(err.value, "told_by", None) == ("validate_snapshot" if told else None)
+        assert ("failed validation too" in str(err.value)) is told
+        context = {
+            **make_context(run_id=run_id),
+            "ti": NS(task_id="build_features", map_index=-1),
+            "exception": err.value,
+        }
+        assert (event_of(PIPELINE, "failure", context) is None) is told
+
 
 class TestCandidateTrainOperator:
     def test_template_fields(self) -> None:
-        assert CandidateTrainOperator.template_fields == ("pipeline", "candidate", "features")
+        assert CandidateTrainOperator.template_fields == ("pipeline", "candidate", "features", "validation")
+
+    def test_refuses_a_validation_that_did_not_pass(self, features: dict[str, Any]) -> None:
+        from mlpipe.storage import run_key
+
+        op = CandidateTrainOperator(
+            task_id="train_candidates",
+            pipeline=PIPELINE,
+            candidate="logreg",
+            features=features,
+            validation={"success": False, "suite": "flights_delay"},
+        )
+        with pytest.raises(AirflowFailException, match=r"^DataValidationError: .* did not pass validation"):
+            execute(op, make_context(run_id="manual__unvalidated"))
+        assert op.store.list(f"{PIPELINE}/runs/{run_key('manual__unvalidated')}") == [], "nothing trained"
 
     def test_init_does_no_io_and_spec_loads_in_execute(self, mlpipe_home: Path) -> None:
         op = CandidateTrainOperator(

@@ -239,11 +239,9 @@ class TestValidateTinyFrames:
         validate_frame(_tiny_frame().assign(code="Q"), tiny_suite, docs_dir=docs, run_name="t1")
 
         assert [p.name for p in work.iterdir()] == ["docs"]
-        index = docs / "index.html"
-        assert index.is_file()
-        assert "tiny" in index.read_text(encoding="utf-8")
-        pages = list((docs / "validations" / "tiny" / "t1").rglob("*.html"))
-        assert len(pages) == 1
+        # One page rendered, this result's: no index, no suite page.
+        pages = list(docs.rglob("*.html"))
+        assert [p.relative_to(docs).parts[:3] for p in pages] == [("validations", "tiny", "t1")]
         page = pages[0].read_text(encoding="utf-8")
         assert "tiny" in page
         assert "code" in page
@@ -315,13 +313,13 @@ class TestFlightsSuite:
         assert outcome.statistics["evaluated_expectations"] == expected
         json.dumps(outcome.result, allow_nan=False)
 
-    def test_data_docs_index_mentions_the_suite(self, real_run: tuple[ValidationOutcome, Path]) -> None:
+    def test_data_docs_are_the_result_page_only(self, real_run: tuple[ValidationOutcome, Path]) -> None:
         _, docs = real_run
-        index = docs / "index.html"
-        assert index.is_file()
-        assert "flights_delay" in index.read_text(encoding="utf-8")
-        assert (docs / "expectations" / "flights_delay.html").is_file()
-        assert list((docs / "validations" / "flights_delay" / "real").rglob("*.html"))
+        (page,) = docs.rglob("*.html")
+        assert page.relative_to(docs).parts[:3] == ("validations", "flights_delay", "real")
+        text = page.read_text(encoding="utf-8")
+        assert "flights_delay" in text and "expect_column_values_to_be_unique" not in text  # rendered, not raw
+        assert "336,776" in text or "336776" in text, "the row count GX observed is on the page"
 
     @pytest.mark.parametrize(
         ("breakage", "expected", "named"),

@@ -17,15 +17,13 @@ from sklearn.utils.estimator_checks import (
 from mlpipe.errors import FeatureError
 from mlpipe.spec import PipelineSpec
 from mlpipe.stages.features import (
-    MISSING_CATEGORY,
-    DatePartsEncoder,
     build_features,
-    build_preprocessor,
     check_frame,
     read_split,
     required_columns,
     split_frame,
 )
+from mlpipe.stages.preprocess import MISSING_CATEGORY, DatePartsEncoder, build_preprocessor
 from mlpipe.storage import LocalStore
 
 ENCODERS = [
@@ -362,3 +360,18 @@ class TestBuildFeatures:
 
         with pytest.raises(ArtifactIntegrityError):
             build_features(loaded, store, run_key="r1", snapshot_key=snap.key, snapshot_sha256=snap.sha256)
+
+
+def test_models_pickled_before_the_move_still_find_the_encoder() -> None:
+    """Models saved when the encoder lived in mlpipe.stages.features name it there; it is still found."""
+    import pickle
+
+    from mlpipe.stages import features
+
+    encoder = DatePartsEncoder(parts=("hour",)).fit(pd.DataFrame({"t": ["2013-01-01 05:00"]}))
+    # Protocol 2 names classes as text lines (GLOBAL), so the module name can be swapped in place.
+    old = pickle.dumps(encoder, protocol=2).replace(b"mlpipe.stages.preprocess", b"mlpipe.stages.features")
+    assert b"mlpipe.stages.features" in old
+    loaded = pickle.loads(old)
+    assert type(loaded) is features.DatePartsEncoder is DatePartsEncoder
+    assert loaded.transform(pd.DataFrame({"t": ["2013-01-01 07:00"]})).tolist() == [[7.0]]

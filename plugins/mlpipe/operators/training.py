@@ -99,44 +99,97 @@ class SnapshotValidateOperator(PipelineOperator):
 
 
 class FeaturesBuildOperator(PipelineOperator):
-    """Split the validated snapshot into train and holdout and persist both."""
+    """Split the snapshot into train and holdout and persist both.
 
-    template_fields: Sequence[str] = ("pipeline", "snapshot", "validation")
+    Runs beside validation, not after it: its split is only used by training, which waits for the
+    validation too (a run whose data fails validation leaves a split nothing reads).
+    """
 
-    def __init__(self, *, snapshot: Any, validation: Any = None, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("pipeline", "snapshot")
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot = snapshot
-        self.validation = validation
+
+    # How long a split that failed on its data waits for the validation running beside it to say
+    # whether the data is invalid (then the validation's message is the one sent).
+    VALIDATION_WAIT_SECONDS = 600.0
+    POLL_SECONDS = 2.0
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.errors import FeatureError
         from mlpipe.stages.features import build_features
 
-        with fail_fast_on_user_errors():
-            features = build_features(
-                self.loaded,
-                self.store,
-                run_key=self.run_key(context),
-                snapshot_key=self.snapshot["key"],
-                snapshot_sha256=self.snapshot["sha256"],
-            )
+        try:
+            with fail_fast_on_user_errors():
+                features = build_features(
+                    self.loaded,
+                    self.store,
+                    run_key=self.run_key(context),
+                    snapshot_key=self.snapshot["key"],
+                    snapshot_sha256=self.snapshot["sha256"],
+                )
+        except AirflowFailException as exc:
+            if isinstance(exc.__context__, FeatureError) and self._validation_failed(context):
+                # One stop, one message: the validation's failure names what is wrong with the data, so
+                # the notifier stays silent on this one (it still fails: a skip would let the run succeed).
+                exc.args = (f"{exc} (the snapshot failed validation too: see validate_snapshot)",)
+                exc.told_by = "validate_snapshot"  # type: ignore[attr-defined]
+            raise
         self.log.info(
             "Split %s: %d train rows, %d holdout rows", features.split, features.train_rows, features.holdout_rows
         )
         self.lineage_result = features.as_dict()
         return self.lineage_result
 
+    def _validation_failed(self, context: Context) -> bool:
+        """Whether this run's validation failed, waiting (bounded) while it is still running beside this task."""
+        import time
+
+        from mlpipe.stages.runs import VALIDATION_SUMMARY, read_json, run_prefix, validation_failed
+
+        key = f"{run_prefix(self.pipeline, self.run_key(context))}/{VALIDATION_SUMMARY}"
+        deadline = time.monotonic() + self.VALIDATION_WAIT_SECONDS
+        while True:
+            summary = read_json(self.store, key)
+            if summary is not None:
+                return validation_failed(summary)
+            if _task_state(context, "validate_snapshot") != "running" or time.monotonic() > deadline:
+                return False
+            time.sleep(self.POLL_SECONDS)
+
+
+def _task_state(context: Context, task_id: str) -> str | None:
+    """The state of ``task_id`` in this run, as the API server has it (None when it cannot be asked)."""
+    ti, run_id = context.get("ti"), context["run_id"]
+    try:
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[run_id])  # type: ignore[union-attr]
+        return states.get(run_id, {}).get(task_id)
+    except Exception:
+        return None
+
 
 class CandidateTrainOperator(PipelineOperator):
-    """Fit one candidate of the spec (mapped: one task instance per candidate)."""
+    """Fit one candidate of the spec (mapped: one task instance per candidate).
 
-    template_fields: Sequence[str] = ("pipeline", "candidate", "features")
+    ``validation`` is the run's validation summary (``validate_snapshot``'s XCom): training needs data
+    that passed, so it refuses a summary that does not say so.
+    """
 
-    def __init__(self, *, candidate: str, features: Any, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("pipeline", "candidate", "features", "validation")
+
+    def __init__(self, *, candidate: str, features: Any, validation: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.candidate = candidate
         self.features = features
+        self.validation = validation
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.validation is not None and self.validation.get("success") is not True:
+            raise AirflowFailException(
+                f"DataValidationError: the snapshot of run {context['run_id']} did not pass validation "
+                f"(suite {self.validation.get('suite')!r}); nothing is trained on it"
+            )
         reused = self._reuse(context)
         if reused is not None:
             return reused

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from mlpipe.registry import Registry
 
 
+def validation_failed(summary: dict[str, Any]) -> bool:
+    """Whether a run's validation summary (``validate/summary.json``) stopped its data: the suite or the reference."""
+    return not summary.get("success") or (summary.get("reference") or {}).get("status") == "failed"
+
+
 def record_run(store: ArtifactStore, pipeline: str, run_key: str, info: dict[str, Any]) -> None:
     """Write the run's record once; a retried task keeps the first one."""
     key = layout.run_record(pipeline, run_key)

@@ -29,7 +29,8 @@ from mlpipe import layout
 from mlpipe.errors import ArtifactIntegrityError, ConfigError, SpecError
 from mlpipe.layout import MODEL_FILE
 from mlpipe.spec import ESTIMATORS, CandidateSpec, DistributionSpec, LoadedSpec, PipelineSpec
-from mlpipe.stages.features import build_preprocessor, read_split
+from mlpipe.stages.features import read_split
+from mlpipe.stages.preprocess import build_preprocessor
 from mlpipe.storage import ArtifactStore
 
 # Worker processes of one candidate's search (scikit-learn's n_jobs). 1 by default: candidates are
