@@ -117,6 +117,8 @@ class FeaturesBuildOperator(PipelineOperator):
     POLL_SECONDS = 2.0
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from mlpipe.errors import FeatureError
         from mlpipe.stages.features import build_features
 
@@ -146,9 +148,9 @@ class FeaturesBuildOperator(PipelineOperator):
         """Whether this run's validation failed, waiting (bounded) while it is still running beside this task."""
         import time
 
-        from mlpipe.stages.runs import VALIDATION_SUMMARY, read_json, run_prefix, validation_failed
+        from mlpipe.stages.runs import read_json, validation_failed
 
-        key = f"{run_prefix(self.pipeline, self.run_key(context))}/{VALIDATION_SUMMARY}"
+        key = layout.validation_summary(self.pipeline, self.run_key(context))
         deadline = time.monotonic() + self.VALIDATION_WAIT_SECONDS
         while True:
             summary = read_json(self.store, key)

@@ -24,6 +24,7 @@ from mlpipe.layout import HOLDOUT_FILE, TRAIN_FILE
 from mlpipe.spec import LoadedSpec, PipelineSpec
 from mlpipe.stages.extract import read_snapshot
 from mlpipe.storage import ArtifactStore
+
 # What moved to mlpipe.stages.preprocess, found here on first use (pickled models name the encoder here).
 _MOVED = ("DatePartsEncoder", "build_preprocessor", "MISSING_CATEGORY")
 
