@@ -188,6 +188,10 @@ class CandidateTrainOperator(PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.validation is not None and self.validation.get("success") is not True:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            # Not an error of mlpipe's to classify: the validation task already failed on it; this guard
+            # only keeps a cleared or hand-triggered training from using a split of invalid data.
             raise AirflowFailException(
                 f"DataValidationError: the snapshot of run {context['run_id']} did not pass validation "
                 f"(suite {self.validation.get('suite')!r}); nothing is trained on it"
