@@ -48,6 +48,8 @@ ORDER = [
     "evaluation",
     "runindex",
     "reuse",
+    "overhead",
+    "startup",
 ]
 
 
@@ -65,6 +67,8 @@ TITLES = {
     "gate_errors": "The gate's error rates on the demo year: point estimates vs paired bootstrap intervals",
     "runindex": "The Models view with 1,000 runs of one pipeline on S3 (moto): overview and pipeline page",
     "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
+    "overhead": "Overhead against the bare job: `airflow dags test flights_delay_train` vs bench/bare_job.py, paired",
+    "startup": "Per-task start-up under LocalExecutor and Celery (the whole year, native stack)",
 }
 
 
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "demo" and (result.get("exit_code") != 0 or result.get("run_state") != "success"):
             failed.append(name)
         if name == "stack" and {result["distributed"]["state"], result["dags_test"]["state"]} != {"success"}:
+            failed.append(name)
+        if name == "startup" and any(r["state"] != "success" for k, r in result.items() if k.endswith("Executor")):
             failed.append(name)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
