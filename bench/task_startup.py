@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import check_child, markdown_table, mib, out_dir, run_child
 from bench.demo_stages import STAGE_WORK, TASK_ORDER
-from bench.overhead import SINGLE_THREADED, dag_log_figures
+from bench.overhead import PYCACHE, SINGLE_THREADED, dag_log_figures
 from bench.stack import _airflow_stack, _run_bounds, _task_instances
 
 NAME = "startup"
@@ -166,13 +166,14 @@ def run(executors: tuple[str, ...] = EXECUTORS) -> dict[str, Any]:
     stacks = _airflow_stack()
     if reason := stacks.unreachable(redis=True):
         raise RuntimeError(f"the start-up benchmark needs PostgreSQL and Redis on loopback: {reason}")
+    # Bytecode cached as in bench/overhead.py (an empty PYTHONDONTWRITEBYTECODE is unset for Python).
+    pycache = str(out_dir() / PYCACHE)
+    settings = {**SINGLE_THREADED, "PYTHONPYCACHEPREFIX": pycache, "PYTHONDONTWRITEBYTECODE": ""}
     results: dict[str, Any] = {}
     for i, executor in enumerate(executors):
         with (
             tempfile.TemporaryDirectory(prefix="mlpipe-bench-startup-") as tmp,
-            stacks.celery_stack(
-                Path(tmp), seed_until=None, AIRFLOW__CORE__EXECUTOR=executor, **SINGLE_THREADED
-            ) as stack,
+            stacks.celery_stack(Path(tmp), seed_until=None, **settings, AIRFLOW__CORE__EXECUTOR=executor) as stack,
         ):
             started = time.time()
             run_id = stack.trigger(DAG_ID, conf={"fresh_training": True})
