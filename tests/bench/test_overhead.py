@@ -20,6 +20,7 @@ METRIC_TOLERANCE = 1e-9
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_bare_job_makes_the_dags_holdout_figures_at_a_bounded_cost(tmp_path: Path) -> None:
     from bench import overhead
 

@@ -27,7 +27,8 @@ from sklearn.utils import get_tags
 
 from mlpipe.errors import ArtifactIntegrityError, ConfigError, SpecError
 from mlpipe.spec import ESTIMATORS, CandidateSpec, DistributionSpec, LoadedSpec, PipelineSpec
-from mlpipe.stages.features import build_preprocessor, read_split
+from mlpipe.stages.features import read_split
+from mlpipe.stages.preprocess import build_preprocessor
 from mlpipe.storage import ArtifactStore
 
 MODEL_FILE = "model.joblib"
