@@ -13,8 +13,10 @@ RUN apt-get update \
 USER airflow
 COPY --chown=airflow:0 requirements.lock /tmp/requirements.lock
 # Same pins as `make setup`; Airflow itself is already at the locked version, so only the rest is added.
+# Compiled to bytecode here (uv does not by default): otherwise the first tasks of every new container
+# compile pandas, scikit-learn and GX from source (docs/benchmarks.md, section 17).
 RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
- && uv pip install --no-cache --python "$(command -v python)" -r /tmp/requirements.lock \
+ && uv pip install --no-cache --compile-bytecode --python "$(command -v python)" -r /tmp/requirements.lock \
  && rm /tmp/requirements.lock
 
 # Named volumes mounted here inherit these directories' owner (airflow, group 0, group-writable), so

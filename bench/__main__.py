@@ -49,6 +49,8 @@ ORDER = [
     "runindex",
     "reuse",
     "gx",
+    "overhead",
+    "startup",
 ]
 
 
@@ -68,6 +70,8 @@ TITLES = {
     "reuse": "Unchanged inputs: `airflow dags test flights_delay_train` three times on the same data",
     "reports": "Report rendering: the evaluation, drift and reference pages and the run summary of a small demo",
     "gx": "What GX costs validate_snapshot on the whole-year demo, before and after, and the same checks in pandas",
+    "overhead": "Overhead against the bare job: `airflow dags test flights_delay_train` vs bench/bare_job.py, paired",
+    "startup": "Per-task start-up under LocalExecutor and Celery (the whole year, native stack)",
 }
 
 
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "demo" and (result.get("exit_code") != 0 or result.get("run_state") != "success"):
             failed.append(name)
         if name == "stack" and {result["distributed"]["state"], result["dags_test"]["state"]} != {"success"}:
+            failed.append(name)
+        if name == "startup" and any(r["state"] != "success" for k, r in result.items() if k.endswith("Executor")):
             failed.append(name)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -9,6 +9,8 @@ imported inside the functions only, so DAG parsing stays cheap.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlpipe import config
 from mlpipe.assets import champion_event_extra
 from mlpipe.errors import MlpipeError, ParamsError, is_input_error
+
+# The task logs' line giving a task's start-up (bench/task_startup.py looks for it).
+STARTUP_LOG_MARK = "mlpipe operator start:"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -138,6 +143,23 @@ class PipelineOperator(BaseOperator):
         from mlpipe.layout import run_key
 
         return run_key(context["run_id"])
+
+    def pre_execute(self, context: Context) -> None:
+        """Log the task's start-up: how long after its process started the operator gets control.
+
+        Under LocalExecutor and Celery each task is a fresh process (forked by its supervisor); what it
+        does before execute() (the SDK's start-up, parsing the DAG file, Connections of the run) is paid
+        per task. docs/benchmarks.md section 18 reads this line from the task logs.
+        """
+        import psutil
+
+        self.log.info(
+            "%s %.3f s after the task process started (pid %d)",
+            STARTUP_LOG_MARK,
+            time.time() - psutil.Process().create_time(),
+            os.getpid(),
+        )
+        super().pre_execute(context)  # a pre_execute hook given to the operator still runs
 
     # What execute() returned, for the OpenLineage listener (set only by operators that report lineage).
     lineage_result: dict[str, Any] | None = None
