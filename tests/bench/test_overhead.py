@@ -107,7 +107,7 @@ def test_a_pipeline_operator_logs_its_start_up() -> None:
     from bench.task_startup import _startup
     from mlpipe.operators.training import FeaturesBuildOperator
 
-    op = FeaturesBuildOperator(task_id="build_features", pipeline="flights_delay", snapshot={}, validation={})
+    op = FeaturesBuildOperator(task_id="build_features", pipeline="flights_delay", snapshot={})
     with mock.patch.object(FeaturesBuildOperator, "log", new_callable=mock.PropertyMock) as log:
         op.pre_execute({})
     (call,) = log.return_value.info.call_args_list
