@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 
 from mlpipe import config
+from mlpipe.contracts import NewObjectsFound, NewRowsFound, new_data_from_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -75,19 +76,19 @@ class NewDataSensor(BaseSensorOperator):
         unit = describe(self.loaded.spec.source).unit
         return {"rows": watch.min_new_rows, "objects": watch.min_new_objects}[unit], unit
 
-    def _check(self) -> dict[str, Any]:
+    def _check(self) -> NewRowsFound | NewObjectsFound:
         from mlpipe.hooks.source import open_source
         from mlpipe.sources import reader_for
 
         mark = self._watermark()
         with open_source(self.loaded.spec.source) as handle:
-            return reader_for(self.loaded, handle).count_new(mark.value, mark.rows_at_value).as_dict()
+            return reader_for(self.loaded, handle).count_new(mark.value, mark.rows_at_value).found()
 
     def poke(self, context: Context) -> PokeReturnValue:
         found = self._check()
         need, unit = self._need()
-        self.log.info("%d new %s past watermark %s (need %d)", found[unit], unit, found["watermark_from"], need)
-        return PokeReturnValue(is_done=found[unit] >= need, xcom_value=found)
+        self.log.info("%d new %s past watermark %s (need %d)", found.count, unit, found.watermark_from, need)
+        return PokeReturnValue(is_done=found.count >= need, xcom_value=found.to_xcom())
 
     def _end_time(self) -> str:
         return (datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat()
@@ -144,4 +145,4 @@ class NewDataSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(message)
         if status != "found":
             raise AirflowException(f"watching {self.pipeline} failed: {event.get('message')}")
-        return {k: v for k, v in event.items() if k != "status"}
+        return new_data_from_xcom({k: v for k, v in event.items() if k != "status"}).to_xcom()

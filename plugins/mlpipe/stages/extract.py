@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlpipe.contracts import Snapshot
 from mlpipe.errors import ExtractError
 from mlpipe.sources import reader_for
 from mlpipe.sources.chunks import spec_column_types
@@ -26,21 +26,6 @@ from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
 
 SNAPSHOT_FILE = "snapshot.parquet"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    key: str
-    uri: str
-    sha256: str
-    rows: int
-    columns: list[str]
-    as_of: str
-    reused: bool
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def snapshot_key(pipeline: str, run_key: str) -> str:
@@ -211,7 +196,7 @@ def publish_snapshot(
         reused=False,
         seconds=round(time.perf_counter() - started, 3),
     )
-    manifest = {**snap.as_dict(), **({"source": source} if source else {})}
+    manifest = {**snap.to_xcom(), **({"source": source} if source else {})}
     store.put_bytes(_manifest_key(key), json.dumps(manifest, indent=2).encode())
     return snap
 

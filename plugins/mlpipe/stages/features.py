@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from mlpipe.contracts import FeatureSet
 from mlpipe.errors import FeatureError
 from mlpipe.spec import Encoding, LoadedSpec, PipelineSpec
 from mlpipe.stages.extract import read_snapshot
@@ -143,23 +143,6 @@ def build_preprocessor(spec: PipelineSpec, encoding: Encoding) -> ColumnTransfor
 
 
 # -- the split -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    train_key: str
-    train_sha256: str
-    train_rows: int
-    holdout_key: str
-    holdout_sha256: str
-    holdout_rows: int
-    columns: list[str]
-    split: str
-    label_counts: dict[str, int]
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def required_columns(spec: PipelineSpec) -> list[str]:
@@ -313,7 +296,7 @@ def build_features(
         label_counts=labels,
         seconds=round(time.perf_counter() - started, 3),
     )
-    store.put_bytes(f"{prefix}/manifest.json", json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(f"{prefix}/manifest.json", json.dumps(result.to_xcom(), indent=2).encode())
     return result
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mlpipe.stages.promote import champion_incident
+from mlpipe.contracts import champion_incident
 from mlpipe.storage import ArtifactStore
 
 if TYPE_CHECKING:
