@@ -662,7 +662,7 @@ def evaluate_candidates(
         who = f"champion v{champion.version}"
         # A candidate byte-identical to the champion (unchanged data and spec) answers for it, once
         # the champion's stored artifact is checked to be those bytes (a tampered one must fail).
-        twins = [c.name for c in spec.candidates if by_name[c.name]["model_sha256"] == champion.artifact_sha256]
+        twins = [c.name for c in spec.candidates if by_name[c.name].model_sha256 == champion.artifact_sha256]
         same = None
         try:
             try:
