@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -103,8 +103,8 @@ class Contract:
 
     @classmethod
     def from_xcom(cls, data: Any) -> Self:
-        """The contract from its XCom (or the contract itself); a missing or mistyped field raises
-        :class:`ContractError` naming the contract and the field."""
+        """The contract from its XCom (or the contract itself); a missing required field, a mistyped one
+        or an unknown one raises :class:`ContractError` naming the contract and the field."""
         if isinstance(data, cls):
             return data
         return _build_contract(cls, data, cls.__name__)
@@ -120,8 +120,8 @@ def _build_contract(cls: type[Contract], data: Any, where: str) -> Any:
     values = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
-            if f.metadata.get("omit_none"):
-                continue
+            if f.default is not MISSING or f.default_factory is not MISSING:
+                continue  # an optional field (its default)
             raise ContractError(f"XCom of {where}: field {f.name!r} is missing (it was {_show(data)})")
         values[f.name] = _build(data[f.name], hints[f.name], f"{where}.{f.name}")
     return cls(**values)

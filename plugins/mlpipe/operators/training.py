@@ -119,10 +119,11 @@ class FeaturesBuildOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlpipe.stages.features import build_features
 
+        loaded = self.loaded  # a spec removed since the DAG was parsed fails here, at once
         snapshot = Snapshot.from_xcom(self.snapshot)
         with fail_fast_on_user_errors():
             features = build_features(
-                self.loaded,
+                loaded,
                 self.store,
                 run_key=self.run_key(context),
                 snapshot_key=snapshot.key,
@@ -314,6 +315,7 @@ class ModelPromoteOperator(PipelineOperator):
 
         from mlpipe.stages.promote import lineage_of, promote_model
 
+        pipeline = self.loaded.spec.name  # a spec removed since the DAG was parsed fails here, at once
         info = run_info(context)
         verdict = Verdict.from_xcom(self.verdict)
         snapshot = Snapshot.from_xcom(self.snapshot)
@@ -340,15 +342,15 @@ class ModelPromoteOperator(PipelineOperator):
             # The verdict and this task's result are kept; the run fails so that someone looks.
             raise AirflowFailException(
                 f"ArtifactIntegrityError: champion artifact failed its integrity check: {incident}; restore it, "
-                f"roll back to another version ({self.loaded.spec.name}_rollback), or force the promotion"
+                f"roll back to another version ({pipeline}_rollback), or force the promotion"
             )
-        last = self.registry.champion_history(self.loaded.spec.name)[-1:] if result.version is not None else []
+        last = self.registry.champion_history(pipeline)[-1:] if result.version is not None else []
         if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
             raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")
         emit_champion_event(context, self.outlets, last[0])
         self.lineage_result = {
             **result.to_xcom(),
             "trained": [t.to_xcom() for t in trained],
-            "model": self.registry.get_version(self.loaded.spec.name, result.version),
+            "model": self.registry.get_version(pipeline, result.version),
         }
         return result.to_xcom()
