@@ -422,11 +422,8 @@ class TestFeaturesBuildOperator:
             path, index=False
         )
         art = store.put_file(f"{PIPELINE}/runs/manual__thin/extract/snapshot.parquet", path)
-        op = FeaturesBuildOperator(
-            task_id="build_features",
-            pipeline=PIPELINE,
-            snapshot=Snapshot(art.key, art.uri, art.sha256, 2, ["id", "time_hour", "carrier"], "x", False, 0.0).to_xcom(),
-        )
+        thin = Snapshot(art.key, art.uri, art.sha256, 2, ["id", "time_hour", "carrier"], "x", False, 0.0)
+        op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=thin.to_xcom())
         with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
             execute(op, make_context(run_id="manual__thin"))
         assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)

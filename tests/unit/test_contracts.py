@@ -34,7 +34,9 @@ from mlpipe.contracts import (
     new_data_from_xcom,
 )
 
-SNAPSHOT = Snapshot("p/runs/r/extract/snapshot.parquet", "file:///s", "a" * 64, 120, ["x", "y"], "2026-05-01", False, 1.5)
+SNAPSHOT = Snapshot(
+    "p/runs/r/extract/snapshot.parquet", "file:///s", "a" * 64, 120, ["x", "y"], "2026-05-01", False, 1.5
+)
 VERDICT = Verdict(
     pipeline="p",
     run_id="manual__1",
@@ -65,7 +67,9 @@ EVERY_CONTRACT = [
     SNAPSHOT,
     replace(SNAPSHOT, spec_sha256="b" * 64),
     FeatureSet("t", "1" * 64, 90, "h", "2" * 64, 30, ["x"], "random", {"0": 60, "1": 30}, 0.2),
-    TrainedCandidate("logreg", "sklearn.linear_model.LogisticRegression", {"C": 1.0}, "k", "file:///k", "3" * 64, 90, 0.4),
+    TrainedCandidate(
+        "logreg", "sklearn.linear_model.LogisticRegression", {"C": 1.0}, "k", "file:///k", "3" * 64, 90, 0.4
+    ),
     TrainedCandidate("f", "e", {}, "k", "u", "4" * 64, 90, 0.0, {"method": "grid", "best_params": {"depth": 3}}),
     VERDICT,
     replace(VERDICT, reused_from="manual__0", force_reason="the floor is too strict"),
@@ -73,9 +77,15 @@ EVERY_CONTRACT = [
     Approval(asked=True, approved=True, by="ann", reason="fine", responded_at="2026-05-01T10:00:00+00:00"),
     PromotionResult(True, 4, 3, "promote", "p v4 replaces champion v3", "file:///m"),
     PromotionResult(False, None, 3, "skipped", "not blessed"),
-    NewRowsFound(rows=25, watermark_from='"2013-01-01"', at_watermark_from=None, watermark_to='"2013-01-02"', at_watermark_to=3),
-    NewObjectsFound(objects=2, watermark_from=None, watermark_to='{"datetime": "2026-05-01T00:00:00"}', newest_key="a.csv"),
-    DriftCheck("p", "drift", True, True, "2013-03-01", "2013-04-01", 900, 3, 0.4, 0.3, {"roc_auc": 0.6}, ["psi"], "u", 1.0),
+    NewRowsFound(
+        rows=25, watermark_from='"2013-01-01"', at_watermark_from=None, watermark_to='"2013-01-02"', at_watermark_to=3
+    ),
+    NewObjectsFound(
+        objects=2, watermark_from=None, watermark_to='{"datetime": "2026-05-01T00:00:00"}', newest_key="a.csv"
+    ),
+    DriftCheck(
+        "p", "drift", True, True, "2013-03-01", "2013-04-01", 900, 3, 0.4, 0.3, {"roc_auc": 0.6}, ["psi"], "u", 1.0
+    ),
     ScoreResult("p", "r", "scored", 3, "2026-05-01", 100, 90, 5, 5, {"null distance": 5}, "table", 2.0, {"read": 0.5}),
 ]
 
@@ -178,7 +188,15 @@ class TestJsonSafe:
                 "na": pd.NA,
             }
         )
-        assert out == {"i": 3, "f": 0.5, "b": True, "arr": [1, 2], "ts": "2026-05-01T10:00:00+00:00", "nat": None, "na": None}
+        assert out == {
+            "i": 3,
+            "f": 0.5,
+            "b": True,
+            "arr": [1, 2],
+            "ts": "2026-05-01T10:00:00+00:00",
+            "nat": None,
+            "na": None,
+        }
         assert [type(out[k]) for k in ("i", "f", "b")] == [int, float, bool]
 
     def test_dates_paths_and_others_become_text_or_numbers(self) -> None:

@@ -12,21 +12,20 @@ import joblib
 import pytest
 from sklearn.pipeline import Pipeline
 
-from mlpipe.contracts import Snapshot
+from mlpipe.contracts import FeatureSet, PromotionResult, Snapshot, TrainedCandidate, Verdict
 from mlpipe.errors import ArtifactIntegrityError, ChampionChangedError, RegistryError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec
-from mlpipe.stages.evaluate import Verdict, evaluate_candidates, judge, load_verdict
-from mlpipe.stages.features import FeatureSet, build_features, read_split
+from mlpipe.stages.evaluate import evaluate_candidates, judge, load_verdict
+from mlpipe.stages.features import build_features, read_split
 from mlpipe.stages.promote import (
     PromotionError,
-    PromotionResult,
     approval_answer,
     lineage_of,
     promote_model,
     result_key,
 )
-from mlpipe.stages.train import TrainedCandidate, load_model, train_candidate
+from mlpipe.stages.train import load_model, train_candidate
 from mlpipe.storage import LocalStore, run_key
 
 TASK_SPECS: dict[str, dict[str, Any]] = {
