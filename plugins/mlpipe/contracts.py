@@ -8,7 +8,8 @@ returns (the shape the UI, the run summary and the notifications read), and ``fr
 rebuilds it in the task that pulls it, checking every field: an XCom lacking a field, or holding
 one of the wrong type, raises :class:`ContractError` naming the contract and the field.
 
-Stdlib only: the DAG files import this module (through the operators) at parse time.
+Standard library only: every task and the triggerer import it (json_safe knows numpy and pandas values
+without importing them); the adapters import it inside ``execute()``, so DAG parsing never does.
 """
 
 from __future__ import annotations

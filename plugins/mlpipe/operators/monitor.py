@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlpipe.contracts import DriftCheck
 from mlpipe.operators.base import PipelineOperator, fail_fast_on_user_errors
 from mlpipe.operators.links import DriftReportLink
 
@@ -58,6 +57,8 @@ class DriftAnnounceOperator(PipelineOperator):
         self.check = check
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import DriftCheck
+
         check = DriftCheck.from_xcom(self.check)
         if not check.emit:
             why = "already announced for this window" if check.breach else f"verdict {check.verdict}"

@@ -12,7 +12,6 @@ emits the pipeline's champion asset event, whose extra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlpipe.contracts import Verdict
 from mlpipe.operators.base import (
     PipelineOperator,
     actor_of,
@@ -32,6 +30,7 @@ from mlpipe.operators.base import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import Verdict
     from mlpipe.spec import PipelineSpec
 
 
@@ -142,6 +141,7 @@ class PromotionApproveOperator(ApprovalOperator):
         self.verdict = verdict
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import Verdict
         from mlpipe.stages.promote import approval_answer
 
         verdict = Verdict.from_xcom(self.verdict)
@@ -152,6 +152,8 @@ class PromotionApproveOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import replace
+
         from mlpipe.stages.promote import approval_answer
 
         # The base class validates the response; ApprovalOperator's own would skip promote_model.

@@ -9,13 +9,11 @@ inside ``execute()`` only, so DAG parsing stays cheap.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe import config
-from mlpipe.contracts import Approval, FeatureSet, Snapshot, TrainedCandidate, Verdict, champion_incident
 from mlpipe.operators.base import (
     PipelineOperator,
     actor_of,
@@ -31,6 +29,8 @@ from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVers
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import TrainedCandidate
+
 
 class SnapshotExtractOperator(PipelineOperator):
     """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
@@ -42,6 +42,7 @@ class SnapshotExtractOperator(PipelineOperator):
         self.source_conn_id = source_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from dataclasses import replace
         from datetime import datetime
 
         from mlpipe.hooks.source import open_source
@@ -87,6 +88,7 @@ class SnapshotValidateOperator(PipelineOperator):
         self.snapshot = snapshot
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import Snapshot
         from mlpipe.stages.validate import validate_snapshot
 
         # The reference is the champion's training snapshot (none on a first run).
@@ -117,6 +119,7 @@ class FeaturesBuildOperator(PipelineOperator):
         self.validation = validation
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import Snapshot
         from mlpipe.stages.features import build_features
 
         loaded = self.loaded  # a spec removed since the DAG was parsed fails here, at once
@@ -150,6 +153,7 @@ class CandidateTrainOperator(PipelineOperator):
         reused = self._reuse(context)
         if reused is not None:
             return reused.to_xcom()
+        from mlpipe.contracts import FeatureSet
         from mlpipe.stages.train import train_candidate
 
         features = FeatureSet.from_xcom(self.features)
@@ -233,6 +237,9 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.trained = trained
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from mlpipe.contracts import FeatureSet, TrainedCandidate
         from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
@@ -313,6 +320,7 @@ class ModelPromoteOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from mlpipe.contracts import Approval, FeatureSet, Snapshot, TrainedCandidate, Verdict, champion_incident
         from mlpipe.stages.promote import lineage_of, promote_model
 
         pipeline = self.loaded.spec.name  # a spec removed since the DAG was parsed fails here, at once

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlpipe.contracts import NewObjectsFound, new_data_from_xcom
 from mlpipe.operators.base import PipelineOperator
 
 if TYPE_CHECKING:
@@ -31,6 +30,7 @@ class NewDataPublishOperator(PipelineOperator):
         self.found = found
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import NewObjectsFound, new_data_from_xcom
         from mlpipe.registry import decode_watermark
 
         pipeline = self.loaded.spec.name

@@ -11,11 +11,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 
 from mlpipe import config
-from mlpipe.contracts import NewObjectsFound, NewRowsFound, new_data_from_xcom
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import NewObjectsFound, NewRowsFound
     from mlpipe.registry import Watermark
     from mlpipe.spec import LoadedSpec
 
@@ -136,6 +136,8 @@ class NewDataSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from mlpipe.contracts import new_data_from_xcom
+
         status = event.get("status")
         if status == "timeout":
             need, unit = self._need()

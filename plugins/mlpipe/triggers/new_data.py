@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from mlpipe.contracts import NewObjectsFound, NewRowsFound
+if TYPE_CHECKING:
+    from mlpipe.contracts import NewObjectsFound, NewRowsFound
 
 
 class SourcePollTrigger(BaseTrigger):
