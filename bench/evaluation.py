@@ -153,7 +153,7 @@ def _child(result_file: Path, rows: int) -> None:
                 candidate=c.name,
                 train_key=feats.train_key,
                 train_sha256=feats.train_sha256,
-            ).as_dict()
+            )
             for c in spec.candidates
         ]
         runs = []
@@ -187,15 +187,15 @@ def _child(result_file: Path, rows: int) -> None:
             # The champion: the same model stored again with other compression, so its artifact
             # differs from the candidate's (as an earlier run's model would) and it is loaded and
             # scored on its own, not answered by the byte-identical candidate.
-            joblib.dump(joblib.load(store.path(t["model_key"])), root / "champion.joblib", compress=1)
+            joblib.dump(joblib.load(store.path(t.model_key)), root / "champion.joblib", compress=1)
             artifact = store.put_file(f"{spec.name}/models/champion.joblib", root / "champion.joblib")
             champion = ModelVersion(
                 pipeline=spec.name,
                 version=1,
                 run_id="bench_0",
                 candidate="hgb",
-                estimator=t["estimator"],
-                params=t["params"],
+                estimator=t.estimator,
+                params=t.params,
                 metrics=verdict.candidates["hgb"],
                 data_sha256=snap.sha256,
                 data_rows=rows,
@@ -210,7 +210,7 @@ def _child(result_file: Path, rows: int) -> None:
         "holdout_rows": feats.holdout_rows,
         "raw_columns": len(spec.features.columns),
         "classes": CLASSES,
-        "training_seconds": sum(t["fit_seconds"] for t in trained),
+        "training_seconds": sum(t.fit_seconds for t in trained),
         "runs": runs,
         "log": lines,
     }
@@ -292,6 +292,7 @@ def _demo_again(home: Path, result_file: Path) -> None:
     os.environ["MLPIPE_HOME"] = str(home)
     from bench.score import PIPELINE, TRAIN_RUN_ID
     from mlpipe import config, layout
+    from mlpipe.contracts import TrainedCandidate
     from mlpipe.registry import Registry
     from mlpipe.spec import find_spec
     from mlpipe.stages.evaluate import evaluate_candidates
@@ -311,7 +312,8 @@ def _demo_again(home: Path, result_file: Path) -> None:
     registry = Registry.from_url(config.default_registry_url())
     feats = json.loads(store.get_bytes(layout.features_manifest(PIPELINE, key)))
     trained = [
-        json.loads(store.get_bytes(layout.candidate_result(PIPELINE, key, c.name))) for c in loaded.spec.candidates
+        TrainedCandidate.from_xcom(json.loads(store.get_bytes(layout.candidate_result(PIPELINE, key, c.name))))
+        for c in loaded.spec.candidates
     ]
     started = time.perf_counter()
     verdict = evaluate_candidates(
@@ -329,7 +331,7 @@ def _demo_again(home: Path, result_file: Path) -> None:
         "seconds": round(time.perf_counter() - started, 2),
         "champion_status": verdict.champion_status,
         "holdout_rows": feats["holdout_rows"],
-        "training_seconds": sum(t["fit_seconds"] for t in trained),
+        "training_seconds": sum(t.fit_seconds for t in trained),
         "metrics": verdict.candidates,
         "log": lines,
     }

@@ -206,7 +206,7 @@ def _train(home: Path, result_file: Path) -> None:
     trained = [
         train_candidate(
             loaded, store, run_key=key, candidate=c.name, train_key=feats.train_key, train_sha256=feats.train_sha256
-        ).as_dict()
+        )
         for c in loaded.spec.candidates
     ]
     verdict = evaluate_candidates(
@@ -223,13 +223,13 @@ def _train(home: Path, result_file: Path) -> None:
     promoted = promote_model(
         registry,
         store,
-        verdict=verdict.as_dict(),
+        verdict=verdict,
         trained=trained,
-        snapshot=snap.as_dict(),
+        snapshot=snap,
         spec_sha256=loaded.sha256(),
         code_version="bench",
         run_id=TRAIN_RUN_ID,
-        lineage=lineage_of(snap.as_dict(), feats.as_dict(), {"trigger": "bench"}),
+        lineage=lineage_of(snap, feats, {"trigger": "bench"}),
         actor="bench",
     )
     champion = registry.champion(PIPELINE)
@@ -280,7 +280,7 @@ def _child(args: argparse.Namespace) -> None:
             run_key=f"bench-{work.name}-{i}",
             as_of=datetime.fromisoformat(AS_OF),
         )
-        window = result.as_dict()
+        window = result.to_xcom()
         window["seconds"] = round(time.perf_counter() - started, 3)
         done.append(window)
     out: dict[str, Any] = {

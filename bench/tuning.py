@@ -284,7 +284,7 @@ def _prepare(home: Path, out: Path) -> None:
     )
     engine.dispose()
     feats = build_features(loaded, store, run_key=key, snapshot_key=snap.key, snapshot_sha256=snap.sha256)
-    out.write_text(json.dumps(feats.as_dict()))
+    out.write_text(json.dumps(feats.to_xcom()))
 
 
 def _train(home: Path, run: str, candidates: list[str]) -> None:

@@ -19,6 +19,18 @@ def _park(ready: Path) -> None:
     time.sleep(600)
 
 
+def promote_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """promote_model's arguments from the state file: the contracts rebuilt from their XCom form."""
+    from mlpipe.contracts import Snapshot, TrainedCandidate, Verdict
+
+    return {
+        **kwargs,
+        "verdict": Verdict.from_xcom(kwargs["verdict"]),
+        "trained": [TrainedCandidate.from_xcom(t) for t in kwargs["trained"]],
+        "snapshot": Snapshot.from_xcom(kwargs["snapshot"]),
+    }
+
+
 def main(phase: str, state_file: Path, ready: Path) -> None:
     from mlpipe import config
     from mlpipe.registry import Registry
@@ -28,6 +40,7 @@ def main(phase: str, state_file: Path, ready: Path) -> None:
     from mlpipe.storage import LocalStore
 
     state: dict[str, Any] = json.loads(state_file.read_text())
+    state["promote_kwargs"] = promote_args(state["promote_kwargs"])
     store = LocalStore(config.default_store_root())
     if phase == "train":
         real_replace = os.replace

@@ -72,7 +72,7 @@ def _evaluated(mlpipe_home: Path, flights_frame: Any) -> dict[str, Any]:
     trained = [
         train_candidate(
             loaded, store, run_key=key, candidate=c.name, train_key=feats.train_key, train_sha256=feats.train_sha256
-        ).as_dict()
+        )
         for c in loaded.spec.candidates
     ]
     verdict = evaluate_candidates(
@@ -85,12 +85,12 @@ def _evaluated(mlpipe_home: Path, flights_frame: Any) -> dict[str, Any]:
         trained=trained,
         champion=None,
         champion_seq=0,
-    ).as_dict()
-    assert verdict["blessed"], verdict["reasons"]
+    )
+    assert verdict.blessed, verdict.reasons
     promote_kwargs = {
         "verdict": verdict,
         "trained": trained,
-        "snapshot": snap.as_dict(),
+        "snapshot": snap,
         "spec_sha256": loaded.sha256(),
         "code_version": "test",
         "run_id": RUN_ID,
@@ -100,7 +100,7 @@ def _evaluated(mlpipe_home: Path, flights_frame: Any) -> dict[str, Any]:
     return {
         "pipeline": "flights_delay",
         "run_key": key,
-        "features": feats.as_dict(),
+        "features": feats,
         "trained": trained,
         "promote_kwargs": promote_kwargs,
         "store": store,
@@ -112,7 +112,9 @@ def run_and_kill(phase: str, state: dict[str, Any], tmp: Path) -> None:
     """Start the worker, wait until it parks at its kill point, SIGKILL it."""
     state_file, ready = tmp / f"{phase}.json", tmp / f"{phase}.ready"
     serialisable = {k: v for k, v in state.items() if k not in {"store", "registry", "home"}}
-    state_file.write_text(json.dumps(serialisable))
+    from mlpipe.contracts import json_safe
+
+    state_file.write_text(json.dumps(json_safe(serialisable)))  # the contracts as their XCom
     proc = subprocess.Popen([sys.executable, str(WORKER), phase, str(state_file), str(ready)], env=os.environ.copy())
     try:
         deadline = time.monotonic() + 120
@@ -149,8 +151,8 @@ def test_training_killed_while_publishing_the_model_then_retried(prepared, tmp_p
         store,
         run_key=state["run_key"],
         candidate="hgb",
-        train_key=feats["train_key"],
-        train_sha256=feats["train_sha256"],
+        train_key=feats.train_key,
+        train_sha256=feats.train_sha256,
     )
     assert sorted(store.list(prefix)) == [f"{prefix}/model.joblib", f"{prefix}/result.json"]
     assert sorted(p.name for p in store.path(prefix).iterdir()) == ["model.joblib", "result.json"], "no litter"

@@ -125,6 +125,6 @@ def test_the_fresh_training_param_trains_afresh(home: Path) -> None:
     fresh = {"run_id": new_run, "params": {"fresh_training": True}}
     assert op._reuse(fresh) is None, "the Param asks for a training: nothing reused"
     reused = op._reuse({"run_id": new_run, "params": {}})
-    assert reused is not None and reused["fit_seconds"] == 0.0
-    assert reused["model_key"].startswith(f"{PIPELINE}/runs/{run_key(new_run)}/train/forest/")
+    assert reused is not None and reused.fit_seconds == 0.0
+    assert reused.model_key.startswith(f"{PIPELINE}/runs/{run_key(new_run)}/train/forest/")
     registry.dispose()

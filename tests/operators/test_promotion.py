@@ -15,19 +15,26 @@ import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from mlpipe.contracts import Verdict
 from mlpipe.errors import ParamsError, RegistryError
 from mlpipe.operators.promotion import ChampionRollbackOperator, PromotionApproveOperator, verdict_summary
 
+# The XCom of evaluate_candidates (mlpipe.contracts.Verdict.to_xcom()).
 VERDICT: dict[str, Any] = {
     "pipeline": "wine",
+    "run_id": "manual__r",
     "blessed": False,
     "decision": "reject",
     "best_candidate": "forest",
     "primary_metric": "f1_macro",
     "candidates": {"forest": {"f1_macro": 0.97, "accuracy": 0.97}, "logreg": {"f1_macro": 0.95, "accuracy": 0.95}},
     "champion_version": 3,
+    "champion_seq": 3,
     "champion_metrics": {"f1_macro": 0.97, "accuracy": 0.96},
+    "champion_status": "scored",
+    "rules": [],
     "reasons": ["forest f1_macro=0.9700 vs champion v3 0.9700: gain +0.0000, needed > 0 and >= 0.005"],
+    "holdout_rows": 36,
     "report_uri": "file:///store/wine/runs/r/evaluate/report/index.html",
 }
 
@@ -60,7 +67,8 @@ class TestPromotionApproveOperator:
             asked["body"] = self.body
 
         monkeypatch.setattr(ApprovalOperator, "execute", ask)
-        operator().execute(context(force_promotion=True, force_reason="v3 is biased"))
+        # The evaluation task put the run's force_reason (its Params, checked once) in the verdict.
+        operator(force_reason="v3 is biased").execute(context(force_promotion=True, force_reason="v3 is biased"))
         body = asked["body"]
         assert "**Forced** by the run although not blessed: v3 is biased" in body
         assert "| candidate `forest` | 0.9700 | 0.9700 |" in body and "| champion v3 | 0.9700 | 0.9600 |" in body
@@ -91,7 +99,9 @@ class TestPromotionApproveOperator:
             operator().execute_complete({}, event)
 
     def test_summary_of_a_first_model(self) -> None:
-        text = verdict_summary({**VERDICT, "blessed": True, "champion_version": None, "champion_metrics": None}, None)
+        text = verdict_summary(
+            Verdict.from_xcom({**VERDICT, "blessed": True, "champion_version": None, "champion_metrics": None})
+        )
         assert "No champion yet: this would be the first." in text and "Forced" not in text
 
 

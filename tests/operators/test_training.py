@@ -24,9 +24,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
 from mlpipe import layout
+from mlpipe.contracts import Snapshot
 from mlpipe.demo import write_flights_sqlite
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError
-from mlpipe.operators.base import materialize, run_info
+from mlpipe.operators.base import materialize, run_info, train_params
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
     CandidateTrainOperator,
@@ -235,7 +236,8 @@ class TestSnapshotExtractOperator:
         self, snapshot: dict[str, Any], flights: SimpleNamespace, context: dict[str, Any]
     ) -> None:
         assert_json_xcom(snapshot)
-        assert set(snapshot) == {"key", "uri", "sha256", "rows", "columns", "as_of", "reused", "seconds"}
+        assert set(snapshot) == {"key", "uri", "sha256", "rows", "columns", "as_of", "reused", "seconds", "spec_sha256"}
+        assert snapshot["spec_sha256"] == find_spec(PIPELINE).sha256()  # carried to promotion, not hashed again
         key = layout.snapshot_key(PIPELINE, run_key(RUN_ID))
         path = flights.home / "artifacts" / key
         assert snapshot["key"] == key
@@ -422,9 +424,8 @@ class TestFeaturesBuildOperator:
             path, index=False
         )
         art = store.put_file(f"{PIPELINE}/runs/manual__thin/extract/snapshot.parquet", path)
-        op = FeaturesBuildOperator(
-            task_id="build_features", pipeline=PIPELINE, snapshot={"key": art.key, "sha256": art.sha256}
-        )
+        thin = Snapshot(art.key, art.uri, art.sha256, 2, ["id", "time_hour", "carrier"], "x", False, 0.0)
+        op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=thin.to_xcom())
         with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
             execute(op, make_context(run_id="manual__thin"))
         assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)
@@ -750,6 +751,10 @@ class TestPromotionByHand:
             champion_seq=registry.champion_seq(PIPELINE),
             champion_version=registry.champion(PIPELINE).version,
         )
+        # The evaluation task checks the run's Params once and carries force_reason in the verdict.
+        force_reason = train_params(params, find_spec(PIPELINE).spec).force_reason
+        if force_reason is not None:
+            changed["force_reason"] = force_reason
         context = make_context(run_id=run_id, run_type=DagRunType.MANUAL)
         context["dag_run"].triggering_user_name = "alice"
         context["params"] = params or {}

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe import layout
+from mlpipe.contracts import PromotionResult
 from mlpipe.registry import ChampionEvent, ModelVersion, Registry, champion_log
 from mlpipe.spec import LoadedSpec
 from mlpipe.stages.evaluate import better, judge, verdict_key
-from mlpipe.stages.promote import PromotionResult, result_key
+from mlpipe.stages.promote import result_key
 from mlpipe.stages.runs import record_run, run_prefix
 from mlpipe.stages.uncertainty import Interval, PairedUncertainty
 from mlpipe.storage import LocalStore, run_key
@@ -138,7 +139,7 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
             champion_error=None,
             holdout_rows=200,
             uncertainty=_intervals(spec, scores, champion_metrics),
-        ).as_dict()
+        ).to_xcom()
         if run.trigger == "drift":
             report = f"{run_prefix(PIPELINE, run.key)}/evaluate/report"
             store.put_bytes(f"{report}/roc.png", tiny_png(rgb=(30, 90, 200)))
@@ -190,7 +191,7 @@ def build_history(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
             )
             seq, champion, versions[number] = event.seq, new, new
             result = PromotionResult(True, number, event.previous_version, action, f"v{number} is champion")
-        store.put_bytes(result_key(PIPELINE, run.run_id), json.dumps(result.as_dict()).encode())
+        store.put_bytes(result_key(PIPELINE, run.run_id), json.dumps(result.to_xcom()).encode())
 
     rollback_at = START + timedelta(days=4, hours=7)
     # A rollback DAG's run: its record sits with the training runs' but is not one of them.

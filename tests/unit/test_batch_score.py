@@ -98,7 +98,7 @@ class Scoring:
             run_id=f"scheduled__{run_key}",
             run_key=run_key,
             as_of=as_of,
-        ).as_dict()
+        ).to_xcom()
 
     def predictions(self) -> pd.DataFrame:
         return self._read("predictions")

@@ -135,7 +135,7 @@ class TestSliceRules:
         assert (by_value["b"]["judged"], by_value["b"]["passed"]) == (True, False)
         assert (by_value["a"]["passed"], by_value["c"]["passed"]) == (True, True)
         assert by_value["a"]["worsening"] == pytest.approx(-0.01)  # better: negative worsening
-        assert v.as_dict()["slices"][0] == {
+        assert v.to_xcom()["slices"][0] == {
             "column": "cat", "value": "a", "rows": 500, "metric": "roc_auc", "candidate": 0.80, "champion": 0.79,
             "worsening": pytest.approx(-0.01), "judged": True, "passed": True, "note": "",
         }  # fmt: skip
@@ -185,7 +185,7 @@ class TestSliceRules:
         b, c = v.slices[1], v.slices[2]
         assert (b["judged"], b["worsening"], b["note"]) == (False, None, "undefined, not judged")
         assert (c["judged"], c["note"]) == (False, "too small (< 100 rows), not judged")
-        assert v.as_dict()["slices"][1]["candidate"] is None  # NaN is not JSON
+        assert v.to_xcom()["slices"][1]["candidate"] is None  # NaN is not JSON
 
     def test_a_terrible_slice_too_small_to_judge_does_not_fail(self) -> None:
         v = judged(spec_with(slices=[SLICE]), [measure(("a", 500, 0.80, 0.79), ("tiny", 49, 0.10, 0.99))])

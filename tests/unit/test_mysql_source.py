@@ -180,7 +180,7 @@ class TestWatchCount:
         stored = decode_watermark(encode_watermark(_value_at(engine, column, 1999)))
         later = count_new_rows(engine, table="flights", column=column, watermark=stored, at_watermark=1)
         assert later.rows == ROWS - 2000
-        assert decode_watermark(later.as_dict()["watermark_to"]) == everything.watermark_to
+        assert decode_watermark(later.found().watermark_to) == everything.watermark_to
         assert later.at_watermark_to == 1
         nothing = count_new_rows(
             engine, table="flights", column=column, watermark=later.watermark_to, at_watermark=later.at_watermark_to

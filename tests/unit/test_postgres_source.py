@@ -189,7 +189,7 @@ class TestWatchCount:
         # Every value is unique here: announcing up to row 1999 announced its one row at that value.
         later = count_new_rows(engine, table="flights", column=column, watermark=stored, at_watermark=1)
         assert later.rows == ROWS - 2000
-        assert decode_watermark(later.as_dict()["watermark_to"]) == everything.watermark_to
+        assert decode_watermark(later.found().watermark_to) == everything.watermark_to
         assert later.at_watermark_to == 1
         nothing = count_new_rows(
             engine, table="flights", column=column, watermark=later.watermark_to, at_watermark=later.at_watermark_to

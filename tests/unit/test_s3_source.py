@@ -331,7 +331,7 @@ class TestWatch:
 
         assert first.objects == 6
         assert first.newest_key.startswith(f"s3://{bucket}/{PREFIX}date=")
-        mark = decode_watermark(first.as_dict()["watermark_to"])
+        mark = decode_watermark(first.found().watermark_to)
         assert count_new_objects(client, source, watermark=mark).objects == 0
         put(client, bucket, f"{PREFIX}date=2013-02-01/part.parquet", parquet_bytes(make_frame("binary", n=10)))
         later = count_new_objects(client, source, watermark=mark)

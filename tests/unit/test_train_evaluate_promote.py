@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,20 +13,20 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from mlpipe import layout
+from mlpipe.contracts import FeatureSet, PromotionResult, Snapshot, TrainedCandidate, Verdict
 from mlpipe.errors import ArtifactIntegrityError, ChampionChangedError, RegistryError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import LoadedSpec, PipelineSpec, load_spec
-from mlpipe.stages.evaluate import Verdict, evaluate_candidates, judge, load_verdict
-from mlpipe.stages.features import FeatureSet, build_features, read_split
+from mlpipe.stages.evaluate import evaluate_candidates, judge, load_verdict
+from mlpipe.stages.features import build_features, read_split
 from mlpipe.stages.promote import (
     PromotionError,
-    PromotionResult,
     approval_answer,
     lineage_of,
     promote_model,
     result_key,
 )
-from mlpipe.stages.train import TrainedCandidate, load_model, train_candidate
+from mlpipe.stages.train import load_model, train_candidate
 from mlpipe.storage import LocalStore, run_key
 
 TASK_SPECS: dict[str, dict[str, Any]] = {
@@ -54,13 +54,13 @@ TASK_SPECS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Run:
-    """What one training run produced, stage by stage, as the operators pass it on (plain dicts)."""
+    """What one training run produced, stage by stage, as the operators pass it on (contracts)."""
 
     run_id: str
     key: str
-    snapshot: dict[str, Any]
+    snapshot: Snapshot
     features: FeatureSet
-    trained: list[dict[str, Any]]
+    trained: list[TrainedCandidate]
     verdict: Verdict
 
 
@@ -79,7 +79,7 @@ class Pipe:
         path = self.tmp / f"{key}.parquet"
         self.frame.to_parquet(path, index=False)
         art = self.store.put_file(layout.snapshot_key(self.name, key), path)
-        snapshot = {"key": art.key, "uri": art.uri, "sha256": art.sha256, "rows": len(self.frame), "as_of": "x"}
+        snapshot = Snapshot(art.key, art.uri, art.sha256, len(self.frame), list(self.frame.columns), "x", False, 0.0)
         features = build_features(
             self.loaded, self.store, run_key=key, snapshot_key=art.key, snapshot_sha256=art.sha256
         )
@@ -91,7 +91,7 @@ class Pipe:
                 candidate=c.name,
                 train_key=features.train_key,
                 train_sha256=features.train_sha256,
-            ).as_dict()
+            )
             for c in self.loaded.spec.candidates
         ]
         seq = self.registry.champion_seq(self.name)
@@ -108,17 +108,19 @@ class Pipe:
         )
         return Run(run_id, key, snapshot, features, trained, verdict)
 
-    def promote(self, run: Run, verdict: dict[str, Any] | None = None, **by_hand: Any) -> PromotionResult:
+    def promote(
+        self, run: Run, verdict: Verdict | None = None, force_reason: str | None = None, **by_hand: Any
+    ) -> PromotionResult:
         return promote_model(
             self.registry,
             self.store,
-            verdict=verdict or run.verdict.as_dict(),
+            verdict=replace(verdict or run.verdict, force_reason=force_reason),
             trained=run.trained,
             snapshot=run.snapshot,
             spec_sha256=self.loaded.sha256(),
             code_version="test",
             run_id=run.run_id,
-            lineage=lineage_of(run.snapshot, run.features.as_dict(), {"kind": "manual"}),
+            lineage=lineage_of(run.snapshot, run.features, {"kind": "manual"}),
             actor="tests",
             **by_hand,
         )
@@ -170,7 +172,7 @@ def test_each_task_type_end_to_end(make_pipe, task: str) -> None:
     champion = pipe.registry.champion(pipe.name)
     assert champion.version == 1 and champion.run_id == first.run_id
     assert champion.candidate == v.best_candidate
-    assert champion.data_sha256 == first.snapshot["sha256"]
+    assert champion.data_sha256 == first.snapshot.sha256
     assert champion.lineage["features"]["train_rows"] == first.features.train_rows
     assert pipe.model_files() == [f"{pipe.name}/models/v1/{first.key}/model.joblib"]
     model = load_model(pipe.store, champion.artifact_key, champion.artifact_sha256)
@@ -196,7 +198,7 @@ class TestTrain:
     def test_model_is_a_pipeline_verified_on_load(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")
-        t = TrainedCandidate(**run.trained[0])
+        t = run.trained[0]
 
         model = load_model(pipe.store, t.model_key, t.model_sha256)
 
@@ -222,37 +224,37 @@ class TestTrain:
         pipe = make_pipe()
         run = pipe.run("manual__a")
         first = run.trained[1]
-        model_path = pipe.store.path(first["model_key"])
+        model_path = pipe.store.path(first.model_key)
         stamp = model_path.stat().st_mtime_ns
 
         again = train_candidate(
             pipe.loaded,
             pipe.store,
             run_key=run.key,
-            candidate=first["candidate"],
+            candidate=first.candidate,
             train_key=run.features.train_key,
             train_sha256=run.features.train_sha256,
         )
 
-        assert again.as_dict() == first
+        assert again == first
         assert model_path.stat().st_mtime_ns == stamp
 
     def test_a_damaged_result_is_refitted(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")
         first = run.trained[0]
-        pipe.store.put_bytes(first["model_key"], b"damaged")
+        pipe.store.put_bytes(first.model_key, b"damaged")
 
         again = train_candidate(
             pipe.loaded,
             pipe.store,
             run_key=run.key,
-            candidate=first["candidate"],
+            candidate=first.candidate,
             train_key=run.features.train_key,
             train_sha256=run.features.train_sha256,
         )
 
-        assert again.model_sha256 == pipe.store.sha256(first["model_key"])
+        assert again.model_sha256 == pipe.store.sha256(first.model_key)
         assert isinstance(load_model(pipe.store, again.model_key, again.model_sha256), Pipeline)
 
 
@@ -422,7 +424,7 @@ class TestJudge:
         v = verdict_of(spec, {"logreg": binary_scores(math.nan), "hgb": binary_scores(math.nan)}, champion=False)
 
         assert (v.blessed, v.best_candidate) == (False, None)
-        assert v.as_dict()["candidates"]["logreg"]["roc_auc"] is None  # NaN is not JSON
+        assert v.to_xcom()["candidates"]["logreg"]["roc_auc"] is None  # NaN is not JSON
 
     def test_an_undefined_candidate_is_skipped_and_ties_go_to_the_first_listed(self, make_spec) -> None:
         spec = gate_spec(make_spec)
@@ -502,7 +504,7 @@ class TestPromote:
     def test_nothing_happens_when_not_blessed(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")
-        verdict = {**run.verdict.as_dict(), "blessed": False, "decision": "reject", "reasons": ["floor missed"]}
+        verdict = replace(run.verdict, blessed=False, decision="reject", reasons=["floor missed"])
 
         result = pipe.promote(run, verdict)
 
@@ -530,7 +532,7 @@ class TestPromote:
         pipe = make_pipe()
         pipe.promote(pipe.run("manual__a"))
         run = pipe.run("manual__b")
-        verdict = {**run.verdict.as_dict(), "blessed": True, "decision": "promote", "reasons": ["better"]}
+        verdict = replace(run.verdict, blessed=True, decision="promote", reasons=["better"])
 
         result = pipe.promote(run, verdict)
 
@@ -541,7 +543,7 @@ class TestPromote:
     def test_forced_promotion_of_an_unblessed_model(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")
-        verdict = {**run.verdict.as_dict(), "blessed": False, "decision": "reject", "reasons": ["floor missed"]}
+        verdict = replace(run.verdict, blessed=False, decision="reject", reasons=["floor missed"])
 
         result = pipe.promote(run, verdict, force_reason="the floor is too strict for January")
 
@@ -565,10 +567,10 @@ class TestPromote:
     def test_forcing_needs_a_reason_and_a_defined_metric(self, make_pipe) -> None:
         pipe = make_pipe()
         run = pipe.run("manual__a")
-        verdict = {**run.verdict.as_dict(), "blessed": False, "decision": "reject", "reasons": ["floor missed"]}
+        verdict = replace(run.verdict, blessed=False, decision="reject", reasons=["floor missed"])
         with pytest.raises(PromotionError, match="needs a reason"):
             pipe.promote(run, verdict, force_reason="  ")
-        undefined = {**verdict, "best_candidate": None, "reasons": ["no candidate has a defined roc_auc"]}
+        undefined = replace(verdict, best_candidate=None, reasons=["no candidate has a defined roc_auc"])
         with pytest.raises(PromotionError, match="cannot force the promotion of tiny: no candidate has a defined"):
             pipe.promote(run, undefined, force_reason="please")
         assert pipe.registry.champion_history(pipe.name) == [] and pipe.model_files() == []
@@ -583,7 +585,7 @@ class TestPromote:
             "responded_at": datetime(2026, 5, 1, tzinfo=UTC),
         }
         answer = approval_answer(event)
-        assert answer == {
+        assert answer.to_xcom() == {
             "asked": True,
             "approved": False,
             "by": "bob",
@@ -598,7 +600,7 @@ class TestPromote:
         assert pipe.registry.champion_history(pipe.name) == [] and pipe.model_files() == []
         approved = approval_answer({**event, "chosen_options": ["Approve"]})
         assert pipe.promote(pipe.run("manual__b"), approval=approved).action == "first"
-        assert approval_answer(None)["asked"] is False
+        assert approval_answer(None).asked is False
 
     def test_champion_changed_since_evaluation(self, make_pipe) -> None:
         pipe = make_pipe()

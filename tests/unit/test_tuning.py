@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from mlpipe import layout
+from mlpipe.contracts import FeatureSet
 from mlpipe.errors import ConfigError, SpecError
 from mlpipe.spec import LoadedSpec, load_spec
-from mlpipe.stages.features import FeatureSet, build_features, read_split
+from mlpipe.stages.features import build_features, read_split
 from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.train import (
     RUN_SPECIFIC_SEARCH_KEYS,

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from mlpipe.contracts import Verdict
 from mlpipe.errors import SpecError
 from mlpipe.spec import PipelineSpec, parse_spec
-from mlpipe.stages.evaluate import Verdict, judge, measure_slices, paired_uncertainty
+from mlpipe.stages.evaluate import judge, measure_slices, paired_uncertainty
 from mlpipe.stages.metrics import metric_values, spec_metrics
 from mlpipe.stages.predict import Predictions
 from mlpipe.stages.uncertainty import (
@@ -302,7 +303,7 @@ class TestIntervalRules:
         other = judged_pair(reseeded, *data)
 
         assert first.uncertainty.pop("seconds") >= 0 and again.uncertainty.pop("seconds") >= 0
-        assert first.as_dict() == again.as_dict()
+        assert first.to_xcom() == again.to_xcom()
         assert first.uncertainty["metrics"] != other.uncertainty["metrics"]
         assert first.uncertainty["metrics"]["roc_auc"]["gain"] == other.uncertainty["metrics"]["roc_auc"]["gain"]
 

@@ -73,7 +73,7 @@ def test_counts_rows_past_the_watermark(source: Source) -> None:
     assert later == NewRows(8, source.at(22), 4, source.at(24), 4)
     none = source.count(source.at(24), at_watermark=4)
     assert none == NewRows(0, source.at(24), 4, source.at(24), 4), "nothing new keeps the watermark"
-    assert decode_watermark(later.as_dict()["watermark_to"]) == source.at(24)
+    assert decode_watermark(later.found().watermark_to) == source.at(24)
 
 
 def test_late_rows_at_the_watermark_value_are_new_once(source: Source) -> None:

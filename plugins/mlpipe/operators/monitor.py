@@ -45,7 +45,7 @@ class DriftCheckOperator(PipelineOperator):
         )
         for reason in result.reasons:
             self.log.info("  %s", reason)
-        return result.as_dict()
+        return result.to_xcom()
 
 
 class DriftAnnounceOperator(PipelineOperator):
@@ -58,28 +58,14 @@ class DriftAnnounceOperator(PipelineOperator):
         self.check = check
 
     def execute(self, context: Context) -> dict[str, Any]:
-        check = self.check
-        if not check["emit"]:
-            why = "already announced for this window" if check["breach"] else f"verdict {check['verdict']}"
+        from mlpipe.contracts import DriftCheck
+
+        check = DriftCheck.from_xcom(self.check)
+        if not check.emit:
+            why = "already announced for this window" if check.breach else f"verdict {check.verdict}"
             raise AirflowSkipException(f"no drift event: {why}")
-        extra = {
-            key: check[key]
-            for key in (
-                "pipeline",
-                "verdict",
-                "window_start",
-                "window_end",
-                "window_rows",
-                "champion_version",
-                "drifted_share",
-                "score_psi",
-                "performance",
-                "reasons",
-                "report_uri",
-            )
-        }
-        extra["monitor_run_id"] = context["run_id"]
+        extra = check.event_extra(context["run_id"])
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
-        self.log.info("Drift announced for %s: %s", check["pipeline"], "; ".join(check["reasons"]))
+        self.log.info("Drift announced for %s: %s", check.pipeline, "; ".join(check.reasons))
         return extra

@@ -25,12 +25,12 @@ from mlpipe.operators.base import (
     actor_of,
     emit_champion_event,
     fail_fast_on_user_errors,
-    train_params,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import Verdict
     from mlpipe.spec import PipelineSpec
 
 
@@ -64,33 +64,33 @@ def rollback_params(params: Any) -> tuple[int, str]:
     return version, reason
 
 
-def verdict_summary(verdict: dict[str, Any], force_reason: str | None) -> str:
+def verdict_summary(verdict: Verdict) -> str:
     """The approval form's body: what would be promoted, its metrics against the champion, and why."""
-    best = verdict.get("best_candidate")
-    metric = verdict.get("primary_metric")
-    lines = [f"**{verdict['pipeline']}**: the gate's decision is **{verdict['decision']}** (best candidate `{best}`)."]
-    if force_reason is not None and not verdict["blessed"]:
-        lines.append(f"\n**Forced** by the run although not blessed: {force_reason}")
-    lines += ["", "| | " + " | ".join(verdict["candidates"].get(best, {})) + " |"]
-    lines.append("|---" * (1 + len(verdict["candidates"].get(best, {}))) + "|")
+    best = verdict.best_candidate
+    metric = verdict.primary_metric
+    lines = [f"**{verdict.pipeline}**: the gate's decision is **{verdict.decision}** (best candidate `{best}`)."]
+    if verdict.forced:
+        lines.append(f"\n**Forced** by the run although not blessed: {verdict.force_reason}")
+    # The XCom form: an undefined (NaN) metric shows as None, as it always has.
+    candidates = verdict.to_xcom()["candidates"]
+    lines += ["", "| | " + " | ".join(candidates.get(best, {})) + " |"]
+    lines.append("|---" * (1 + len(candidates.get(best, {}))) + "|")
 
     def row(name: str, metrics: dict[str, Any]) -> str:
         cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in metrics.values()]
         return f"| {name} | " + " | ".join(cells) + " |"
 
-    lines.append(row(f"candidate `{best}`", verdict["candidates"].get(best, {})))
-    if verdict.get("champion_metrics"):
-        champ = verdict["champion_metrics"]
-        lines.append(
-            row(f"champion v{verdict['champion_version']}", {k: champ.get(k) for k in verdict["candidates"][best]})
-        )
-    elif verdict.get("champion_version") is not None:
-        lines.append(f"\nChampion v{verdict['champion_version']} could not be scored.")
+    lines.append(row(f"candidate `{best}`", candidates.get(best, {})))
+    if verdict.champion_metrics:
+        champ = verdict.to_xcom()["champion_metrics"]
+        lines.append(row(f"champion v{verdict.champion_version}", {k: champ.get(k) for k in candidates[best]}))
+    elif verdict.champion_version is not None:
+        lines.append(f"\nChampion v{verdict.champion_version} could not be scored.")
     else:
         lines.append("\nNo champion yet: this would be the first.")
-    lines += ["", f"Primary metric `{metric}`. The gate's reasons:"] + [f"- {r}" for r in verdict["reasons"]]
-    if verdict.get("report_uri"):
-        lines.append(f"\nEvaluation report: {verdict['report_uri']} (also the task button of `evaluate_candidates`).")
+    lines += ["", f"Primary metric `{metric}`. The gate's reasons:"] + [f"- {r}" for r in verdict.reasons]
+    if verdict.report_uri:
+        lines.append(f"\nEvaluation report: {verdict.report_uri} (also the task button of `evaluate_candidates`).")
     lines.append("\n**Approve** promotes it; **Reject** (give a reason) leaves the champion as it is.")
     return "\n".join(lines)
 
@@ -152,28 +152,29 @@ class PromotionApproveOperator(ApprovalOperator):
         self.verdict = verdict
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlpipe.spec import find_spec
+        from mlpipe.contracts import Verdict
         from mlpipe.stages.promote import approval_answer
 
-        with fail_fast_on_user_errors():
-            force_reason = train_params(context.get("params"), find_spec(self.pipeline).spec).force_reason
-        if not self.verdict["blessed"] and force_reason is None:
+        verdict = Verdict.from_xcom(self.verdict)
+        if not verdict.blessed and not verdict.forced:
             self.log.info("Nothing to approve: the verdict did not bless a model and the run does not force one")
-            return approval_answer(None)
-        self.body = verdict_summary(self.verdict, force_reason)
+            return approval_answer(None).to_xcom()
+        self.body = verdict_summary(verdict)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import replace
+
         from mlpipe.stages.promote import approval_answer
 
         # The base class validates the response; ApprovalOperator's own would skip promote_model.
         HITLOperator.execute_complete(self, context, event)
         answer = approval_answer(event)
         if event.get("timedout"):
-            answer.update(timeout_answer(self.response_timeout))
-        self.hitl_summary_extra["approved"] = answer["approved"]
-        self.log.info("%s by %s: %s", "Approved" if answer["approved"] else "Rejected", answer["by"], answer["reason"])
-        return answer
+            answer = replace(answer, **timeout_answer(self.response_timeout))
+        self.hitl_summary_extra["approved"] = answer.approved
+        self.log.info("%s by %s: %s", "Approved" if answer.approved else "Rejected", answer.by, answer.reason)
+        return answer.to_xcom()
 
 
 class ChampionRollbackOperator(PipelineOperator):

@@ -75,9 +75,9 @@ class BatchScoreOperator(PipelineOperator):
         for reason, count in result.reject_reasons.items():
             self.log.warning("  set aside: %d row(s): %s", count, reason)
         self.lineage_result = {
-            **result.as_dict(),
+            **result.to_xcom(),
             "source_url": str(source.url),
             "target_url": str(target.url) if target is not None else None,
             "model_uri": self.store.uri_of(self.registry.get_version(spec.name, result.model_version).artifact_key),
         }
-        return result.as_dict()
+        return result.to_xcom()

@@ -1,7 +1,8 @@
 """Operators of the training DAG: extract, validate, build features, train, evaluate, promote.
 
-Each one resolves its Connections, calls one stage and returns a small JSON dict (URIs, hashes,
-metrics) as its XCom; data itself moves through the artifact store. Heavy libraries are imported
+Each one resolves its Connections, calls one stage and returns a contract (:mod:`mlpipe.contracts`:
+URIs, hashes, metrics) as its XCom, and rebuilds the contracts it pulls; data itself moves through
+the artifact store. Heavy libraries are imported
 inside ``execute()`` only, so DAG parsing stays cheap.
 """
 
@@ -26,6 +27,8 @@ from mlpipe.operators.links import DataDocsLink, EvaluationReportLink, ModelVers
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import TrainedCandidate
+
 
 class SnapshotExtractOperator(PipelineOperator):
     """Stream the source's data as of the run (SQL rows before it, or the S3 objects of the run) into a snapshot."""
@@ -37,6 +40,7 @@ class SnapshotExtractOperator(PipelineOperator):
         self.source_conn_id = source_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from dataclasses import replace
         from datetime import datetime
 
         from mlpipe.hooks.source import open_source
@@ -64,8 +68,10 @@ class SnapshotExtractOperator(PipelineOperator):
             snap.sha256,
             " (reused from an earlier attempt)" if snap.reused else "",
         )
-        self.lineage_result = {**snap.as_dict(), "source_url": source_url}
-        return snap.as_dict()
+        # The spec's hash travels with the snapshot: promotion registers the spec the run began with.
+        xcom = replace(snap, spec_sha256=info["spec_sha256"]).to_xcom()
+        self.lineage_result = {**xcom, "source_url": source_url}
+        return xcom
 
 
 class SnapshotValidateOperator(PipelineOperator):
@@ -80,17 +86,19 @@ class SnapshotValidateOperator(PipelineOperator):
         self.snapshot = snapshot
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import Snapshot
         from mlpipe.stages.validate import validate_snapshot
 
         # The reference is the champion's training snapshot (none on a first run).
         champion = self.registry.champion(self.loaded.spec.name)
+        snapshot = Snapshot.from_xcom(self.snapshot)
         with self.indexing_run(context), fail_fast_on_user_errors():
             report = validate_snapshot(
                 self.loaded,
                 self.store,
                 run_key=self.run_key(context),
-                snapshot_key=self.snapshot["key"],
-                snapshot_sha256=self.snapshot["sha256"],
+                snapshot_key=snapshot.key,
+                snapshot_sha256=snapshot.sha256,
                 champion=champion,
             )
         self.log.info("Validation passed: %s; Data Docs at %s", report["statistics"], report["data_docs_uri"])
@@ -119,17 +127,20 @@ class FeaturesBuildOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from mlpipe.contracts import Snapshot
         from mlpipe.errors import FeatureError
         from mlpipe.stages.features import build_features
 
+        loaded = self.loaded  # a spec removed since the DAG was parsed fails here, at once
+        snapshot = Snapshot.from_xcom(self.snapshot)
         try:
             with fail_fast_on_user_errors():
                 features = build_features(
-                    self.loaded,
+                    loaded,
                     self.store,
                     run_key=self.run_key(context),
-                    snapshot_key=self.snapshot["key"],
-                    snapshot_sha256=self.snapshot["sha256"],
+                    snapshot_key=snapshot.key,
+                    snapshot_sha256=snapshot.sha256,
                 )
         except AirflowFailException as exc:
             if isinstance(exc.__context__, FeatureError) and self._validation_failed(context):
@@ -141,7 +152,7 @@ class FeaturesBuildOperator(PipelineOperator):
         self.log.info(
             "Split %s: %d train rows, %d holdout rows", features.split, features.train_rows, features.holdout_rows
         )
-        self.lineage_result = features.as_dict()
+        self.lineage_result = features.to_xcom()
         return self.lineage_result
 
     def _validation_failed(self, context: Context) -> bool:
@@ -198,17 +209,19 @@ class CandidateTrainOperator(PipelineOperator):
             )
         reused = self._reuse(context)
         if reused is not None:
-            return reused
+            return reused.to_xcom()
+        from mlpipe.contracts import FeatureSet
         from mlpipe.stages.train import train_candidate
 
+        features = FeatureSet.from_xcom(self.features)
         with fail_fast_on_user_errors():
             trained = train_candidate(
                 self.loaded,
                 self.store,
                 run_key=self.run_key(context),
                 candidate=self.candidate,
-                train_key=self.features["train_key"],
-                train_sha256=self.features["train_sha256"],
+                train_key=features.train_key,
+                train_sha256=features.train_sha256,
             )
         self.log.info(
             "Trained %s (%s) in %.1fs -> %s",
@@ -230,10 +243,10 @@ class CandidateTrainOperator(PipelineOperator):
                 search["n_fits"],
                 search["search_seconds"],
             )
-        self.lineage_result = trained.as_dict()
+        self.lineage_result = trained.to_xcom()
         return self.lineage_result
 
-    def _reuse(self, context: Context) -> dict[str, Any] | None:
+    def _reuse(self, context: Context) -> TrainedCandidate | None:
         """The candidate of an earlier run on the same data, spec and code (see mlpipe.stages.reuse), unless
         this run already trained it or its Params ask for a fresh training; None: train it."""
         from mlpipe.stages.reuse import reuse_candidate, reused_from, run_inputs
@@ -257,14 +270,14 @@ class CandidateTrainOperator(PipelineOperator):
             "Reused %s (%s) trained by run %s on the same snapshot (sha256 %s), spec and code version %s: no "
             "training (its fit took %.1fs); model sha256 %s copied to %s. Trigger with fresh_training=true to "
             "train afresh.",
-            reused["candidate"],
-            reused["estimator"],
+            reused.candidate,
+            reused.estimator,
             origin.get("run_id"),
             inputs.data_sha256[:16],
             inputs.code_version,
             float(origin.get("fit_seconds") or 0.0),
-            reused["model_sha256"][:16],
-            reused["model_uri"],
+            reused.model_sha256[:16],
+            reused.model_uri,
         )
         return reused
 
@@ -281,13 +294,18 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.trained = trained
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from mlpipe.contracts import FeatureSet, TrainedCandidate
         from mlpipe.stages.reuse import reuse_verdict
 
         pipeline = self.loaded.spec.name
         champion_seq = self.registry.champion_seq(pipeline)
         champion = self.registry.champion(pipeline)
-        trained = materialize(self.trained)
-        if not self.train_params(context).fresh_training:
+        trained = [TrainedCandidate.from_xcom(t) for t in materialize(self.trained)]
+        # The run's Params, worked out here once: the verdict carries force_reason to approval and promotion.
+        params = self.train_params(context)
+        if not params.fresh_training:
             with self.indexing_run(context):
                 reused = reuse_verdict(
                     self.store,
@@ -302,23 +320,24 @@ class CandidatesEvaluateOperator(PipelineOperator):
                 self.log.info(
                     "Reused the evaluation of run %s: the same models on the same holdout, and the champion log "
                     "unchanged since (seq %d). Verdict: %s (best %s) - %s",
-                    reused["reused_from"],
+                    reused.reused_from,
                     champion_seq,
-                    reused["decision"],
-                    reused["best_candidate"],
-                    "; ".join(reused["reasons"]),
+                    reused.decision,
+                    reused.best_candidate,
+                    "; ".join(reused.reasons),
                 )
-                return reused
+                return replace(reused, force_reason=params.force_reason).to_xcom()
         from mlpipe.stages.evaluate import evaluate_candidates
 
+        features = FeatureSet.from_xcom(self.features)
         with self.indexing_run(context), fail_fast_on_user_errors():
             verdict = evaluate_candidates(
-                only_candidates(self.loaded, [t["candidate"] for t in trained]),
+                only_candidates(self.loaded, [t.candidate for t in trained]),
                 self.store,
                 run_id=context["run_id"],
                 run_key=self.run_key(context),
-                holdout_key=self.features["holdout_key"],
-                holdout_sha256=self.features["holdout_sha256"],
+                holdout_key=features.holdout_key,
+                holdout_sha256=features.holdout_sha256,
                 trained=trained,
                 champion=champion,
                 champion_seq=champion_seq,
@@ -330,7 +349,7 @@ class CandidatesEvaluateOperator(PipelineOperator):
         self.log.info(
             "Verdict: %s (best %s) - %s", verdict.decision, verdict.best_candidate, "; ".join(verdict.reasons)
         )
-        return verdict.as_dict()
+        return replace(verdict, force_reason=params.force_reason).to_xcom()
 
 
 class ModelPromoteOperator(PipelineOperator):
@@ -358,42 +377,46 @@ class ModelPromoteOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlpipe.stages.promote import champion_incident, lineage_of, promote_model
+        from mlpipe.contracts import Approval, FeatureSet, Snapshot, TrainedCandidate, Verdict, champion_incident
+        from mlpipe.stages.promote import lineage_of, promote_model
 
+        pipeline = self.loaded.spec.name  # a spec removed since the DAG was parsed fails here, at once
         info = run_info(context)
-        force_reason = self.train_params(context).force_reason
-        trained = materialize(self.trained)
+        verdict = Verdict.from_xcom(self.verdict)
+        snapshot = Snapshot.from_xcom(self.snapshot)
+        trained = [TrainedCandidate.from_xcom(t) for t in materialize(self.trained)]
+        approval = None if self.approval is None else Approval.from_xcom(self.approval)
         with self.indexing_run(context), fail_fast_on_user_errors():
             result = promote_model(
                 self.registry,
                 self.store,
-                verdict=self.verdict,
+                verdict=verdict,
                 trained=trained,
-                snapshot=self.snapshot,
-                spec_sha256=self.loaded.sha256(),
+                snapshot=snapshot,
+                # The spec the run began with (hashed at extraction); a later edit is not this model's.
+                spec_sha256=snapshot.spec_sha256 or self.loaded.sha256(),
                 code_version=config.code_version(),
                 run_id=context["run_id"],
-                lineage=lineage_of(self.snapshot, self.features, info),
-                actor=actor_of(context) if force_reason is not None else f"airflow:{info['dag_id']}",
-                force_reason=force_reason,
-                approval=self.approval,
+                lineage=lineage_of(snapshot, FeatureSet.from_xcom(self.features), info),
+                actor=actor_of(context) if verdict.force_reason is not None else f"airflow:{info['dag_id']}",
+                approval=approval,
             )
         self.log.info("%s", result.message)
-        incident = champion_incident(self.verdict)
+        incident = champion_incident(verdict)
         if incident is not None and not result.promoted:
             # The verdict and this task's result are kept; the run fails so that someone looks.
             with fail_fast_on_user_errors():
                 raise ArtifactIntegrityError(
                     f"champion artifact failed its integrity check: {incident}; restore it, "
-                    f"roll back to another version ({self.loaded.spec.name}_rollback), or force the promotion"
+                    f"roll back to another version ({pipeline}_rollback), or force the promotion"
                 )
-        last = self.registry.champion_history(self.loaded.spec.name)[-1:] if result.version is not None else []
+        last = self.registry.champion_history(pipeline)[-1:] if result.version is not None else []
         if not (last and last[0].run_id == context["run_id"] and last[0].version == result.version):
             raise AirflowSkipException(f"champion unchanged, no champion event: {result.message}")
         emit_champion_event(context, self.outlets, last[0])
         self.lineage_result = {
-            **result.as_dict(),
-            "trained": trained,
-            "model": self.registry.get_version(self.loaded.spec.name, result.version),
+            **result.to_xcom(),
+            "trained": [t.to_xcom() for t in trained],
+            "model": self.registry.get_version(pipeline, result.version),
         }
-        return result.as_dict()
+        return result.to_xcom()

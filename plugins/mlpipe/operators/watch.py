@@ -30,15 +30,16 @@ class NewDataPublishOperator(PipelineOperator):
         self.found = found
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlpipe.contracts import NewObjectsFound, new_data_from_xcom
         from mlpipe.registry import decode_watermark
 
         pipeline = self.loaded.spec.name
-        found = self.found
+        found = new_data_from_xcom(self.found)
         # An S3 watermark holds the keys at its instant in its value, so it keeps no count at the value.
-        objects = "objects" in found
-        count = int(found["objects"] if objects else found["rows"])
-        expected = (decode_watermark(found["watermark_from"]), None if objects else found["at_watermark_from"])
-        new = (decode_watermark(found["watermark_to"]), None if objects else int(found["at_watermark_to"]))
+        objects = isinstance(found, NewObjectsFound)
+        count = found.count
+        expected = (decode_watermark(found.watermark_from), None if objects else found.at_watermark_from)
+        new = (decode_watermark(found.watermark_to), None if objects else found.at_watermark_to)
         current = self.registry.watermark(pipeline)
         moved = current[:2] == new and current[:2] != expected  # an earlier attempt of this run moved it
         if not moved and not self.registry.advance_watermark(
@@ -55,12 +56,12 @@ class NewDataPublishOperator(PipelineOperator):
             )
         extra: dict[str, Any] = {
             "pipeline": pipeline,
-            "watermark": found["watermark_to"],
-            "previous_watermark": found["watermark_from"],
+            "watermark": found.watermark_to,
+            "previous_watermark": found.watermark_from,
             "watch_run_id": context["run_id"],
         }
         if objects:
-            extra.update(objects=count, newest_object=found.get("newest_key"))
+            extra.update(objects=count, newest_object=found.newest_key)
         else:
             extra.update(
                 rows=count,

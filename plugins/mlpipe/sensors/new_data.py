@@ -15,6 +15,7 @@ from mlpipe import config
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from mlpipe.contracts import NewObjectsFound, NewRowsFound
     from mlpipe.registry import Watermark
     from mlpipe.spec import LoadedSpec
 
@@ -75,19 +76,19 @@ class NewDataSensor(BaseSensorOperator):
         unit = describe(self.loaded.spec.source).unit
         return {"rows": watch.min_new_rows, "objects": watch.min_new_objects}[unit], unit
 
-    def _check(self) -> dict[str, Any]:
+    def _check(self) -> NewRowsFound | NewObjectsFound:
         from mlpipe.hooks.source import open_source
         from mlpipe.sources import reader_for
 
         mark = self._watermark()
         with open_source(self.loaded.spec.source) as handle:
-            return reader_for(self.loaded, handle).count_new(mark.value, mark.rows_at_value).as_dict()
+            return reader_for(self.loaded, handle).count_new(mark.value, mark.rows_at_value).found()
 
     def poke(self, context: Context) -> PokeReturnValue:
         found = self._check()
         need, unit = self._need()
-        self.log.info("%d new %s past watermark %s (need %d)", found[unit], unit, found["watermark_from"], need)
-        return PokeReturnValue(is_done=found[unit] >= need, xcom_value=found)
+        self.log.info("%d new %s past watermark %s (need %d)", found.count, unit, found.watermark_from, need)
+        return PokeReturnValue(is_done=found.count >= need, xcom_value=found.to_xcom())
 
     def _end_time(self) -> str:
         return (datetime.now(UTC) + timedelta(seconds=self.timeout)).isoformat()
@@ -135,6 +136,8 @@ class NewDataSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from mlpipe.contracts import new_data_from_xcom
+
         status = event.get("status")
         if status == "timeout":
             need, unit = self._need()
@@ -144,4 +147,4 @@ class NewDataSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(message)
         if status != "found":
             raise AirflowException(f"watching {self.pipeline} failed: {event.get('message')}")
-        return {k: v for k, v in event.items() if k != "status"}
+        return new_data_from_xcom({k: v for k, v in event.items() if k != "status"}).to_xcom()

@@ -124,7 +124,7 @@ class SourceReader(Protocol):
         ...
 
     def count_new(self, watermark: Any, at_watermark: int | None = 0) -> Any:
-        """Data past the watermark: a value with ``as_dict()`` whose ``info.unit`` key is the count."""
+        """Data past the watermark: a value whose ``found()`` is the watch's contract (``info.unit`` its count)."""
         ...
 
     def window(self, days: float) -> tuple[pd.DataFrame, str | None, str | None]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlpipe import layout
+from mlpipe.contracts import NewObjectsFound
 from mlpipe.errors import ExtractError, SourceUnavailableError
 from mlpipe.registry import encode_watermark
 from mlpipe.sources import Plan, SourceInfo, describe
@@ -485,12 +486,14 @@ class NewObjects:
     watermark_to: str | None
     newest_key: str | None
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe, with watermarks in the registry's typed encoding (like the SQL watch's)."""
-        out = asdict(self)
-        for key in ("watermark_from", "watermark_to"):
-            out[key] = None if out[key] is None else encode_watermark(out[key])
-        return out
+    def found(self) -> NewObjectsFound:
+        """The watch's contract, with watermarks in the registry's typed encoding (like the SQL watch's)."""
+        return NewObjectsFound(
+            objects=self.objects,
+            watermark_from=None if self.watermark_from is None else encode_watermark(self.watermark_from),
+            watermark_to=None if self.watermark_to is None else encode_watermark(self.watermark_to),
+            newest_key=self.newest_key,
+        )
 
 
 def objects_watermark(objects: list[SourceObject]) -> str | None:

@@ -15,7 +15,7 @@ strictly below it stay behind the watermark for good.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
+from mlpipe.contracts import NewRowsFound
 from mlpipe.errors import ExtractError
 from mlpipe.registry import encode_watermark
 from mlpipe.sources import Plan, SourceInfo, describe
@@ -42,12 +43,15 @@ class NewRows:
     watermark_to: Any  # the watermark once these rows are announced
     at_watermark_to: int  # rows at ``watermark_to`` then announced
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe, with watermarks in the registry's typed encoding (see ``decode_watermark``)."""
-        out = asdict(self)
-        for key in ("watermark_from", "watermark_to"):
-            out[key] = None if out[key] is None else encode_watermark(out[key])
-        return out
+    def found(self) -> NewRowsFound:
+        """The watch's contract: watermarks in the registry's typed encoding (see ``decode_watermark``)."""
+        return NewRowsFound(
+            rows=self.rows,
+            watermark_from=None if self.watermark_from is None else encode_watermark(self.watermark_from),
+            at_watermark_from=self.at_watermark_from,
+            watermark_to=None if self.watermark_to is None else encode_watermark(self.watermark_to),
+            at_watermark_to=self.at_watermark_to,
+        )
 
 
 def _table(table: str, column: str, alias: str) -> tuple[Any, sa.ColumnElement]:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from mlpipe import layout
+from mlpipe.contracts import ScoreResult
 from mlpipe.errors import FeatureError, MlpipeError
 from mlpipe.registry import Registry
 from mlpipe.sources.chunks import frame_to_arrow
@@ -49,26 +50,6 @@ from mlpipe.stages.predict import predict
 from mlpipe.stages.predictions import KeySet, ParquetSink, TableSink, Window
 from mlpipe.stages.train import load_model
 from mlpipe.storage import ArtifactStore
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    pipeline: str
-    run_key: str
-    status: str  # "scored" | "no_champion"
-    model_version: int | None
-    as_of: str
-    input_rows: int
-    scored: int
-    already_scored: int
-    rejected: int
-    reject_reasons: dict[str, int]
-    output: str | None
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, see Stopwatch
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Stopwatch:
@@ -176,7 +157,7 @@ def score_window(
         seconds=round(time.perf_counter() - started, 3),
         timings=watch.rounded(),
     )
-    store.put_bytes(layout.score_result(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(layout.score_result(spec.name, run_key), json.dumps(result.to_xcom(), indent=2).encode())
     return result
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import rel_entr
 
+from mlpipe.contracts import json_safe
 from mlpipe.errors import FeatureError
 
 Status = Literal["ok", "warn", "act", "n/a"]
@@ -319,7 +320,7 @@ class DriftReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-safe plain Python: NaN and ±inf become None, numpy scalars Python ones."""
-        return _json_safe(
+        return json_safe(
             {
                 "verdict": self.verdict,
                 "n_ref": self.n_ref,
@@ -331,18 +332,6 @@ class DriftReport:
                 "score": asdict(self.score) if self.score is not None else None,
             }
         )
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _finite(x: float) -> float | None:

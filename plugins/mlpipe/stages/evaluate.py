@@ -23,12 +23,13 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlpipe.contracts import Rule, TrainedCandidate, Verdict
 from mlpipe.errors import ArtifactIntegrityError, FeatureError
 from mlpipe.layout import report_prefix, verdict_key
 from mlpipe.registry import ModelVersion
@@ -64,51 +65,6 @@ def evaluation_budget(training_seconds: float, holdout_rows: int) -> float:
 def better(direction: str, a: float, b: float) -> float:
     """How much ``a`` improves on ``b`` (positive = better), whatever the metric's direction."""
     return (a - b) if direction == "maximize" else (b - a)
-
-
-@dataclass
-class Rule:
-    rule: str
-    passed: bool
-    detail: str
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Verdict:
-    pipeline: str
-    run_id: str
-    blessed: bool
-    decision: str  # "promote" | "first" | "reject"
-    best_candidate: str | None
-    primary_metric: str
-    candidates: dict[str, dict[str, float]]
-    champion_version: int | None
-    champion_seq: int
-    champion_metrics: dict[str, float] | None
-    champion_status: str  # "none" | "scored" | "unavailable"
-    rules: list[Rule]
-    reasons: list[str]
-    holdout_rows: int
-    slices: list[dict[str, Any]] | None = None  # one flat dict per slice; None when the spec has none
-    seconds: float = 0.0
-    report_uri: str | None = None
-    confidence: float | None = None  # gate.confidence: rules judged on these intervals; None: on points
-    uncertainty: dict[str, Any] | None = None  # how the intervals were made, and the metrics' intervals
-
-    def as_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-
-def json_safe(value: Any) -> Any:
-    """NaN (an undefined metric) is not JSON: verdict files and XComs carry None instead."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _pick_best(spec: PipelineSpec, scores: dict[str, dict[str, float]]) -> tuple[str | None, list[str]]:
@@ -542,11 +498,10 @@ def judge(
     verdict = _verdict(
         spec, run_id, best, scores, champion, champion_seq, champion_metrics, status, rules, holdout_rows
     )
-    verdict.slices = flat
-    verdict.confidence = spec.gate.confidence
-    if uncertainty is not None and status == "scored":
-        verdict.uncertainty = uncertainty.figures()
-    return verdict
+    scored = uncertainty is not None and status == "scored"
+    return replace(
+        verdict, slices=flat, confidence=spec.gate.confidence, uncertainty=uncertainty.figures() if scored else None
+    )
 
 
 def _improvement_rule(
@@ -654,7 +609,7 @@ def evaluate_candidates(
     run_key: str,
     holdout_key: str,
     holdout_sha256: str,
-    trained: list[dict[str, Any]],
+    trained: list[TrainedCandidate],
     champion: ModelVersion | None,
     champion_seq: int,
 ) -> Verdict:
@@ -669,7 +624,7 @@ def evaluate_candidates(
     holdout = read_split(store, holdout_key, holdout_sha256)
     y = holdout[spec.target.column]
     X = holdout.drop(columns=[spec.target.column])
-    by_name = {t["candidate"]: t for t in trained}
+    by_name = {t.candidate: t for t in trained}
     missing = [c.name for c in spec.candidates if c.name not in by_name]
     if missing:
         raise ArtifactIntegrityError(f"no trained model for candidate(s) {missing} in this run")
@@ -678,7 +633,7 @@ def evaluate_candidates(
             raise FeatureError(
                 f"gate.slices[{i}].column: {s.column!r} is not in this run's holdout; it has {list(X.columns)}"
             )
-    training_seconds = sum(float(by_name[c.name].get("fit_seconds") or 0.0) for c in spec.candidates)
+    training_seconds = sum(float(by_name[c.name].fit_seconds) for c in spec.candidates)
     budget = evaluation_budget(training_seconds, len(holdout))
     log.info(
         "Evaluate: %d candidate(s)%s on %s holdout rows; budget %.1f s (training took %.1f s)",
@@ -692,7 +647,7 @@ def evaluate_candidates(
     answers = HoldoutPredictions(np.asarray(y), {})
     for cand in spec.candidates:
         t = by_name[cand.name]
-        models[cand.name] = load_model(store, t["model_key"], t["model_sha256"])
+        models[cand.name] = load_model(store, t.model_key, t.model_sha256)
         who = f"candidate {cand.name}"
         answers.candidates[cand.name], answers.seconds[cand.name] = predict_timed(spec, models[cand.name], X, who)
         scores[cand.name] = answers.metrics(spec, cand.name)
@@ -703,7 +658,7 @@ def evaluate_candidates(
         who = f"champion v{champion.version}"
         # A candidate byte-identical to the champion (unchanged data and spec) answers for it, once
         # the champion's stored artifact is checked to be those bytes (a tampered one must fail).
-        twins = [c.name for c in spec.candidates if by_name[c.name]["model_sha256"] == champion.artifact_sha256]
+        twins = [c.name for c in spec.candidates if by_name[c.name].model_sha256 == champion.artifact_sha256]
         same = None
         try:
             try:
@@ -765,10 +720,10 @@ def evaluate_candidates(
     from mlpipe.stages.evaluation_report import save_evaluation_report
 
     step = time.perf_counter()
-    verdict.report_uri = save_evaluation_report(
+    report_uri = save_evaluation_report(
         store,
         spec,
-        verdict.as_dict(),
+        verdict.to_xcom(),
         models,
         champ_model,
         X,
@@ -778,8 +733,8 @@ def evaluate_candidates(
         deadline=started + budget,
     )
     log.info("Evaluate: report written in %.2f s", time.perf_counter() - step)
-    verdict.seconds = round(time.perf_counter() - started, 3)
-    store.put_bytes(verdict_key(spec.name, run_key), json.dumps(verdict.as_dict(), indent=2).encode())
+    verdict = replace(verdict, report_uri=report_uri, seconds=round(time.perf_counter() - started, 3))
+    store.put_bytes(verdict_key(spec.name, run_key), json.dumps(verdict.to_xcom(), indent=2).encode())
     log.info("Evaluate: done in %.2f s (budget %.1f s)", verdict.seconds, budget)
     return verdict
 

@@ -140,7 +140,7 @@ def render_evaluation_report(
 ) -> Path:
     """Write ``out_dir/index.html`` and its PNG plots for one run's verdict; return the index's path.
 
-    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.stages.evaluate.Verdict.as_dict`; a
+    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.contracts.Verdict.to_xcom`; a
     ``slices`` list is shown when present), ``models`` the fitted candidates by name, and
     ``champion_model`` the champion when it could be loaded. ``X``/``y`` are the holdout every one
     of them was scored on, and ``predictions`` their predictions on it (made here when not given).
@@ -243,7 +243,7 @@ def save_evaluation_report(
 ) -> str:
     """Render the run's evaluation report and keep it under ``prefix``; return the page's URI.
 
-    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.stages.evaluate.Verdict.as_dict`).
+    ``verdict`` is the verdict as a dict (:meth:`~mlpipe.contracts.Verdict.to_xcom`).
     ``predictions`` and ``deadline``: see :func:`render_evaluation_report`.
     """
     about = f"{spec.target.task}, target {spec.target.column}, primary metric {spec.primary_metric}"

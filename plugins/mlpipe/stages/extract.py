@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlpipe import layout
+from mlpipe.contracts import Snapshot
 from mlpipe.errors import ExtractError
 from mlpipe.layout import snapshot_key
 from mlpipe.sources import reader_for
@@ -26,21 +26,6 @@ from mlpipe.sources.chunks import spec_column_types
 from mlpipe.spec import LoadedSpec
 from mlpipe.stages.runs import read_json
 from mlpipe.storage import ArtifactStore
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    key: str
-    uri: str
-    sha256: str
-    rows: int
-    columns: list[str]
-    as_of: str
-    reused: bool
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _manifest_key(snapshot_key: str) -> str:
@@ -207,7 +192,7 @@ def publish_snapshot(
         reused=False,
         seconds=round(time.perf_counter() - started, 3),
     )
-    manifest = {**snap.as_dict(), **({"source": source} if source else {})}
+    manifest = {**snap.to_xcom(), **({"source": source} if source else {})}
     store.put_bytes(_manifest_key(key), json.dumps(manifest, indent=2).encode())
     return snap
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe import layout
+from mlpipe.contracts import FeatureSet
 from mlpipe.errors import FeatureError
 from mlpipe.layout import HOLDOUT_FILE, TRAIN_FILE
 from mlpipe.spec import LoadedSpec, PipelineSpec
@@ -38,23 +38,6 @@ def __getattr__(name: str) -> Any:
 
 
 # -- the split -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    train_key: str
-    train_sha256: str
-    train_rows: int
-    holdout_key: str
-    holdout_sha256: str
-    holdout_rows: int
-    columns: list[str]
-    split: str
-    label_counts: dict[str, int]
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def required_columns(spec: PipelineSpec) -> list[str]:
@@ -204,7 +187,7 @@ def build_features(
         label_counts=labels,
         seconds=round(time.perf_counter() - started, 3),
     )
-    store.put_bytes(layout.features_manifest(spec.name, run_key), json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(layout.features_manifest(spec.name, run_key), json.dumps(result.to_xcom(), indent=2).encode())
     return result
 
 

@@ -11,7 +11,6 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,18 @@ import numpy as np
 import pandas as pd
 
 from mlpipe import layout
+from mlpipe.contracts import DriftCheck, json_safe
 from mlpipe.errors import MlpipeError
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.sources import reader_for
 from mlpipe.spec import LoadedSpec, PipelineSpec
 from mlpipe.stages.drift import DriftThresholds, drift_report
-from mlpipe.stages.evaluate import better, json_safe
+from mlpipe.stages.evaluate import better
 from mlpipe.stages.extract import read_snapshot
 from mlpipe.stages.metrics import compute_metrics
 from mlpipe.stages.predict import predict
 from mlpipe.stages.train import load_model
 from mlpipe.storage import ArtifactStore
-
-
-@dataclass(frozen=True)
-class DriftCheck:
-    pipeline: str
-    verdict: str  # drift report verdict: ok | warn | drift | insufficient_data | no_champion
-    breach: bool  # drift verdict, or the champion's metric dropped beyond tolerance
-    emit: bool  # this check is the one to announce the breach
-    window_start: str | None
-    window_end: str | None
-    window_rows: int
-    champion_version: int | None
-    drifted_share: float | None
-    score_psi: float | None
-    performance: dict[str, Any] | None
-    reasons: list[str]
-    report_uri: str | None
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
 
 
 def thresholds_of(spec: PipelineSpec) -> DriftThresholds:

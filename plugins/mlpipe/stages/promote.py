@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from mlpipe import layout
+from mlpipe.contracts import Approval, FeatureSet, PromotionResult, Snapshot, TrainedCandidate, Verdict
 from mlpipe.errors import MlpipeError, PromotionError
 from mlpipe.layout import run_key
 from mlpipe.registry import ModelVersion, Registry
@@ -23,20 +23,7 @@ from mlpipe.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PromotionError", "PromotionResult", "champion_incident", "promote_model"]
-
-
-@dataclass(frozen=True)
-class PromotionResult:
-    promoted: bool
-    version: int | None
-    previous_version: int | None
-    action: str  # "promote" | "first" | "force" | "skipped" | "rejected" | "already_done"
-    message: str
-    artifact_uri: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["PromotionError", "PromotionResult", "promote_model"]
 
 
 def result_key(pipeline: str, run_id: str) -> str:
@@ -47,81 +34,81 @@ def promote_model(
     registry: Registry,
     store: ArtifactStore,
     *,
-    verdict: dict[str, Any],
-    trained: list[dict[str, Any]],
-    snapshot: dict[str, Any],
+    verdict: Verdict,
+    trained: list[TrainedCandidate],
+    snapshot: Snapshot,
     spec_sha256: str,
     code_version: str,
     run_id: str,
     lineage: dict[str, Any],
     actor: str,
-    force_reason: str | None = None,
-    approval: dict[str, Any] | None = None,
+    approval: Approval | None = None,
 ) -> PromotionResult:
     """Register and promote the verdict's best candidate, or explain why nothing happened.
 
-    ``force_reason`` (non-empty) promotes the best candidate although the verdict did not bless it;
-    ``approval`` is the approval task's answer (:func:`approval_answer`): a rejection writes nothing.
+    The verdict's ``force_reason`` (the run's, non-empty) promotes the best candidate although the
+    verdict did not bless it; ``approval`` is the approval task's answer (:func:`approval_answer`): a
+    rejection writes nothing. ``spec_sha256`` is the spec's when the run began (the snapshot's).
     """
-    pipeline = verdict["pipeline"]
+    pipeline = verdict.pipeline
     existing = registry.version_for_run(pipeline, run_id)
     if existing is not None:
         msg = f"run {run_id} already registered {pipeline} v{existing.version}; nothing to do"
         uri = store.uri_of(existing.artifact_key)
         result = PromotionResult(False, existing.version, None, "already_done", msg, uri)
         return _record(store, pipeline, run_id, result)
-    previous = verdict.get("champion_version")
-    if approval is not None and approval.get("asked") and not approval.get("approved"):
-        msg = f"rejected by {approval.get('by') or 'unknown'}: {approval.get('reason') or 'no reason given'}"
+    previous = verdict.champion_version
+    if approval is not None and approval.rejected:
+        msg = f"rejected by {approval.by or 'unknown'}: {approval.reason or 'no reason given'}"
         return _record(store, pipeline, run_id, PromotionResult(False, None, previous, "rejected", msg))
-    forced = not verdict["blessed"] and force_reason is not None
-    if forced and not force_reason.strip():
+    force_reason = verdict.force_reason
+    if verdict.forced and not (force_reason or "").strip():
         raise PromotionError(f"forcing the promotion of {pipeline} needs a reason (param force_reason)")
-    if not verdict["blessed"] and not forced:
-        msg = "verdict did not bless a model: " + "; ".join(verdict["reasons"])
+    if not verdict.blessed and not verdict.forced:
+        msg = "verdict did not bless a model: " + "; ".join(verdict.reasons)
         return _record(store, pipeline, run_id, PromotionResult(False, None, previous, "skipped", msg))
 
-    best = verdict["best_candidate"]
+    best = verdict.best_candidate
     if best is None:
         raise PromotionError(
             f"cannot force the promotion of {pipeline}: no candidate has a defined "
-            f"{verdict.get('primary_metric', 'primary metric')} on the holdout ({'; '.join(verdict['reasons'])})"
+            f"{verdict.primary_metric} on the holdout ({'; '.join(verdict.reasons)})"
         )
-    chosen = next((t for t in trained if t["candidate"] == best), None)
+    chosen = next((t for t in trained if t.candidate == best), None)
     if chosen is None:
         raise MlpipeError(f"verdict blesses {best!r} but this run trained no such candidate")
     version = registry.next_version(pipeline)
     prefix = layout.model_prefix(pipeline, version, run_key(run_id))
-    with store.local_copy(chosen["model_key"], expected_sha256=chosen["model_sha256"]) as path:
+    with store.local_copy(chosen.model_key, expected_sha256=chosen.model_sha256) as path:
         # A copy left by a crashed earlier attempt of this run is replaced; it was never
         # registered, so no reader can have seen it.
-        key = layout.model_key(pipeline, version, run_key(run_id), PurePosixPath(chosen["model_key"]).name)
+        key = layout.model_key(pipeline, version, run_key(run_id), PurePosixPath(chosen.model_key).name)
         artifact = store.put_file(key, path)
     new = ModelVersion(
         pipeline=pipeline,
         version=version,
         run_id=run_id,
         candidate=best,
-        estimator=chosen["estimator"],
-        params=chosen["params"],
-        metrics=verdict["candidates"][best],
-        data_sha256=snapshot["sha256"],
-        data_rows=int(snapshot["rows"]),
+        estimator=chosen.estimator,
+        params=chosen.params,
+        metrics=verdict.to_xcom()["candidates"][best],
+        data_sha256=snapshot.sha256,
+        data_rows=snapshot.rows,
         spec_sha256=spec_sha256,
         code_version=code_version,
         artifact_key=artifact.key,
         artifact_sha256=artifact.sha256,
         lineage=lineage,
     )
-    if forced:
+    if verdict.forced:
         action = "force"
-        reason = f"{force_reason.strip()} (forced; the gate said: {'; '.join(verdict['reasons'])})"
+        reason = f"{force_reason.strip()} (forced; the gate said: {'; '.join(verdict.reasons)})"
     else:
-        action = "first" if verdict["decision"] == "first" else "promote"
-        reason = "; ".join(verdict["reasons"])
+        action = "first" if verdict.decision == "first" else "promote"
+        reason = "; ".join(verdict.reasons)
     try:
         event = registry.register_and_promote(
-            new, expected_seq=int(verdict["champion_seq"]), action=action, reason=reason, actor=actor
+            new, expected_seq=verdict.champion_seq, action=action, reason=reason, actor=actor
         )
     except Exception:
         # Keep the copy only if the registry points at it (the commit went through after all);
@@ -147,43 +134,35 @@ def _record(store: ArtifactStore, pipeline: str, run_id: str, result: PromotionR
     log.info(result.message)
     key = result_key(pipeline, run_id)
     if result.action != "already_done" or not store.exists(key):
-        store.put_bytes(key, json.dumps(result.as_dict(), indent=2).encode())
+        store.put_bytes(key, json.dumps(result.to_xcom(), indent=2).encode())
     return result
 
 
-def approval_answer(event: dict[str, Any] | None) -> dict[str, Any]:
+def approval_answer(event: dict[str, Any] | None) -> Approval:
     """What promotion needs of a human-in-the-loop response: approved or not, by whom and why.
 
     ``event`` is what Airflow hands the approval task when the response arrives (chosen options,
     params input, the responding user); None when nobody was asked.
     """
     if event is None:
-        return {"asked": False, "approved": None, "by": None, "reason": None}
+        return Approval(asked=False, approved=None, by=None, reason=None)
     user = event.get("responded_by_user") or {}
     by = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
     responded = event.get("responded_at")
-    return {
-        "asked": True,
-        "approved": list(event.get("chosen_options") or []) == ["Approve"],
-        "by": by or ("timeout default" if event.get("timedout") else None),
-        "reason": (event.get("params_input") or {}).get("reason") or None,
-        "responded_at": responded.isoformat() if hasattr(responded, "isoformat") else responded,
-    }
+    return Approval(
+        asked=True,
+        approved=list(event.get("chosen_options") or []) == ["Approve"],
+        by=by or ("timeout default" if event.get("timedout") else None),
+        reason=(event.get("params_input") or {}).get("reason") or None,
+        responded_at=responded.isoformat() if hasattr(responded, "isoformat") else responded,
+    )
 
 
-def lineage_of(snapshot: dict[str, Any], features: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+def lineage_of(snapshot: Snapshot, features: FeatureSet, trigger: dict[str, Any]) -> dict[str, Any]:
     """What a model version records about how it came to be."""
+    snap, feats = snapshot.to_xcom(), features.to_xcom()
     return {
         "trigger": trigger,
-        "snapshot": {k: snapshot.get(k) for k in ("key", "uri", "sha256", "rows", "as_of")},
-        "features": {k: features.get(k) for k in ("train_rows", "holdout_rows", "split", "label_counts")},
+        "snapshot": {k: snap.get(k) for k in ("key", "uri", "sha256", "rows", "as_of")},
+        "features": {k: feats.get(k) for k in ("train_rows", "holdout_rows", "split", "label_counts")},
     }
-
-
-def champion_incident(verdict: dict[str, Any]) -> str | None:
-    """Why the champion's artifact could not be loaded (tampered, missing, unreadable) per the verdict, else None."""
-    for rule in verdict.get("rules") or []:
-        figures = rule.get("figures") or {}
-        if rule.get("rule") == "champion" and not rule.get("passed") and figures.get("incident"):
-            return str(figures.get("error") or "the champion's artifact could not be loaded")
-    return None

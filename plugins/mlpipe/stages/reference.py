@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from mlpipe import layout
+from mlpipe.contracts import json_safe
 from mlpipe.errors import ArtifactIntegrityError, ReferenceValidationError
-from mlpipe.stages.drift import _json_safe, js_distance, psi
+from mlpipe.stages.drift import js_distance, psi
 from mlpipe.stages.html_page import render_page
 
 if TYPE_CHECKING:
@@ -86,12 +87,12 @@ class ReferenceReport:
         out = asdict(self)
         out["checks"] = len(self.findings)
         out["failed"] = len(self.failures)
-        return _json_safe(out)
+        return json_safe(out)
 
     def summary(self, **uris: str) -> dict[str, Any]:
         """What the validation summary keeps: the status, its line, the failed checks, the report's URIs."""
         failures = [{"check": f.check, "column": f.column, "detail": f.detail} for f in self.failures]
-        return _json_safe(
+        return json_safe(
             {
                 "status": self.status,
                 "line": self.summary_line(),
@@ -659,7 +660,7 @@ def raise_for_report(report: ReferenceReport, report_uri: str | None = None) -> 
         {"check": f.check, "column": f.column, "figure": f.figure, "limit": f.limit, "detail": f.detail}
         for f in report.failures
     ]
-    raise ReferenceValidationError(where, _json_safe(failures), report_uri)
+    raise ReferenceValidationError(where, json_safe(failures), report_uri)
 
 
 def write_report(store: ArtifactStore, prefix: str, report: ReferenceReport) -> dict[str, str]:

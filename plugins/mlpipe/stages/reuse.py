@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from mlpipe import layout
+from mlpipe.contracts import ContractError, TrainedCandidate, Verdict
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.stages.runs import read_json, reused_from
 
@@ -59,10 +60,10 @@ def earlier_runs(registry: Registry, pipeline: str, run_key: str, inputs: Inputs
 
 def reuse_candidate(
     registry: Registry, store: ArtifactStore, *, pipeline: str, run_key: str, candidate: str, inputs: Inputs
-) -> dict[str, Any] | None:
+) -> TrainedCandidate | None:
     """Copy ``candidate``'s model and result from the newest earlier run on ``inputs`` that trained it
     (model bytes checked against its sha256); None when no earlier run did. Returns this run's
-    result (what ``TrainedCandidate.as_dict()`` gives), with ``fit_seconds`` 0."""
+    result, with ``fit_seconds`` 0."""
     for row in earlier_runs(registry, pipeline, run_key, inputs):
         earlier = read_json(store, layout.candidate_result(pipeline, row["run_key"], candidate))
         if earlier is None:
@@ -78,7 +79,7 @@ def reuse_candidate(
         store.put_bytes(layout.candidate_reused(pipeline, run_key, candidate), json.dumps(origin, indent=2).encode())
         # result.json last: a retry that finds it takes this run's copy (train_candidate's own rule).
         store.put_bytes(layout.candidate_result(pipeline, run_key, candidate), json.dumps(reused, indent=2).encode())
-        return reused
+        return TrainedCandidate.from_xcom(reused)
     return None
 
 
@@ -88,29 +89,35 @@ def reuse_verdict(
     pipeline: str,
     run_id: str,
     run_key: str,
-    trained: list[dict[str, Any]],
+    trained: list[TrainedCandidate],
     champion_seq: int,
     champion: ModelVersion | None = None,
-) -> dict[str, Any] | None:
+) -> Verdict | None:
     """The earlier run's verdict as this run's, when every candidate was reused from that run, the
     champion log is where it was when that verdict was written and the champion's artifact is still the
     bytes it was (a tampered or lost one is evaluated afresh, which makes it an incident); None otherwise.
 
     The copy keeps the earlier run's report (``report_uri``) and says where it came from (``reused_from``).
     """
-    origins = [reused_from(store, pipeline, run_key, t["candidate"]) for t in trained]
+    origins = [reused_from(store, pipeline, run_key, t.candidate) for t in trained]
     if not origins or any(o is None for o in origins) or len({o["run_key"] for o in origins}) != 1:
         return None
     origin = origins[0]
     earlier = read_json(store, layout.verdict_key(pipeline, origin["run_key"]))
     if earlier is None or int(earlier.get("champion_seq", -1)) != champion_seq:
         return None
-    if set(earlier.get("candidates") or {}) != {t["candidate"] for t in trained}:
+    if set(earlier.get("candidates") or {}) != {t.candidate for t in trained}:
         return None
     if champion is not None and not _intact(store, champion):
         return None
-    verdict = {**earlier, "run_id": run_id, "reused_from": earlier.get("reused_from") or origin["run_id"]}
-    store.put_bytes(layout.verdict_key(pipeline, run_key), json.dumps(verdict, indent=2).encode())
+    try:
+        verdict = Verdict.from_xcom(
+            {**earlier, "run_id": run_id, "reused_from": earlier.get("reused_from") or origin["run_id"]}
+        )
+    except ContractError as exc:
+        log.info("The earlier verdict is not one this code writes (%s): evaluating afresh", exc)
+        return None
+    store.put_bytes(layout.verdict_key(pipeline, run_key), json.dumps(verdict.to_xcom(), indent=2).encode())
     return verdict
 
 

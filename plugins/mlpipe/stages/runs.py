@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from mlpipe import layout
+from mlpipe.contracts import champion_incident
 from mlpipe.layout import (
     EVALUATION_REPORT,
     INDEXED_FILES,
@@ -25,7 +26,6 @@ from mlpipe.layout import (
     VERDICT,
     run_prefix,
 )
-from mlpipe.stages.promote import champion_incident
 from mlpipe.storage import ArtifactStore
 
 if TYPE_CHECKING:

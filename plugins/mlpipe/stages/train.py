@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
 from mlpipe import layout
+from mlpipe.contracts import TrainedCandidate
 from mlpipe.errors import ArtifactIntegrityError, ConfigError, SpecError
 from mlpipe.layout import MODEL_FILE
 from mlpipe.spec import ESTIMATORS, CandidateSpec, DistributionSpec, LoadedSpec, PipelineSpec
@@ -40,22 +40,6 @@ THREADS_ENV = "MLPIPE_TRAIN_THREADS"
 TOP_SETTINGS = 5
 # What a search summary says about this run rather than about the model: kept out of the artifact.
 RUN_SPECIFIC_SEARCH_KEYS = frozenset({"search_seconds", "refit_seconds", "n_jobs"})
-
-
-@dataclass(frozen=True)
-class TrainedCandidate:
-    candidate: str
-    estimator: str
-    params: dict[str, Any]
-    model_key: str
-    model_uri: str
-    model_sha256: str
-    train_rows: int
-    fit_seconds: float
-    search: dict[str, Any] | None = None  # the tuning's summary (see search_summary); None without one
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def make_estimator(spec: PipelineSpec, cand: CandidateSpec, source: str = "<spec>") -> Any:
@@ -142,7 +126,7 @@ def train_candidate(
     cand = spec.candidate(candidate)
     result_key = layout.candidate_result(spec.name, run_key, candidate)
     if store.exists(result_key):
-        done = TrainedCandidate(**json.loads(store.get_bytes(result_key)))
+        done = TrainedCandidate.from_xcom(json.loads(store.get_bytes(result_key)))
         if store.exists(done.model_key) and store.sha256(done.model_key) == done.model_sha256:
             return done
     started = time.perf_counter()
@@ -171,7 +155,7 @@ def train_candidate(
         fit_seconds=fit_seconds,
         search=search,
     )
-    store.put_bytes(result_key, json.dumps(result.as_dict(), indent=2).encode())
+    store.put_bytes(result_key, json.dumps(result.to_xcom(), indent=2).encode())
     return result
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from mlpipe.contracts import NewObjectsFound, NewRowsFound
 
 
 class SourcePollTrigger(BaseTrigger):
@@ -18,12 +21,11 @@ class SourcePollTrigger(BaseTrigger):
     blocks) and fires one event: ``found`` once ``_check()`` counts ``minimum`` new items, ``timeout``
     at ``end_time``, ``error`` when a check raises."""
 
-    count_key = "rows"  # the figure of ``_check()``'s result that is compared with the minimum
     minimum: int
     poll_interval: float
     end_time: str
 
-    def _check(self) -> dict[str, Any]:
+    def _check(self) -> NewRowsFound | NewObjectsFound:
         raise NotImplementedError
 
     def _describe(self) -> str:
@@ -39,15 +41,13 @@ class SourcePollTrigger(BaseTrigger):
             except Exception as exc:  # surfaced in the task, which fails (and retries) with it
                 yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
                 return
-            if found[self.count_key] >= self.minimum:
-                yield TriggerEvent({"status": "found", **found})
+            if found.count >= self.minimum:
+                yield TriggerEvent({"status": "found", **found.to_xcom()})
                 return
-            self.log.info(
-                "%d new %s of %s; waiting for %d", found[self.count_key], self.count_key, self._describe(), self.minimum
-            )
+            self.log.info("%d new %s of %s; waiting for %d", found.count, found.unit, self._describe(), self.minimum)
             remaining = (end - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
-                yield TriggerEvent({"status": "timeout", **found})
+                yield TriggerEvent({"status": "timeout", **found.to_xcom()})
                 return
             await asyncio.sleep(min(self.poll_interval, remaining))
 
@@ -106,7 +106,7 @@ class NewRowsTrigger(SourcePollTrigger):
     def _describe(self) -> str:
         return f"{self.table} past {self.watermark}"
 
-    def _check(self) -> dict[str, Any]:
+    def _check(self) -> NewRowsFound:
         import sqlalchemy as sa
 
         from mlpipe.registry import decode_watermark
@@ -123,7 +123,7 @@ class NewRowsTrigger(SourcePollTrigger):
             )
         finally:
             engine.dispose()
-        return found.as_dict()
+        return found.found()
 
 
 class NewObjectsTrigger(SourcePollTrigger):
@@ -133,8 +133,6 @@ class NewObjectsTrigger(SourcePollTrigger):
     the triggerer resolves the Connection itself (its secrets backends, or the API server for
     Connections kept in Airflow's database), once per deferral. One LIST pass per check.
     """
-
-    count_key = "objects"
 
     def __init__(
         self,
@@ -172,7 +170,7 @@ class NewObjectsTrigger(SourcePollTrigger):
     def _describe(self) -> str:
         return f"s3://{self.source.get('bucket')}/{self.source.get('prefix', '')}"
 
-    def _check(self) -> dict[str, Any]:
+    def _check(self) -> NewObjectsFound:
         from mlpipe.hooks.aws import s3_client
         from mlpipe.registry import decode_watermark
         from mlpipe.sources.s3 import count_new_objects
@@ -181,4 +179,4 @@ class NewObjectsTrigger(SourcePollTrigger):
         source = S3SourceSpec.model_validate(self.source)
         if self._client is None:
             self._client = s3_client(source.connection_id)
-        return count_new_objects(self._client, source, watermark=decode_watermark(self.watermark)).as_dict()
+        return count_new_objects(self._client, source, watermark=decode_watermark(self.watermark)).found()
