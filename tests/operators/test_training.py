@@ -27,7 +27,7 @@ from mlpipe import layout
 from mlpipe.contracts import Snapshot
 from mlpipe.demo import write_flights_sqlite
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError
-from mlpipe.operators.base import materialize, run_info, train_params
+from mlpipe.operators.base import fail_fast_on_user_errors, materialize, run_info, train_params
 from mlpipe.operators.training import (
     CandidatesEvaluateOperator,
     CandidateTrainOperator,
@@ -450,9 +450,8 @@ class TestFeaturesBuildOperator:
         if validation != "not run":
             summary = {"success": validation == "passed", "reference": {"status": "skipped"}}
             store.put_bytes(f"{prefix}/validate/summary.json", json.dumps(summary).encode())
-        op = FeaturesBuildOperator(
-            task_id="build_features", pipeline=PIPELINE, snapshot={"key": art.key, "sha256": art.sha256}
-        )
+        snapshot = Snapshot(art.key, art.uri, art.sha256, 2, ["id", "time_hour"], "x", False, 0.0)
+        op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=snapshot.to_xcom())
         with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
             execute(op, make_context(run_id=run_id))
         told = validation == "failed"
@@ -752,7 +751,8 @@ class TestPromotionByHand:
             champion_version=registry.champion(PIPELINE).version,
         )
         # The evaluation task checks the run's Params once and carries force_reason in the verdict.
-        force_reason = train_params(params, find_spec(PIPELINE).spec).force_reason
+        with fail_fast_on_user_errors():  # as the evaluation task does: a bad pair of Params fails it at once
+            force_reason = train_params(params, find_spec(PIPELINE).spec).force_reason
         if force_reason is not None:
             changed["force_reason"] = force_reason
         context = make_context(run_id=run_id, run_type=DagRunType.MANUAL)
