@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from unit.test_train_evaluate_promote import Pipe, rule
 
+from mlpipe.demo import extract_frame
 from mlpipe.registry import Registry
 from mlpipe.spec import load_spec
 from mlpipe.stages import evaluation_report
@@ -33,11 +34,8 @@ FIRST_UNTIL, SECOND_UNTIL = "2013-01-22", "2013-01-29"  # small_demo.py: --until
 
 
 def source_rows(flights: Any, until: str) -> Any:
-    """What flights_delay.sql returns from a source holding the flights before ``until``."""
-    rows = flights[flights["time_hour"] < until].sort_values(["time_hour", "id"], kind="mergesort")
-    out = rows[["id", "time_hour", "carrier", "origin", "dest", "distance", "sched_dep_time", "sched_arr_time"]].copy()
-    out["is_late"] = (rows["arr_delay"].isna() | (rows["arr_delay"] >= 15)).astype(int)
-    return out.reset_index(drop=True)
+    """What flights_delay.sql returns from a source holding the flights (and weather) before ``until``."""
+    return extract_frame(flights[flights["time_hour"] < until])
 
 
 @pytest.fixture(scope="module")

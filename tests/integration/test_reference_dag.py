@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 FIRST = datetime(2026, 3, 1, tzinfo=UTC)
 COLUMNS = (
     "year, month, day, dep_time, sched_dep_time, dep_delay, arr_time, sched_arr_time, arr_delay, carrier, "
-    "flight, tailnum, origin, dest, air_time, distance, hour, minute, time_hour"
+    "flight, tailnum, origin, dest, air_time, distance, hour, minute, time_hour, epoch_hour"
 )
 
 # case: (the SQL that corrupts the source, the failed check and column, words of its line)
