@@ -20,8 +20,9 @@ SELECT
 FROM (
     SELECT
         flights.*,
-        (SELECT max(o.epoch_hour) FROM weather o
-         WHERE o.origin = flights.origin AND o.epoch_hour <= flights.epoch_hour - 3) AS weather_hour
+        (SELECT o.epoch_hour FROM weather o
+         WHERE o.origin = flights.origin AND o.epoch_hour <= flights.epoch_hour - 3
+         ORDER BY o.epoch_hour DESC LIMIT 1) AS weather_hour
     FROM flights
     WHERE flights.time_hour < :as_of
 ) f
