@@ -21,6 +21,7 @@ import pytest
 import yaml
 from dagruns import REPO, load_dag, open_registry, state, task_states
 
+from mlpipe.demo import WEATHER_FEATURES
 from mlpipe.storage import run_key
 
 DAG_ID = "flights_delay_train"
@@ -158,7 +159,8 @@ def test_seasonal_drift_passes_validation_and_is_judged_by_the_gate(champion_hom
     assert reference["line"].startswith(f"passed: {reference['checks']} checks against v1's snapshot (")
     figures = json.loads(Path(reference["json_uri"].removeprefix("file://")).read_text())
     distances = {f["column"]: f["figure"] for f in figures["findings"] if f["check"] == "distance"}
-    assert set(distances) == {"carrier", "origin", "dest", "distance"} and all(d > 0 for d in distances.values())
+    features = {"carrier", "origin", "dest", "distance", *WEATHER_FEATURES}
+    assert set(distances) == features and all(d > 0 for d in distances.values())
     verdict = json.loads(
         (home / "artifacts/flights_delay/runs" / run_key(run.run_id) / "evaluate/verdict.json").read_text()
     )
