@@ -105,7 +105,10 @@ def test_champion_artifact_is_a_whole_pipeline_that_scores_raw_rows(trained_home
     registry, store = open_registry(), open_store()
     champion = registry.champion("flights_delay")
     model = load_model(store, store.key_for_uri(champion.artifact_uri), champion.artifact_sha256)
-    rows = flights_frame.head(50)[["time_hour", "carrier", "origin", "dest", "distance"]]
+    from mlpipe.demo import WEATHER_FEATURES, extract_frame
+
+    columns = ["time_hour", "carrier", "origin", "dest", "distance", *WEATHER_FEATURES]
+    rows = extract_frame(flights_frame.head(50))[columns]
     proba = model.predict_proba(rows)
     assert proba.shape == (50, 2)
     assert ((proba >= 0) & (proba <= 1)).all()
