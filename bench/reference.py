@@ -41,7 +41,6 @@ NAME = "reference"
 SECONDS_LIMIT = 3.0
 EXTRA_PEAK_LIMIT_MIB = 512
 REPEATS = 5
-SNAPSHOT_COLUMNS = ["id", "time_hour", "carrier", "origin", "dest", "distance", "sched_dep_time", "sched_arr_time"]
 
 
 def log_path() -> Path:
@@ -88,11 +87,9 @@ def _snapshot_frame() -> Any:
     """The whole year as the demo's query returns it, through Parquet (the dtypes a snapshot has)."""
     import pandas as pd
 
-    from mlpipe.demo import load_flights
+    from mlpipe.demo import extract_frame, load_flights
 
-    flights = load_flights().sort_values(["time_hour", "id"])
-    frame = flights[SNAPSHOT_COLUMNS].copy()
-    frame["is_late"] = (flights["arr_delay"].isna() | (flights["arr_delay"] >= 15)).astype("int64")
+    frame = extract_frame(load_flights())
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue(), pd.read_parquet(io.BytesIO(buffer.getvalue()))

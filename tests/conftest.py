@@ -172,9 +172,14 @@ def s3_demo_include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket: str
 
 
 def put_daily_flights(client: Any, bucket: str, frame: Any, prefix: str = "sources/flights/") -> list[str]:
-    """Flights in the demo's S3 layout: one Parquet object per UTC day, ``<prefix>date=YYYY-MM-DD/flights.parquet``."""
+    """Flights in the demo's S3 layout: one Parquet object per UTC day, ``<prefix>date=YYYY-MM-DD/flights.parquet``,
+    each flight with the weather the demo's SQL would join (as ``demo seed --target s3`` writes them)."""
     import io
 
+    from mlpipe.demo import join_weather, load_weather
+
+    if "temp" not in frame.columns:
+        frame = join_weather(frame, load_weather())
     keys = []
     for day, part in frame.groupby(frame["time_hour"].str[:10]):
         out = io.BytesIO()

@@ -263,8 +263,8 @@ def test_an_unreadable_source_file_is_named_with_permission_denied(tmp_path: Pat
 
 
 SCHEMA_BREAKS = {
-    "dropped_column": ("ALTER TABLE flights DROP COLUMN carrier", "no such column: carrier"),
-    "renamed_column": ("ALTER TABLE flights RENAME COLUMN dest TO destination", "no such column: dest"),
+    "dropped_column": ("ALTER TABLE flights DROP COLUMN carrier", "no such column: f.carrier"),
+    "renamed_column": ("ALTER TABLE flights RENAME COLUMN dest TO destination", "no such column: f.dest"),
     "renamed_table": ("ALTER TABLE flights RENAME TO flights_2013", "no such table: flights"),
 }
 
@@ -432,7 +432,7 @@ MEANING_SHIFTS = {
     "duplicated_flights_20_percent": (
         "INSERT INTO flights SELECT id + 10000000, year, month, day, dep_time, sched_dep_time, dep_delay, arr_time, "
         "sched_arr_time, arr_delay, carrier, flight, tailnum, origin, dest, air_time, distance, hour, minute, "
-        "time_hour FROM flights WHERE id % 5 = 0",
+        "time_hour, epoch_hour FROM flights WHERE id % 5 = 0",
         ["duplicates:", "key columns ['id']"],
     ),
 }

@@ -35,11 +35,9 @@ def champion_home(airflow_db, mlpipe_home: Path, tmp_path: Path, monkeypatch: py
 
 
 def append(db: Path, frame) -> None:
-    import sqlite3
-    from contextlib import closing
+    from mlpipe.demo import append_flights_sqlite
 
-    with closing(sqlite3.connect(db)) as conn, conn:
-        frame.to_sql("flights", conn, if_exists="append", index=False)
+    append_flights_sqlite(db, frame)  # with the weather observed up to them
 
 
 def test_monitor_announces_a_drifted_week_once(champion_home) -> None:

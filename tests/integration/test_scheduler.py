@@ -56,8 +56,9 @@ pytestmark = pytest.mark.scheduler
 
 
 def append_flights(db: Path, frame: Any) -> None:
-    with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
-        frame.to_sql("flights", conn, if_exists="append", index=False)
+    from mlpipe.demo import append_flights_sqlite
+
+    append_flights_sqlite(db, frame)  # with the weather observed up to them
 
 
 class Stack(AirflowStack):

@@ -105,7 +105,10 @@ def test_champion_artifact_is_a_whole_pipeline_that_scores_raw_rows(trained_home
     registry, store = open_registry(), open_store()
     champion = registry.champion("flights_delay")
     model = load_model(store, champion.artifact_key, champion.artifact_sha256)
-    rows = flights_frame.head(50)[["time_hour", "carrier", "origin", "dest", "distance"]]
+    from mlpipe.demo import WEATHER_FEATURES, extract_frame
+
+    columns = ["time_hour", "carrier", "origin", "dest", "distance", *WEATHER_FEATURES]
+    rows = extract_frame(flights_frame.head(50))[columns]
     proba = model.predict_proba(rows)
     assert proba.shape == (50, 2)
     assert ((proba >= 0) & (proba <= 1)).all()
@@ -230,7 +233,7 @@ def _corrupt(frame, case: str):
 BAD_CASES = {
     # case: (sql edit or None, logical date, expectation type, column)
     "null_target": (
-        "CASE WHEN arr_delay IS NULL OR arr_delay >= 15 THEN 1 ELSE 0 END AS is_late",
+        "CASE WHEN f.arr_delay IS NULL OR f.arr_delay >= 15 THEN 1 ELSE 0 END AS is_late",
         "2026-03-01",
         "expect_column_values_to_not_be_null",
         "is_late",
@@ -252,7 +255,7 @@ def test_bad_data_stops_at_validation(case, airflow_db, mlpipe_home, flights_fra
         query = include / "sql" / "flights_delay.sql"
         text = query.read_text()
         assert sql_edit in text
-        replacement = "CASE WHEN arr_delay >= 15 THEN 1 WHEN arr_delay < 15 THEN 0 END AS is_late"
+        replacement = "CASE WHEN f.arr_delay >= 15 THEN 1 WHEN f.arr_delay < 15 THEN 0 END AS is_late"
         query.write_text(text.replace(sql_edit, replacement))
         monkeypatch.setenv("MLPIPE_INCLUDE", str(include))
     _seed_champion(mlpipe_home)

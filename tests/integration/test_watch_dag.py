@@ -12,11 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def append_flights(db: Path, frame) -> None:
-    import sqlite3
-    from contextlib import closing
+    from mlpipe.demo import append_flights_sqlite
 
-    with closing(sqlite3.connect(db)) as conn, conn:
-        frame.to_sql("flights", conn, if_exists="append", index=False)
+    append_flights_sqlite(db, frame)  # with the weather observed up to them
 
 
 @pytest.fixture

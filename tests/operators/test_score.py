@@ -19,7 +19,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from test_training import PIPELINE, REPO, assert_json_xcom, execute, make_context
 
-from mlpipe.demo import write_flights_sqlite
+from mlpipe.demo import extract_frame, write_flights_sqlite
 from mlpipe.operators.score import BatchScoreOperator
 from mlpipe.registry import ModelVersion, Registry
 from mlpipe.spec import find_spec
@@ -44,7 +44,7 @@ def flights(tmp_path: Path, flights_frame: pd.DataFrame, monkeypatch: pytest.Mon
 def promote(flights: Any) -> int:
     """Make a model fitted on the sample the champion; return its version."""
     spec = find_spec(PIPELINE).spec
-    frame = flights.sample.assign(is_late=(flights.sample["arr_delay"].fillna(99) >= 15).astype(int))
+    frame = extract_frame(flights.sample)  # with the weather the score query joins
     model = build_model(spec, spec.candidates[0]).fit(frame[spec.features.columns], frame["is_late"])
     path = flights.home / "model.joblib"
     joblib.dump(model, path)

@@ -25,7 +25,7 @@ from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
 from mlpipe import layout
 from mlpipe.contracts import Snapshot
-from mlpipe.demo import write_flights_sqlite
+from mlpipe.demo import EXTRACT_COLUMNS, WEATHER_FEATURES, write_flights_sqlite
 from mlpipe.errors import DataValidationError, ExtractError, FeatureError
 from mlpipe.operators.base import fail_fast_on_user_errors, materialize, run_info, train_params
 from mlpipe.operators.training import (
@@ -44,17 +44,7 @@ from mlpipe.storage import LocalStore, run_key
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "flights_delay"
 CANDIDATES = ("logreg", "hgb")
-SNAPSHOT_COLUMNS = [
-    "id",
-    "time_hour",
-    "carrier",
-    "origin",
-    "dest",
-    "distance",
-    "sched_dep_time",
-    "sched_arr_time",
-    "is_late",
-]
+SNAPSHOT_COLUMNS = list(EXTRACT_COLUMNS)
 SAMPLE_ROWS = 13_000
 AS_OF = datetime(2013, 12, 1, tzinfo=UTC)  # December is out of the run's reach
 RUN_ID = "scheduled__2013-12-01T00:00:00+00:00"
@@ -399,7 +389,15 @@ class TestFeaturesBuildOperator:
             "seconds",
         }
         assert features["split"] == "time"
-        assert features["columns"] == ["distance", "carrier", "origin", "dest", "time_hour", "is_late"]
+        assert features["columns"] == [
+            "distance",
+            *WEATHER_FEATURES,
+            "carrier",
+            "origin",
+            "dest",
+            "time_hour",
+            "is_late",
+        ]
         assert features["train_rows"] + features["holdout_rows"] == snapshot["rows"]
         assert 0.15 < features["holdout_rows"] / snapshot["rows"] < 0.25  # holdout_fraction 0.2
         assert set(features["label_counts"]) == {"0", "1"}
@@ -428,7 +426,7 @@ class TestFeaturesBuildOperator:
         op = FeaturesBuildOperator(task_id="build_features", pipeline=PIPELINE, snapshot=thin.to_xcom())
         with pytest.raises(AirflowFailException, match=r"^FeatureError: snapshot .* lacks column\(s\)") as err:
             execute(op, make_context(run_id="manual__thin"))
-        assert "['distance', 'origin', 'dest', 'is_late']" in str(err.value)
+        assert str(["distance", *WEATHER_FEATURES, "origin", "dest", "is_late"]) in str(err.value)
         assert isinstance(err.value.__context__, FeatureError)
 
     @pytest.mark.parametrize("validation", ["failed", "passed", "not run"])

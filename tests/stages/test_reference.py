@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlpipe.demo import WEATHER_FEATURES, extract_frame, join_weather, load_weather
 from mlpipe.errors import DataValidationError, ReferenceValidationError, SpecError
 from mlpipe.registry import ModelVersion
 from mlpipe.spec import load_spec, parse_spec
@@ -55,6 +56,7 @@ def flights(seed: int, rows: int = ROWS) -> pd.DataFrame:
             "is_late": (rng.random(rows) < np.array([CARRIERS[c] for c in carrier])).astype("int64"),
         }
     )
+    frame = join_weather(frame, load_weather())  # January's real weather, as flights_delay.sql joins it
     buffer = io.BytesIO()  # the dtypes a snapshot read from Parquet has (str columns)
     frame.to_parquet(buffer, index=False)
     return pd.read_parquet(io.BytesIO(buffer.getvalue()))
@@ -89,7 +91,8 @@ def test_a_clean_independent_sample_passes_every_check(spec, reference, current)
         "leakage",
     }
     distances = {f.column for f in report.findings if f.check == "distance"}
-    assert distances == {"carrier", "origin", "dest", "distance"}, "every feature but the datetime one"
+    features = {"carrier", "origin", "dest", "distance", *WEATHER_FEATURES}
+    assert distances == features, "every feature but the datetime one"
     json.dumps(report.as_dict(), allow_nan=False)
 
 
@@ -356,9 +359,8 @@ def test_a_typo_in_validation_reference_is_a_spec_error_naming_the_field() -> No
 def test_the_seasons_of_2013_are_drift_not_corruption_and_the_issues_faults_are(spec, flights_frame) -> None:
     """Against a champion trained on the demo's seed (January-February), every later state of the fed
     source passes, while the issue's corruptions of the seed stop on the check that names them."""
-    frame = flights_frame.sort_values(["time_hour", "id"]).reset_index(drop=True)
-    snapshot = frame[["id", "time_hour", "carrier", "origin", "dest", "distance", "sched_dep_time", "sched_arr_time"]]
-    snapshot = snapshot.assign(is_late=(frame["arr_delay"].isna() | (frame["arr_delay"] >= 15)).astype("int64"))
+    frame = flights_frame.sort_values(["time_hour", "id"], kind="mergesort").reset_index(drop=True)
+    snapshot = extract_frame(frame)  # with the weather at the origin, from winter to winter
     seed = snapshot[snapshot["time_hour"] < "2013-03-01"]
     for until in ("2013-04-01", "2013-06-01", "2013-08-01", "2013-10-01", "2014-01-01"):
         report = compare(spec, seed, snapshot[snapshot["time_hour"] < until])

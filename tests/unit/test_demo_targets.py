@@ -19,6 +19,10 @@ from mlpipe import config
 from mlpipe.cli import main
 from mlpipe.demo import (
     FLIGHTS_COLUMNS,
+    S3_COLUMNS,
+    WEATHER_COLUMNS,
+    WEATHER_MEASURES,
+    epoch_hours,
     seed_flights,
     seed_flights_postgres,
     seed_flights_s3,
@@ -62,10 +66,17 @@ class TestPostgres:
         assert created and rows == int((flights_frame["time_hour"] < UNTIL).sum())
         assert seed_flights_postgres(pg_engine, until="2013-02-01") == (rows, False), "a seeded table is kept"
         inspector = sa.inspect(pg_engine)
-        assert _tables(pg_engine) == ["flights"]
+        assert _tables(pg_engine) == ["flights", "weather"]
         assert [c["name"] for c in inspector.get_columns("flights")] == list(FLIGHTS_COLUMNS)
         assert [i["column_names"] for i in inspector.get_indexes("flights")] == [["time_hour"]]
         assert inspector.get_pk_constraint("flights")["constrained_columns"] == ["id"]
+        assert [c["name"] for c in inspector.get_columns("weather")] == list(WEATHER_COLUMNS)
+        assert [(i["name"], i["column_names"]) for i in inspector.get_indexes("weather")] == [
+            ("ix_weather_origin_hour", ["origin", "epoch_hour"])
+        ]
+        with pg_engine.connect() as conn:
+            newest = conn.exec_driver_sql("SELECT max(time_hour) FROM weather").scalar_one()
+        assert "2013-01-03 23:00:00" <= newest < UNTIL, "the weather observed up to the seeded time, not later"
 
         # The demo spec's query (with its :as_of bound as on SQLite) extracts the same snapshot from both.
         db, _, _ = seed_flights(tmp_path / "home", until=UNTIL)
@@ -106,7 +117,7 @@ class TestPostgres:
         with pytest.raises(MlpipeError, match=r"nothing was changed: .*twenty-thirteen"):
             write_flights_postgres(pg_engine, bad)
 
-        assert _tables(pg_engine) == ["flights"], "no staging table may be left behind"
+        assert _tables(pg_engine) == ["flights", "weather"], "no staging table may be left behind"
         with pg_engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM flights").scalar_one() == 6
 
@@ -134,13 +145,17 @@ class TestS3:
         assert keys == [f"sources/flights/date=2013-01-0{d}/flights.parquet" for d in (1, 2, 3)]
         with store.local_copy(keys[1]) as path:
             table = pq.read_table(path)
-        assert table.schema.names == list(FLIGHTS_COLUMNS)
+        assert table.schema.names == list(S3_COLUMNS) == [*FLIGHTS_COLUMNS, "weather_time_hour", *WEATHER_MEASURES]
+        assert str(table.schema.field("wind_gust").type) == "double"
         assert str(table.schema.field("time_hour").type) == "string"
         assert str(table.schema.field("dep_time").type) == "double"
         day = table.to_pandas()
         assert day["time_hour"].str.startswith("2013-01-02 ").all()
         assert day["time_hour"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").all()
         assert sorted(day["id"]) == sorted(expected.loc[expected["time_hour"].str[:10] == "2013-01-02", "id"])
+        # The weather the demo's SQL joins, as of 3 hours before departure: never a later observation.
+        lead = epoch_hours(day["time_hour"]) - epoch_hours(day["weather_time_hour"])
+        assert lead.min() == 3 and day["temp"].notna().all()
 
         # Seeding again keeps the days that are there and adds the missing ones.
         assert seed_flights_s3(store, "sources/flights", until=UNTIL) == (0, 0, 3)
