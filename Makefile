@@ -100,8 +100,9 @@ airflow-cfg: $(AIRFLOW_DB)
 		"$(AIRFLOW_HOME)/airflow.cfg"
 
 # The seed command is idempotent; its output file is the stamp. A change to the bundled datasets
-# seeds again (a source.db made before them gets their tables; the flights are kept).
-$(SOURCE_DB): plugins/mlpipe/datasets.py | $(SYNC_STAMP)
+# seeds again, and so does a change to the demo's tables (a source.db made before them gets their tables,
+# e.g. the weather; the flights are kept).
+$(SOURCE_DB): plugins/mlpipe/datasets.py plugins/mlpipe/demo.py | $(SYNC_STAMP)
 	$(ENV) python -m mlpipe demo seed
 	@test -f "$@" || { echo "python -m mlpipe demo seed did not create $@" >&2; exit 1; }
 	@touch "$@"

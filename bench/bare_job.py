@@ -39,7 +39,6 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -106,44 +105,20 @@ def query(spec: dict[str, Any], include: Path, url: str, as_of: datetime) -> pd.
 # -- 2. checks (the suite, in pandas) --------------------------------------------------------------
 
 
-def _type_ok(values: pd.Series, types: list[str]) -> bool:
-    kind = "str" if pd.api.types.is_string_dtype(values) else str(values.dtype)
-    return kind in types
-
-
 def check(frame: pd.DataFrame, suite: dict[str, Any]) -> list[str]:
-    """The suite's expectations that fail on ``frame``, one line each."""
+    """The suite's expectations that fail on ``frame``, one line each: the same pandas checks as
+    ``bench.gx_cost`` (which holds them to GX's verdicts), ``mostly`` included."""
+    from bench.gx_cost import CHECKS
+
     failed = []
     for i, exp in enumerate(suite["expectations"]):
         kind, kw = exp["type"], exp["kwargs"]
-        col = frame[kw["column"]] if kw.get("column") in frame.columns else None
-        if "column" in kw and col is None:
+        if "column" in kw and kw["column"] not in frame.columns:
             failed.append(f"expectations[{i}] {kind}: column {kw['column']!r} missing")
             continue
-        if kind == "expect_table_row_count_to_be_between":
-            ok = kw.get("min_value", 0) <= len(frame) <= kw.get("max_value", float("inf"))
-        elif kind == "expect_table_columns_to_match_set":
-            ok = set(frame.columns) == set(kw["column_set"]) if kw.get("exact_match", True) else True
-        elif kind == "expect_column_to_exist":
-            ok = True
-        elif kind == "expect_column_values_to_be_in_type_list":
-            ok = _type_ok(col, kw["type_list"])
-        elif kind == "expect_column_values_to_not_be_null":
-            ok = not col.isna().any()
-        elif kind == "expect_column_values_to_be_unique":
-            ok = not col.dropna().duplicated().any()
-        elif kind == "expect_column_values_to_match_regex":
-            ok = bool(col.dropna().astype(str).str.match(re.compile(kw["regex"])).all())
-        elif kind == "expect_column_values_to_be_in_set":
-            ok = bool(col.dropna().isin(kw["value_set"]).all())
-        elif kind == "expect_column_values_to_be_between":
-            values = col.dropna()
-            ok = bool(((values >= kw.get("min_value", -np.inf)) & (values <= kw.get("max_value", np.inf))).all())
-        elif kind == "expect_column_mean_to_be_between":
-            ok = kw.get("min_value", -np.inf) <= col.mean() <= kw.get("max_value", np.inf)
-        else:
-            raise BareJobError(f"expectations[{i}]: {kind} is not one the bare job checks; add it to bench/bare_job.py")
-        if not ok:
+        if kind not in CHECKS:
+            raise BareJobError(f"expectations[{i}]: {kind} is not one the bare job checks; add it to bench/gx_cost.py")
+        if not CHECKS[kind](frame, kw):
             failed.append(f"expectations[{i}] {kind} {kw}")
     return failed
 

@@ -88,23 +88,38 @@ def _values(frame: Any, kwargs: dict[str, Any]) -> Any:
     return frame[kwargs["column"]].dropna()
 
 
+def _mostly(passed: Any, kwargs: dict[str, Any]) -> bool:
+    """GX's ``mostly``: the share of the (non-missing) values that pass must reach it (default: all)."""
+    return len(passed) == 0 or float(passed.mean()) >= float(kwargs.get("mostly", 1.0))
+
+
 CHECKS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
-    "expect_table_row_count_to_be_between": lambda f, k: k["min_value"] <= len(f) <= k["max_value"],
+    "expect_table_row_count_to_be_between": lambda f, k: (
+        (k.get("min_value") is None or k["min_value"] <= len(f))
+        and (k.get("max_value") is None or len(f) <= k["max_value"])
+    ),
     "expect_table_columns_to_match_set": lambda f, k: (
-        set(f.columns) == set(k["column_set"]) if k.get("exact_match") else set(k["column_set"]) <= set(f.columns)
+        set(f.columns) == set(k["column_set"]) if k.get("exact_match", True) else set(k["column_set"]) <= set(f.columns)
     ),
     "expect_column_to_exist": lambda f, k: k["column"] in f.columns,
     "expect_column_values_to_be_in_type_list": lambda f, k: _type_ok(f[k["column"]], k["type_list"]),
-    "expect_column_values_to_not_be_null": lambda f, k: not f[k["column"]].isna().any(),
-    "expect_column_values_to_be_unique": lambda f, k: not _values(f, k).duplicated().any(),
-    "expect_column_values_to_match_regex": lambda f, k: bool(
-        _values(f, k).astype(str).str.contains(re.compile(k["regex"]), regex=True).all()
+    "expect_column_values_to_not_be_null": lambda f, k: _mostly(f[k["column"]].notna(), k),
+    "expect_column_values_to_be_unique": lambda f, k: _mostly(~_values(f, k).duplicated(keep=False), k),
+    "expect_column_values_to_match_regex": lambda f, k: _mostly(
+        _values(f, k).astype(str).str.contains(re.compile(k["regex"]), regex=True), k
     ),
-    "expect_column_values_to_be_in_set": lambda f, k: bool(_values(f, k).isin(k["value_set"]).all()),
-    "expect_column_values_to_be_between": lambda f, k: bool(
-        _values(f, k).between(k["min_value"], k["max_value"]).all()
+    "expect_column_values_to_be_in_set": lambda f, k: _mostly(_values(f, k).isin(k["value_set"]), k),
+    "expect_column_values_to_be_between": lambda f, k: _mostly(
+        _values(f, k).between(
+            -float("inf") if k.get("min_value") is None else k["min_value"],
+            float("inf") if k.get("max_value") is None else k["max_value"],
+        ),
+        k,
     ),
-    "expect_column_mean_to_be_between": lambda f, k: k["min_value"] <= float(f[k["column"]].mean()) <= k["max_value"],
+    "expect_column_mean_to_be_between": lambda f, k: (
+        (k.get("min_value") is None or k["min_value"] <= float(f[k["column"]].mean()))
+        and (k.get("max_value") is None or float(f[k["column"]].mean()) <= k["max_value"])
+    ),
 }
 
 
