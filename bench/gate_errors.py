@@ -62,12 +62,10 @@ class Inputs:
 
 
 def flights_frame() -> Any:
-    """The demo year as flights_delay.sql selects it, in time order."""
-    from mlpipe.demo import load_flights
+    """The demo year as flights_delay.sql selects it (the weather joined as of its lead time), in time order."""
+    from mlpipe.demo import extract_frame, load_flights
 
-    frame = load_flights()
-    frame["is_late"] = (frame["arr_delay"].isna() | (frame["arr_delay"] >= 15)).astype(int)
-    return frame.sort_values(["time_hour", "id"], kind="mergesort").reset_index(drop=True)
+    return extract_frame(load_flights())
 
 
 def prepare(*, train_rows: int | None = None, parts: int = PARTS) -> Inputs:

@@ -36,7 +36,8 @@ def scoring():
 
 
 def test_the_demo_champion_scores_every_row_once(scoring) -> None:
-    assert scoring["champion"]["candidate"] == "hgb", "the demo's champion, as make demo promotes it"
+    # The measured model is hgb, the demo's slower-predicting candidate (whichever the year promotes).
+    assert scoring["champion"]["candidate"] in {"hgb", "logreg"}, scoring["champion"]
     first, second = scoring["demo"]["windows"]
     assert (first["input_rows"], first["scored"], first["rejected"]) == (336_776, 336_776, 0)
     assert (second["scored"], second["already_scored"]) == (0, 336_776), "a next window finds nothing new"

@@ -221,7 +221,7 @@ def _drift_checks(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
 
     def frame(shift: float, jfk_share: float) -> pd.DataFrame:
         origins = rng.choice(["EWR", "JFK", "LGA"], size=n, p=[(1 - jfk_share) / 2, jfk_share, (1 - jfk_share) / 2])
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "distance": rng.normal(1000 + shift, 300, n),
                 "carrier": rng.choice(["UA", "B6", "EV", "DL"], size=n),
@@ -229,6 +229,10 @@ def _drift_checks(loaded: LoadedSpec, store: LocalStore, registry: Registry) -> 
                 "dest": rng.choice(["ATL", "ORD", "LAX", "BOS", "MCO"], size=n),
             }
         )
+        for column in spec.features.numeric:  # the other readings (the weather): drifting with the shift too
+            if column not in out:
+                out[column] = rng.normal(50 + shift / 30, 10, n)
+        return out
 
     reference = frame(0, 1 / 3)
     out = []

@@ -48,14 +48,22 @@ def test_tables_carry_what_their_pipelines_read(name: str) -> None:
 def test_demo_seed_adds_them_beside_the_flights(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
     with closing(sqlite3.connect(tmp_path / "source.db")) as conn, conn:
+        # A source made before the demo had its weather table: no weather, no epoch_hour to join on.
         conn.execute("CREATE TABLE flights (id INTEGER, time_hour TEXT)")
-        conn.execute("INSERT INTO flights VALUES (1, '2013-01-01 05:00:00')")  # seeded already: kept as it is
+        conn.execute("INSERT INTO flights VALUES (1, '2013-01-01 05:00:00')")
     assert main(["demo", "seed"]) == 0
     out = capsys.readouterr().out
-    assert "already seeded" in out and "(table flights, 1 rows" in out
+    assert out.startswith("seeded: ") and "(table flights, 51,801 rows" in out, out  # seeded afresh, with weather
     assert (
         "\nseeded: table diabetes (442 rows)\nseeded: table wine (178 rows)\nseeded: table breast_cancer (569 rows)\n"
     ) in out
+    with closing(sqlite3.connect(tmp_path / "source.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM weather").fetchone()[0] > 0
+
+    assert main(["demo", "seed"]) == 0  # seeded already (flights and weather): kept as it is
+    out = capsys.readouterr().out
+    assert out.startswith("already seeded: ") and "(table flights, 51,801 rows" in out, out
+    assert "already seeded: table wine (178 rows)" in out
 
 
 def test_demo_seed_into_postgresql_adds_them_there(pg_url: str, monkeypatch, capsys) -> None:
