@@ -14,8 +14,15 @@ from typing import Any
 
 import pytest
 
+from mlpipe.spec import find_spec
 from mlpipe.storage import run_key
 from ui.models_home import PIPELINE, ROLLBACK_REASON, RUNS, token_for
+
+
+def _features() -> tuple[list[str], list[str]]:
+    """The demo spec's numeric and categorical features: the drift history covers each (and the score)."""
+    features = find_spec(PIPELINE).spec.features
+    return list(features.numeric), list(features.categorical)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,7 +179,9 @@ def test_pipeline_json(api_client, models_home) -> None:
     drift = detail["drift"]
     assert len(drift["labels"]) == 3
     series = {f["feature"]: f for f in drift["features"]}
-    assert set(series) == {"distance", "carrier", "origin", "dest", "score"}
+    numeric, categorical = _features()
+    assert "distance" in numeric and "origin" in categorical
+    assert set(series) == {*numeric, *categorical, "score"}
     assert series["distance"]["statistic"] == "psi" and series["origin"]["statistic"] == "js"
     assert series["distance"]["thresholds"] == {"warn": 0.1, "act": 0.2}
     assert series["origin"]["thresholds"]["act"] == 0.1
@@ -216,8 +225,10 @@ def test_pipeline_page_has_history_and_charts(api_client) -> None:
     assert "roc_auc: 0.75 (hgb)" in metric_charts and "roc_auc: 0.73 (hgb, champion)" in metric_charts
 
     drift_charts = page[page.index('class="charts drift-charts"') :]
-    assert drift_charts.count("<svg") == 5  # 4 features and the score
-    assert drift_charts.count('class="threshold"') == 2 * 2 + 3  # PSI warn+act twice, JS act thrice
+    numeric, categorical = _features()
+    assert drift_charts.count("<svg") == len(numeric) + len(categorical) + 1  # every feature and the score
+    # PSI warn + act for each numeric feature and the score, JS act for each categorical one.
+    assert drift_charts.count('class="threshold"') == 2 * (len(numeric) + 1) + len(categorical)
     assert "distance (numeric): PSI" in drift_charts and "origin (categorical): JS distance" in drift_charts
 
     versions = page[page.index('class="versions"') : page.index('id="champion-log"')]
