@@ -24,6 +24,7 @@ def _features() -> tuple[list[str], list[str]]:
     features = find_spec(PIPELINE).spec.features
     return list(features.numeric), list(features.categorical)
 
+
 REPO = Path(__file__).resolve().parents[2]
 
 ADMIN = "admin"
