@@ -30,3 +30,15 @@ def test_the_split_imports_no_scikit_learn_and_old_models_still_find_their_encod
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["False", "mlpipe.stages.preprocess", "3"]
+
+
+def test_validation_against_a_reference_imports_no_scipy_stats_until_a_ks_test_runs() -> None:
+    """validate_snapshot imports the reference checks (PSI and JS); scipy.stats (~0.4 s of a fresh
+    process) is imported by the KS test only."""
+    code = (
+        "import sys, mlpipe.stages.validate, mlpipe.stages.reference, mlpipe.stages.drift as d\n"
+        "print('scipy.stats' in sys.modules, 'sklearn' in sys.modules)\n"
+        "print(round(d.ks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])[0], 3), 'scipy.stats' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "False", "0.0", "True"]
