@@ -306,6 +306,13 @@ def test_a_time_split_validates_on_later_rows_than_it_fits(tuned) -> None:
         assert fit_rows.max() < test_rows.min()
     assert t.train().search["cv"] == "TimeSeriesSplit(n_splits=3)"
 
+    # Already in time order (as the train part is written): the rows are taken as they are, not copied
+    # into a new order.
+    ordered = t.split("train")
+    assert pd.to_datetime(ordered["ts"]).is_monotonic_increasing
+    X_ordered, _ = search_data(t.spec, ordered.set_index(ordered.index + 1000))
+    assert X_ordered.index[0] == 1000 and (X_ordered["ts"].to_numpy() == ordered["ts"].to_numpy()).all()
+
 
 def test_a_random_split_uses_seeded_shuffled_folds(tuned) -> None:
     split = {"method": "random", "holdout_fraction": 0.25, "seed": 7}

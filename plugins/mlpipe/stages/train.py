@@ -184,7 +184,10 @@ def search_data(spec: PipelineSpec, train: pd.DataFrame) -> tuple[pd.DataFrame, 
     """Features and target the search cross-validates on: the train split, oldest first for a time split."""
     if spec.split.method == "time":
         stamps = pd.to_datetime(train[spec.split.time_column], utc=True, errors="coerce", format="mixed")
-        train = train.iloc[np.argsort(stamps.to_numpy(), kind="stable")].reset_index(drop=True)
+        # Sources usually deliver in time order (the demo's query does): then there is nothing to move,
+        # and copying every column of the train part in the same order cost ~0.4 s on a year of flights.
+        if not stamps.is_monotonic_increasing:
+            train = train.iloc[np.argsort(stamps.to_numpy(), kind="stable")].reset_index(drop=True)
     return train.drop(columns=[spec.target.column]), train[spec.target.column]
 
 
