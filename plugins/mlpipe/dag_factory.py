@@ -283,17 +283,39 @@ BUILDERS = {
 }
 
 
-def build_dags(pipelines_dir: Path | None = None) -> dict[str, DAG]:
-    """Every pipeline's DAGs by dag id; one bad spec never stops the others from loading."""
+def build_dags(pipelines_dir: Path | None = None, *, only: str | None = None) -> dict[str, DAG]:
+    """Every pipeline's DAGs by dag id; one bad spec never stops the others from loading.
+
+    ``only``: the DAG id Airflow parses the file for (a task's process sets it: the dags file passes
+    ``get_parsing_context().dag_id``). Then only the spec whose name it starts with is read and only
+    that DAG built, so a task's start-up does not grow with the number of pipelines; every DAG is
+    built when no spec yields it.
+    """
+    paths = spec_paths(pipelines_dir)
+    if only:
+        mine = [path for path in paths if _may_yield(path, only)]
+        dags = _build(mine, only)
+        if only in dags:
+            return {only: dags[only]}
+    return _build(paths, None)
+
+
+def _may_yield(path: Path, dag_id: str) -> bool:
+    stem = path.stem
+    return dag_id == _dag_id_for(path) or (dag_id.startswith(f"{stem}_") and dag_id[len(stem) + 1 :] in BUILDERS)
+
+
+def _build(paths: list[Path], only: str | None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
-    for path in spec_paths(pipelines_dir):
+    for path in paths:
         try:
             loaded = load_spec(path)
         except SpecError as exc:
             log.error("%s", exc)
             built = [build_error_dag(path, exc)]
         else:
-            built = [BUILDERS[role](loaded) for role in loaded.spec.dag_ids()]
+            roles = loaded.spec.dag_ids()
+            built = [BUILDERS[role](loaded) for role, dag_id in roles.items() if only is None or dag_id == only]
         dags.update((dag.dag_id, dag) for dag in built)
     for dag in dags.values():
         if "spec-error" not in dag.tags:
