@@ -13,13 +13,15 @@ environment differ from the embedded default; the DAG files are the repo's.
    the Celery worker's process tree (the task processes' pids, Celery's result backend, the
    worker's log), none in the scheduler's.
 2. The worker is killed (SIGKILL, its whole process tree, as a lost host) while both candidates
-   train; the scheduler fails the tries that stopped heartbeating, retries them after the backoff
-   delay on a new worker, and the run still succeeds with one version, one champion change and one
-   model copy. (A service down when a task starts: tests/operators/test_outages.py.)
+   train, their tries frozen first so that neither can finish before the kill; the scheduler fails
+   the tries that stopped heartbeating, retries them after the backoff delay on a new worker, and
+   the run still succeeds with one version, one champion change and one model copy.
+   (A service down when a task starts: tests/operators/test_outages.py.)
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +31,7 @@ import yaml
 from airflow_stack import PIPELINE, REPO, TRAIN, CeleryStack, descendants, unreachable
 from airflow_stack import celery_stack as start_celery_stack
 from conftest import service_unavailable
+from servers import send_signal
 
 from bench.demo_stages import TASK_ORDER
 
@@ -159,8 +162,15 @@ def test_a_worker_killed_while_training_is_replaced_and_the_run_promotes_once(ce
             running = [t for t in tis if t["state"] == "running" and t["pid"] in tree]
             return running if len(running) == 2 else None
 
-        training = stack.wait_for("both candidates training on the worker", both_training, every=0.5)
-        time.sleep(2)  # well inside the fit, which takes seconds
+        training = stack.wait_for("both candidates training on the worker", both_training, every=0.1)
+        # Freeze both tries where they are: on a fast machine a fit of two weeks of flights ends within a
+        # second or two, and a try that finished before the kill would test nothing. A stopped process
+        # cannot report success, and SIGKILL still ends it.
+        for t in training:
+            for pid in [t["pid"], *descendants(t["pid"])]:
+                send_signal(pid, signal.SIGSTOP, group=False)
+        still = {t["map_index"]: t["state"] for t in stack.task_instances(run_id) if t["task_id"] == "train_candidates"}
+        assert still == {0: "running", 1: "running"}, f"a try ended before it was frozen: {still}"
         killed = stack.kill(lost)  # the whole worker at once: as a lost host or an OOM kill
         assert {t["pid"] for t in training} <= set(killed)
         replacement = stack.start_worker()
