@@ -69,9 +69,12 @@ $(VENV_PY):
 # stays in plugins/mlpipe), without dependencies (the lock has them) and built with the lock's
 # setuptools (no build isolation: nothing is downloaded). That gives .venv/bin/mlpipe and
 # `.venv/bin/python -m mlpipe` without activation.
+# The packages' bytecode is compiled once here, as in the Dockerfile: where PYTHONDONTWRITEBYTECODE is
+# set, Python would otherwise compile Airflow, pandas, scikit-learn and GX from source in every
+# process (every task, every `airflow dags test`): 23 s instead of 10 s to import them on 2 cores.
 $(SYNC_STAMP): requirements.lock pyproject.toml | $(VENV_PY) mysql-build-deps
 	@$(ENSURE_UV)
-	"$(UV)" pip sync --python "$(VENV_PY)" requirements.lock
+	"$(UV)" pip sync --compile-bytecode --python "$(VENV_PY)" requirements.lock
 	"$(UV)" pip install --quiet --no-deps --no-build-isolation --editable "$(CURDIR)" --python "$(VENV_PY)"
 	@touch "$@"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -59,3 +60,45 @@ def test_the_checkout_venv_runs_mlpipe_without_activation(tmp_path: Path) -> Non
     )
     assert done.returncode == 0 and done.stdout.startswith("usage: mlpipe "), done.stdout + done.stderr
     assert not (tmp_path / "airflow").exists(), "no ~/airflow: the checkout's .airflow/ is used"
+
+
+def _stale_or_missing_bytecode(module_file: Path) -> bool:
+    """True when Python would compile ``module_file`` from source: no pyc beside it, or one for another source."""
+    cached = Path(importlib.util.cache_from_source(str(module_file)))
+    try:
+        header = cached.read_bytes()[:16]
+    except OSError:
+        return True
+    stat = module_file.stat()
+    flags = int.from_bytes(header[4:8], "little")
+    if flags & 1:  # a hash-based pyc: checked against the source's hash, not compared here
+        return False
+    mtime, size = int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little")
+    return header[:4] != importlib.util.MAGIC_NUMBER or (mtime, size) != (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size)
+
+
+def test_the_checkout_venv_imports_its_packages_from_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set nothing is cached at import: `make setup` compiles the packages."""
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    if not site.is_relative_to(REPO / ".venv"):
+        pytest.fail(f"the tests run outside the checkout's venv ({site}): run them with make test")
+    code = "import airflow.sdk, great_expectations, pandas, sklearn.ensemble, sklearn.linear_model, sqlalchemy"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{code}; import sys; print('\\n'.join(str(getattr(m, '__file__', None)) "
+            "for m in list(sys.modules.values())))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = [Path(f) for f in done.stdout.split() if f.endswith(".py") and Path(f).resolve().is_relative_to(site)]
+    assert len(files) > 1000, "the imports above load over a thousand modules from site-packages"
+    compiled_at_import = [f for f in files if _stale_or_missing_bytecode(f)]
+    assert compiled_at_import == [], (
+        f"{len(compiled_at_import)} modules compiled from source, e.g. {compiled_at_import[:5]}"
+    )
