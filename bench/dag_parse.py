@@ -15,7 +15,11 @@ Requirement: every file parses in under 0.5 s and parsing imports none of those 
 And many pipelines: the DAG file over an include tree of 103 specs (the repo's, plus copies under
 new names), parsed warm in a fresh interpreter. Requirement: at most 3.1 ms of CPU per DAG (the
 figure measured when 103 specs made 511 DAGs in 1.6 s); CPU time, since the wall time of a shared
-machine's busy moments says more about the neighbours than about the parse.
+machine's busy moments says more about the neighbours than about the parse. CPU time still depends
+on the machine: the same commit parsed at 2.2 ms per DAG on one day and 4.3-4.5 ms on a slower one.
+So the probe also times a fixed pure-Python workload (:func:`calibration_workload`: objects, dicts,
+deep copies, the kind of work a parse does) and the limit is scaled by how much slower than the
+reference machine that ran (``CALIBRATION_REFERENCE_CPU_SECONDS``; never scaled down).
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ PARSE_LIMIT_SECONDS = 0.5
 REPORT_RUNS = 3
 MANY_SPECS = 103
 MS_PER_DAG_LIMIT = 3.1
+# CPU seconds of calibration_workload() on the machine MS_PER_DAG_LIMIT belongs to (see the docstring).
+# Derived: commit 5012d95 (which set the bound) parsed at 2.2 ms per DAG there (docs/benchmarks.md,
+# section 2); on a slower day it parsed at 24.4-30.2 ms per DAG per calibration CPU second (3 runs,
+# median 29.2), so the reference machine ran the workload in 2.2 / 29.2 = 0.075 s.
+CALIBRATION_REFERENCE_CPU_SECONDS = 0.075
+CALIBRATION_REPEATS = 5
 WARM_REPEATS = 5
 # Also listed (not required): Airflow itself imports SQLAlchemy before any DAG file is read.
 WATCHED_MODULES = (*HEAVY_MODULES, "numpy", "sqlalchemy")
@@ -107,6 +117,45 @@ def probe(path: Path, env: dict[str, str], repeats: int = WARM_REPEATS) -> dict[
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def calibration_workload() -> None:
+    """A fixed pure-Python workload shaped like a DAG parse: instances with attributes, nested dicts and lists
+    deep-copied and merged, strings formatted, sorted and hashed. About 0.1 s of CPU on the reference machine."""
+    import copy
+
+    class Node:
+        def __init__(self, name: str, params: dict[str, Any], upstream: list[Node]) -> None:
+            self.name, self.params, self.upstream = name, params, upstream
+            self.downstream: list[Node] = []
+            for node in upstream:
+                node.downstream.append(self)
+
+    schema = {
+        f"param_{k}": {"type": "string", "enum": [f"value_{j}" for j in range(6)], "default": None, "title": f"P{k}"}
+        for k in range(5)
+    }
+    for i in range(400):
+        nodes: list[Node] = []
+        for t in range(8):
+            params = {**copy.deepcopy(schema), "task": {"index": t, "tags": sorted({f"tag_{t % 3}", f"dag_{i}"})}}
+            nodes.append(Node(f"dag_{i}.task_{t}", params, nodes[-1:]))
+        hash(tuple(sorted(node.name for node in nodes)))
+
+
+def calibration_cpu_seconds(repeats: int = CALIBRATION_REPEATS) -> float:
+    """The median CPU seconds of ``repeats`` runs of :func:`calibration_workload` in this process."""
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        calibration_workload()
+        times.append(time.process_time() - c0)
+    return statistics.median(times)
+
+
+def machine_factor(calibration_seconds: float) -> float:
+    """How much slower than the reference machine this one ran the calibration (1.0 when faster)."""
+    return max(1.0, calibration_seconds / CALIBRATION_REFERENCE_CPU_SECONDS)
+
+
 def _probe(path: Path, repeats: int) -> dict[str, Any]:
     import logging
 
@@ -129,12 +178,17 @@ def _probe(path: Path, repeats: int) -> dict[str, Any]:
         {m.split(".")[0] for m in set(sys.modules) - modules_before if not m.startswith("unusual_prefix_")}
     )
     heavy_after = [m for m in HEAVY_MODULES if m in sys.modules]
-    warm, warm_cpu = [], []
+    warm, warm_cpu, calibration_cpu = [], [], []
+    if repeats:
+        calibration_workload()  # warm-up
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         DagBag(dag_folder=str(path))
         warm.append(time.perf_counter() - t0)
         warm_cpu.append(time.process_time() - c0)
+        # Right after each parse: the machine's speed changes by the minute on a shared host.
+        calibration_cpu.append(calibration_cpu_seconds(1))
+    calibration = statistics.median(calibration_cpu) if calibration_cpu else None
     return {
         "file": path.name,
         "import_airflow_seconds": round(airflow_seconds, 3),
@@ -142,6 +196,7 @@ def _probe(path: Path, repeats: int) -> dict[str, Any]:
         "cold_seconds": round(cold, 4),
         "warm_median_seconds": round(statistics.median(warm), 4) if warm else None,
         "warm_median_cpu_seconds": round(statistics.median(warm_cpu), 4) if warm_cpu else None,
+        "calibration_cpu_seconds": round(calibration, 4) if calibration is not None else None,
         "dags": sorted(bag.dags),
         "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
         "watched_loaded_before_parse": loaded_before,
@@ -176,6 +231,8 @@ def measure_many(count: int = MANY_SPECS, repeats: int = 3) -> dict[str, Any]:
         probes = [probe(path, env, repeats) for path in dag_files()]
     dags = sum(len(p["dags"]) for p in probes)
     cpu = sum(p["warm_median_cpu_seconds"] for p in probes)
+    calibration = statistics.median(p["calibration_cpu_seconds"] for p in probes)
+    factor = machine_factor(calibration)
     return {
         "specs": count,
         "dags": dags,
@@ -184,6 +241,9 @@ def measure_many(count: int = MANY_SPECS, repeats: int = 3) -> dict[str, Any]:
         "warm_seconds": round(sum(p["warm_median_seconds"] for p in probes), 3),
         "warm_cpu_seconds": round(cpu, 3),
         "cpu_ms_per_dag": round(1000 * cpu / dags, 2) if dags else None,
+        "calibration_cpu_seconds": round(calibration, 4),
+        "machine_factor": round(factor, 3),
+        "ms_per_dag_limit": round(MS_PER_DAG_LIMIT * factor, 2),
     }
 
 
@@ -226,9 +286,10 @@ def run() -> dict[str, Any]:
         reqs.append(requirement(f"{r['file']}: import errors", len(r["import_errors"]), 1))
     reqs.append(
         requirement(
-            f"{many['specs']} specs, {many['dags']} DAGs: warm parse CPU per DAG",
+            f"{many['specs']} specs, {many['dags']} DAGs: warm parse CPU per DAG "
+            f"(limit {MS_PER_DAG_LIMIT} ms x machine factor {many['machine_factor']})",
             many["cpu_ms_per_dag"],
-            MS_PER_DAG_LIMIT,
+            many["ms_per_dag_limit"],
             " ms",
         )
     )
@@ -264,7 +325,9 @@ def table(result: dict[str, Any]) -> str:
     many = result["many"]
     scale = (
         f"{many['specs']} specs -> {many['dags']} DAGs: cold {many['cold_seconds']} s, warm {many['warm_seconds']} s "
-        f"(CPU {many['warm_cpu_seconds']} s, {many['cpu_ms_per_dag']} ms per DAG)"
+        f"(CPU {many['warm_cpu_seconds']} s, {many['cpu_ms_per_dag']} ms per DAG); calibration workload "
+        f"{many['calibration_cpu_seconds']} s of CPU against {CALIBRATION_REFERENCE_CPU_SECONDS} s on the reference "
+        f"machine: factor {many['machine_factor']}"
     )
     return markdown_table(head, rows) + "\n\n" + scale + "\n\n" + requirements_table(result["requirements"])
 
