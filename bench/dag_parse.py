@@ -16,7 +16,7 @@ And many pipelines: the DAG file over an include tree of 103 specs (the repo's, 
 new names), parsed warm in a fresh interpreter. Requirement: at most 3.1 ms of CPU per DAG (the
 figure measured when 103 specs made 511 DAGs in 1.6 s); CPU time, since the wall time of a shared
 machine's busy moments says more about the neighbours than about the parse. CPU time still depends
-on the machine: the same commit parsed at 2.2 ms per DAG on one day and 4.3-4.5 ms on a slower one.
+on the machine: the same commit parsed at 2.2 ms per DAG on one day and 3.2-4.8 ms on a slower one.
 So the probe also times a fixed pure-Python workload (:func:`calibration_workload`: objects, dicts,
 deep copies, the kind of work a parse does) and the limit is scaled by how much slower than the
 reference machine that ran (``CALIBRATION_REFERENCE_CPU_SECONDS``; never scaled down).
